@@ -1,0 +1,39 @@
+# One-command set-up: `make demo` and `make test` create .venv and install everything.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torchsort compiles a CUDA extension whenever `nvcc` is on PATH; that fails to link on
+# machines with nvcc but no CUDA runtime, so build it CPU-only unless TORCHSORT_CUDA=1.
+ifeq ($(TORCHSORT_CUDA),1)
+BUILD_PATH := $(PATH)
+else
+BUILD_PATH := $(shell echo "$$PATH" | tr ':' '\n' | while read -r d; do [ -x "$$d/nvcc" ] || printf '%s:' "$$d"; done)
+endif
+
+.PHONY: install test demo lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet setuptools wheel
+	PATH="$(BUILD_PATH)" $(PY) -m pip install --quiet --no-build-isolation -r requirements.txt
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+demo: install
+	$(PY) tools/demo.py
+
+bench: install
+	$(PY) benchmarks/bench_eval.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,162 @@
+"""Experiment configs: YAML files with ``_base_`` inheritance and typed ``a.b=value`` overrides.
+
+A config file may name a parent with ``_base_: other.yaml`` (a path relative to the file);
+the child's mapping is merged into the parent's recursively. The root of every chain is
+``configs/base.yaml``, which defines every key with its default: a key that the base does
+not define is an error (a typo never passes silently), and so is a value whose type differs
+from the default's (an int where a float is expected is accepted). Only this module and the
+CLIs in ``tools/`` read raw configs; the rest of ``lib`` receives plain values or a
+:class:`Config` section.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names file and key."""
+
+
+class Config(Mapping):
+    """A read-only nested mapping with attribute access (``cfg.model.type``)."""
+
+    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
+        self._data = {k: Config(v, f"{path}{k}.") if isinstance(v, Mapping) else v for k, v in data.items()}
+        self._path = path
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(f"config has no key '{self._path}{key}'") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Config({self.to_dict()!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep plain-dict copy (for YAML dumps and checkpoints)."""
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self._data.items()}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    return data
+
+
+def _check_type(default: Any, value: Any, where: str) -> Any:
+    """Return ``value`` if it may replace ``default``; raise ConfigError otherwise."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    elif isinstance(default, type(value)) or isinstance(value, type(default)):
+        return value
+    raise ConfigError(f"{where}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})")
+
+
+def _merge(base: dict[str, Any], child: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Merge ``child`` into ``base`` in place, rejecting unknown keys and wrong types."""
+    for key, value in child.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base)) or "none"
+            raise ConfigError(f"{source}: unknown config key '{name}' (known at this level: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: '{name}' must be a mapping, got {value!r}")
+            _merge(base[key], value, source, f"{name}.")
+        else:
+            base[key] = _check_type(base[key], copy.deepcopy(value), f"{source}: '{name}'")
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ chain")
+    data = _read_yaml(path)
+    parent = data.pop(BASE_KEY, None)
+    if parent is None:
+        return data
+    merged = _load_chain(path.parent / parent, (*seen, path))
+    _merge(merged, data, str(path))
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], value), the value parsed as YAML (so typed)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: invalid value ({err})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
+    """Apply ``a.b=value`` strings to a config dict in place, with the merge's checks."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _merge(data, nested, f"override {text!r}")
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Load a config file with its ``_base_`` chain and the CLI overrides.
+
+    Args:
+        path: the experiment YAML (e.g. ``configs/monommkd.yaml``).
+        overrides: ``key.sub=value`` strings, applied last.
+
+    Returns:
+        The resolved, read-only :class:`Config`.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, unknown key, wrong type, bad override.
+    """
+    data = _load_chain(Path(path))
+    apply_overrides(data, overrides)
+    return Config(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (the run folder's record of what ran)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)

@@ -1,0 +1,188 @@
+"""Road Plane Discretization (RPD) depth bins and soft targets (METHOD §2).
+
+A camera at height h over a flat road sees depth z on the row r(z) = f·h/z below the
+horizon. RPD spaces its K bins evenly in r, so each bin spans the same number of image rows
+of the road plane. ``ud`` (uniform metres), ``sid`` (log, DORN) and ``lid`` (linear-increasing,
+CaDDN) are the classic codes, kept for ablation. Every mode orders bins near → far; index K
+is the extra "beyond range / no depth" bin.
+
+Each mode is a monotone map u(z) from depth to a continuous bin coordinate with u(edge_k) = k,
+so edges, centres (u = k + 0.5), soft two-hot targets and decoding share one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MODES = ("rpd", "ud", "sid", "lid")
+
+
+@dataclass(frozen=True)
+class DepthBins:
+    """The fixed bin layout of a run (the reference camera, not each frame's; METHOD §2.2).
+
+    Attributes:
+        mode: rpd | ud | sid | lid. depth_min, depth_max: range in metres. num_bins: K.
+        focal: reference focal length f (px). camera_height: h (m). Only rpd uses f and h.
+    """
+
+    mode: str = "rpd"
+    depth_min: float = 2.0
+    depth_max: float = 80.0
+    num_bins: int = 80
+    focal: float = 721.54
+    camera_height: float = 1.65
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"rpd.mode must be one of {MODES}, got {self.mode!r}")
+        if not 0 < self.depth_min < self.depth_max:
+            raise ValueError(f"need 0 < depth_min < depth_max, got {self.depth_min}, {self.depth_max}")
+        if self.num_bins < 2:
+            raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
+
+    @property
+    def fh(self) -> float:
+        return self.focal * self.camera_height
+
+    def to_coord(self, depth: np.ndarray) -> np.ndarray:
+        """Depth (m) → continuous bin coordinate u in [0, K] over [depth_min, depth_max]."""
+        z = np.asarray(depth, dtype=np.float64)
+        lo, hi, k = self.depth_min, self.depth_max, self.num_bins
+        if self.mode == "rpd":
+            r_lo, r_hi = self.fh / hi, self.fh / lo
+            with np.errstate(divide="ignore"):
+                return (r_hi - self.fh / z) / ((r_hi - r_lo) / k)
+        if self.mode == "ud":
+            return (z - lo) / ((hi - lo) / k)
+        if self.mode == "sid":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (np.log(z) - np.log(lo)) / ((np.log(hi) - np.log(lo)) / k)
+        # lid: edge_k = lo + bin_size·k(k+1)/2 with bin_size = 2(hi - lo)/(K(K+1)); solve for k.
+        bin_size = 2 * (hi - lo) / (k * (k + 1))
+        return (np.sqrt(np.maximum(1 + 8 * (z - lo) / bin_size, 0.0)) - 1) / 2
+
+    def from_coord(self, u: np.ndarray) -> np.ndarray:
+        """Continuous bin coordinate u → depth (m); the inverse of :meth:`to_coord`."""
+        u = np.asarray(u, dtype=np.float64)
+        lo, hi, k = self.depth_min, self.depth_max, self.num_bins
+        if self.mode == "rpd":
+            r_lo, r_hi = self.fh / hi, self.fh / lo
+            return self.fh / (r_hi - u * (r_hi - r_lo) / k)
+        if self.mode == "ud":
+            return lo + u * (hi - lo) / k
+        if self.mode == "sid":
+            return np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)) / k)
+        bin_size = 2 * (hi - lo) / (k * (k + 1))
+        return lo + bin_size * u * (u + 1) / 2
+
+    def edges(self) -> np.ndarray:
+        """(K+1,) bin edges, edge_0 = depth_min, edge_K = depth_max (METHOD §2.2)."""
+        return self.from_coord(np.arange(self.num_bins + 1, dtype=np.float64))
+
+    def centres(self) -> np.ndarray:
+        """(K,) bin centres, the depth at u = k + 0.5 (for rpd: f·h / (r_hi − (k+0.5)·Δr))."""
+        return self.from_coord(np.arange(self.num_bins, dtype=np.float64) + 0.5)
+
+
+def bin_edges(
+    mode: str,
+    depth_min: float,
+    depth_max: float,
+    num_bins: int,
+    focal: float = 721.54,
+    camera_height: float = 1.65,
+) -> np.ndarray:
+    """(K+1,) depth bin edges in metres for ``mode`` (rpd | ud | sid | lid), near → far."""
+    return DepthBins(mode, depth_min, depth_max, num_bins, focal, camera_height).edges()
+
+
+def downsample_depth(depth: np.ndarray, stride: int) -> np.ndarray:
+    """Mean of the valid (> 0) depths in each stride×stride cell; 0 where a cell has none.
+
+    Empty pixels never mix in (METHOD §2.3). Rows/columns beyond a whole number of cells
+    are dropped.
+
+    Args:
+        depth: (H, W) metres, 0 = no LiDAR return.
+
+    Returns:
+        (H // stride, W // stride) float32.
+    """
+    h, w = depth.shape[0] // stride, depth.shape[1] // stride
+    cells = np.asarray(depth[: h * stride, : w * stride], dtype=np.float64).reshape(h, stride, w, stride)
+    valid = cells > 0
+    count = valid.sum(axis=(1, 3))
+    total = np.where(valid, cells, 0.0).sum(axis=(1, 3))
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+
+
+def soft_targets(
+    depth: np.ndarray, bins: DepthBins, *, supervise_beyond: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft two-hot RPD targets for a depth map already at the feature grid (METHOD §2.3).
+
+    With t = u(z) − 0.5 clamped to [0, K−1], bins ⌊t⌋ and ⌊t⌋+1 get 1 − frac(t) and frac(t)
+    (for t = K−1 all the weight is on bin K−1).
+
+    Args:
+        depth: (H, W) metres, 0 = no depth (e.g. from :func:`downsample_depth`).
+        bins: the run's :class:`DepthBins`.
+        supervise_beyond: put cells without depth or outside [depth_min, depth_max] on the
+            extra bin K (valid) instead of masking them out.
+
+    Returns:
+        target: (K+1, H, W) float32, each valid cell sums to 1.
+        valid: (H, W) bool.
+    """
+    k = bins.num_bins
+    z = np.asarray(depth, dtype=np.float64)
+    in_range = (z >= bins.depth_min) & (z <= bins.depth_max)
+    t = np.clip(bins.to_coord(np.where(in_range, z, bins.depth_min)) - 0.5, 0.0, k - 1)
+    lower = np.minimum(np.floor(t).astype(np.int64), k - 2)
+    frac = t - lower  # in [0, 1]; 1 only at t = K-1, where all weight goes to the upper bin
+    target = np.zeros((k + 1, *z.shape), dtype=np.float32)
+    rows, cols = np.nonzero(in_range)
+    target[lower[rows, cols], rows, cols] = 1.0 - frac[rows, cols]
+    target[lower[rows, cols] + 1, rows, cols] += frac[rows, cols]
+    if supervise_beyond:
+        target[k][~in_range] = 1.0
+        return target, np.ones(z.shape, dtype=bool)
+    return target, in_range
+
+
+def expected_depth(
+    probs: np.ndarray | torch.Tensor, bins: DepthBins, axis: int = 0, space: str = "depth"
+) -> np.ndarray | torch.Tensor:
+    """Expected depth of bin probabilities (METHOD §2.3), numpy or torch.
+
+    ``space="depth"`` (METHOD's definition, the default): Σ_k p_k · centre_k. It interpolates
+    linearly in metres between centres, so a two-hot target decodes up to ~1.5 % off at 40 m
+    for rpd K=80. ``space="bin"``: the expected bin coordinate Σ_k p_k · (k + 0.5) mapped back
+    to metres, which inverts a two-hot target exactly. The beyond bin K carries no depth: the
+    K depth-bin probabilities are renormalised.
+
+    Args:
+        probs: probabilities with K+1 entries along ``axis``.
+
+    Returns:
+        Depth in metres with ``axis`` removed (same library as the input; a torch result in
+        bin space is detached, it is for metrics and plots).
+    """
+    if space not in ("depth", "bin"):
+        raise ValueError(f"space must be 'depth' or 'bin', got {space!r}")
+    k = bins.num_bins
+    values = bins.centres() if space == "depth" else np.arange(k, dtype=np.float64) + 0.5
+    if isinstance(probs, torch.Tensor):
+        p = probs.movedim(axis, -1)[..., :k]
+        v = torch.as_tensor(values, dtype=p.dtype, device=p.device)
+        mean = (p * v).sum(-1) / p.sum(-1).clamp_min(1e-12)
+        if space == "depth":
+            return mean
+        return torch.as_tensor(bins.from_coord(mean.detach().cpu().double().numpy()), dtype=p.dtype, device=p.device)
+    p = np.moveaxis(np.asarray(probs, dtype=np.float64), axis, -1)[..., :k]
+    mean = (p * values).sum(-1) / np.maximum(p.sum(-1), 1e-12)
+    return mean if space == "depth" else bins.from_coord(mean)
