@@ -83,7 +83,9 @@ def box3d_corners(dims: np.ndarray, loc: np.ndarray, ry: np.ndarray) -> np.ndarr
     return np.stack([xr, y, zr], axis=2) + loc[:, None, :]
 
 
-def box3d_to_box2d(corners: np.ndarray, P: np.ndarray, image_size: tuple[int, int] | None = None) -> np.ndarray:
+def box3d_to_box2d(
+    corners: np.ndarray, P: np.ndarray, image_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """2D image boxes enclosing projected 3D boxes.
 
     Args:
@@ -114,7 +116,9 @@ def ry_to_alpha(ry: np.ndarray | float, x: np.ndarray | float, z: np.ndarray | f
     return wrap_angle(np.asarray(ry) - np.arctan2(x, z))
 
 
-def alpha_to_ry(alpha: np.ndarray | float, x: np.ndarray | float, z: np.ndarray | float) -> np.ndarray | float:
+def alpha_to_ry(
+    alpha: np.ndarray | float, x: np.ndarray | float, z: np.ndarray | float
+) -> np.ndarray | float:
     """Yaw from the observation angle and the box's rect position: ry = alpha + atan2(x, z)."""
     return wrap_angle(np.asarray(alpha) + np.arctan2(x, z))
 
@@ -129,7 +133,9 @@ def ry_to_alpha_pixel(ry: np.ndarray | float, u: np.ndarray | float, P: np.ndarr
     return wrap_angle(np.asarray(ry) - np.arctan2(np.asarray(u) - P[0, 2], P[0, 0]))
 
 
-def get_affine_transform(center: np.ndarray, crop_size: np.ndarray, out_size: np.ndarray, inv: bool = False) -> np.ndarray:
+def get_affine_transform(
+    center: np.ndarray, crop_size: np.ndarray, out_size: np.ndarray, inv: bool = False
+) -> np.ndarray:
     """Similarity that maps a crop (centre, width×height in source pixels) onto an output image.
 
     GUPNet's convention (REFERENCE §3): the scale comes from the crop *width* only

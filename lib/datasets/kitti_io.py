@@ -264,7 +264,9 @@ def read_calib(path: str | Path) -> Calibration:
     if missing:
         raise KittiFormatError(f"{path}: missing calibration matrices {missing}")
     P = np.stack([mats.get(f"P{i}", mats["P2"]) for i in range(4)])
-    return Calibration(P=P, R0=mats["R0_rect"], V2C=mats["Tr_velo_to_cam"], I2V=mats.get("Tr_imu_to_velo", np.eye(3, 4)))
+    return Calibration(
+        P=P, R0=mats["R0_rect"], V2C=mats["Tr_velo_to_cam"], I2V=mats.get("Tr_imu_to_velo", np.eye(3, 4))
+    )
 
 
 def write_calib(path: str | Path, calib: Calibration) -> None:
@@ -315,12 +317,13 @@ def read_velodyne(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        raw = np.fromfile(path, dtype=np.float32)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"Velodyne scan not found: {path}") from None
-    if raw.size % 4:
-        raise KittiFormatError(f"{path}: size {raw.size * 4} bytes is not a multiple of 16 (x, y, z, r float32)")
-    return raw.reshape(-1, 4)
+    # Check the byte count, not the float count: np.fromfile drops a trailing partial float.
+    if len(raw) % 16:
+        raise KittiFormatError(f"{path}: size {len(raw)} bytes is not a multiple of 16 (x, y, z, r float32)")
+    return np.frombuffer(raw, dtype=np.float32).reshape(-1, 4).copy()
 
 
 DEPTH_PNG_SCALE = 256.0  # KITTI depth format: uint16 PNG, metres × 256, 0 = no depth

@@ -1,0 +1,93 @@
+"""lib.config: _base_ inheritance, unknown keys, typed overrides, the repo's own configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib.config import Config, ConfigError, load_config, parse_override, save_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cfg_dir(tmp_path: Path) -> Path:
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  type: did\n  depth_branch: true\n  lr: 0.001\n  size: [1280, 384]\n  ckpt: null\n"
+        "trainer:\n  max_epoch: 140\n"
+    )
+    (tmp_path / "mid.yaml").write_text("_base_: base.yaml\ntrainer:\n  max_epoch: 10\n")
+    (tmp_path / "child.yaml").write_text("_base_: mid.yaml\nmodel:\n  type: gupnet\n")
+    return tmp_path
+
+
+def test_inheritance_chain_merges_recursively(cfg_dir: Path) -> None:
+    cfg = load_config(cfg_dir / "child.yaml")
+    assert cfg.model.type == "gupnet"
+    assert cfg.model.depth_branch is True
+    assert cfg.trainer.max_epoch == 10
+    assert cfg["model"]["size"] == [1280, 384]
+
+
+def test_overrides_are_typed(cfg_dir: Path) -> None:
+    cfg = load_config(cfg_dir / "child.yaml", ["model.lr=1", "model.depth_branch=false", "model.ckpt=a/b.pth"])
+    assert cfg.model.lr == 1.0 and isinstance(cfg.model.lr, float)
+    assert cfg.model.depth_branch is False
+    assert cfg.model.ckpt == "a/b.pth"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.tpye=x", "unknown config key 'model.tpye'"),
+        ("trainer.max_epoch=ten", "expected int, got str"),
+        ("model.depth_branch=1", "expected bool, got int"),
+        ("model=3", "'model' must be a mapping"),
+        ("noequals", "expected key.sub=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(cfg_dir: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(cfg_dir / "child.yaml", [override])
+
+
+def test_unknown_key_in_file_names_the_file(cfg_dir: Path) -> None:
+    bad = cfg_dir / "bad.yaml"
+    bad.write_text("_base_: base.yaml\ntrainer:\n  max_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'trainer\.max_epochs'"):
+        load_config(bad)
+
+
+def test_missing_file_and_circular_chain(cfg_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(cfg_dir / "nope.yaml")
+    (cfg_dir / "a.yaml").write_text("_base_: b.yaml\n")
+    (cfg_dir / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(cfg_dir / "a.yaml")
+
+
+def test_config_is_read_only_and_round_trips(cfg_dir: Path, tmp_path: Path) -> None:
+    cfg = load_config(cfg_dir / "child.yaml")
+    with pytest.raises(TypeError):
+        cfg["model"] = 1  # type: ignore[index]
+    with pytest.raises(AttributeError, match="model.nope"):
+        _ = cfg.model.nope
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    assert Config(yaml.safe_load(out.read_text())).to_dict() == cfg.to_dict()
+
+
+def test_parse_override_values() -> None:
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=null") == (["a"], None)
+
+
+def test_every_repo_config_loads() -> None:
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    assert (REPO / "configs" / "base.yaml") in files
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.model.type in ("did", "gupnet"), path
