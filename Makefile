@@ -11,6 +11,10 @@ else
 BUILD_PATH := $(shell echo "$$PATH" | tr ':' '\n' | while read -r d; do [ -x "$$d/nvcc" ] || printf '%s:' "$$d"; done)
 endif
 
+# numpy's OpenBLAS threads slow the many small matrix products of the data tools ~10x on
+# small machines (BENCHMARKS.md); torch keeps its own intra-op threads.
+export OPENBLAS_NUM_THREADS ?= 1
+
 .PHONY: install test demo lint bench clean
 
 install: $(STAMP)

@@ -1,0 +1,250 @@
+"""Training augmentation of a KITTI frame: h-flip, random crop/scale/shift, colour (REFERENCE §3).
+
+Every function is pure: it returns new arrays and objects and never changes its inputs.
+The image, its depth map and every label move together, so the teacher's depth input, the
+depth targets and the 3D labels stay aligned with the RGB pixels (METHOD §1, §2.3).
+
+Pixel convention: integer coordinates are pixel centres (OpenCV's and the KITTI labels'), so
+``np.fliplr`` maps u to W − 1 − u and boxes and P2 are mirrored about W − 1. GUPNet mirrors
+about W because its PIL images put pixel centres at i + 0.5; the difference is one pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from lib.datasets.kitti_io import Object3d
+from lib.geometry import get_affine_transform, unproject_to_rect, wrap_angle
+
+# Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", REFERENCE §3): a grid of
+# FLIP_FIT_COLUMNS × FLIP_FIT_ROWS image points at depths spread over FLIP_FIT_DEPTHS.
+FLIP_FIT_COLUMNS = 4
+FLIP_FIT_ROWS = 2
+FLIP_FIT_DEPTHS = (2.0, 78.0)  # metres
+
+# CenterNet colour augmentation (used by MonoSKD / MonoDistill, REFERENCE §3).
+COLOR_JITTER = 0.4  # brightness / contrast / saturation factors 1 ± U(0.4)
+LIGHTING_STD = 0.1  # std of the PCA lighting coefficients
+# ImageNet PCA of pixel colours as CenterNet lists it. Its rows are in BGR order (CenterNet
+# reads images with cv2; row 2 matches the R row of fb.resnet.torch's RGB table), so the
+# rows are reversed here for our RGB images. MonoSKD applies them to RGB unreversed.
+PCA_EIGVAL = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
+PCA_EIGVEC = np.array(
+    [
+        [-0.58752847, -0.69563484, 0.41340352],
+        [-0.5832747, 0.00994535, -0.81221408],
+        [-0.56089297, 0.71832671, 0.41158938],
+    ],
+    dtype=np.float32,
+)[::-1]
+
+
+def flip_projection(P: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Projection matrix of the mirrored image, re-fitted by least squares (REFERENCE §3).
+
+    Sample pixels on a 4 × 2 grid over the image at depths 2..78 m, back-project them with P,
+    mirror the 3D points (x → −x) and their pixels (u → W − 1 − u), and solve for the
+    ``[[fu, 0, cu, p03], [0, fv, cv, p13], [0, 0, 1, p23]]`` that maps one onto the other
+    (p23 is kept: mirroring x does not change depth). For KITTI's P this is exact:
+    cu' = W − 1 − cu, p03' = (W − 1)·p23 − p03.
+
+    Args:
+        P: (3, 4) rect → image projection (P2). image_size: (width, height) pixels.
+
+    Returns:
+        (3, 4) float64 projection for the flipped image.
+    """
+    width, height = image_size
+    n = FLIP_FIT_COLUMNS * FLIP_FIT_ROWS
+    u, v = np.meshgrid(np.linspace(0, width - 1, FLIP_FIT_COLUMNS), np.linspace(0, height - 1, FLIP_FIT_ROWS))
+    uv = np.stack([u.ravel(), v.ravel()], axis=1)  # (n, 2)
+    depth = np.linspace(*FLIP_FIT_DEPTHS, n)  # (n,) one depth per sample point
+    pts = unproject_to_rect(uv, depth, P) * np.array([-1.0, 1.0, 1.0])  # (n, 3) mirrored rect points
+    uv_mirrored = np.stack([width - 1 - uv[:, 0], uv[:, 1]], axis=1)  # (n, 2)
+    x, y, z = pts.T
+    d = z + P[2, 3]  # depth along P's third row, unchanged by the mirror
+    # Unknowns [fu, fv, cu, cv, p03, p13]: u·d = fu·x + cu·z + p03, v·d = fv·y + cv·z + p13.
+    zeros, ones = np.zeros(n), np.ones(n)
+    a = np.concatenate(
+        [
+            np.stack([x, zeros, z, zeros, ones, zeros], axis=1),
+            np.stack([zeros, y, zeros, z, zeros, ones], axis=1),
+        ]
+    )  # (2n, 6)
+    b = np.concatenate([uv_mirrored[:, 0] * d, uv_mirrored[:, 1] * d])  # (2n,)
+    fu, fv, cu, cv, p03, p13 = np.linalg.lstsq(a, b, rcond=None)[0]
+    return np.array([[fu, 0.0, cu, p03], [0.0, fv, cv, p13], [0.0, 0.0, 1.0, P[2, 3]]])
+
+
+def flip_objects(objects: list[Object3d], image_width: int) -> list[Object3d]:
+    """Mirror labels: box x about W − 1, x → −x, ry → π − ry and alpha → π − alpha (wrapped)."""
+    flipped = []
+    for obj in objects:
+        x1, y1, x2, y2 = obj.box2d
+        flipped.append(
+            replace(
+                obj,
+                box2d=np.array([image_width - 1 - x2, y1, image_width - 1 - x1, y2]),
+                pos=obj.pos * np.array([-1.0, 1.0, 1.0]),
+                ry=float(wrap_angle(np.pi - obj.ry)),
+                alpha=float(wrap_angle(np.pi - obj.alpha)),
+            )
+        )
+    return flipped
+
+
+def sample_crop(
+    image_size: tuple[int, int], rng: np.random.Generator, *, random_crop: float, scale: float, shift: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """GUPNet's random crop (REFERENCE §3): with probability ``random_crop``, crop size =
+    image size × clip(N(0,1)·scale + 1, 1 − scale, 1 + scale) and centre += image size ×
+    clip(N(0,1)·shift, −2·shift, 2·shift) per axis; otherwise the whole image.
+
+    Returns:
+        center: (2,) crop centre, crop_size: (2,) crop width, height; original pixels.
+    """
+    size = np.asarray(image_size, dtype=np.float64)
+    center, crop_size = size / 2, size.copy()
+    if rng.random() < random_crop:
+        crop_size = size * np.clip(rng.standard_normal() * scale + 1, 1 - scale, 1 + scale)
+        center = center + size * np.clip(rng.standard_normal(2) * shift, -2 * shift, 2 * shift)
+    return center, crop_size
+
+
+def warp_image(image: np.ndarray, trans: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear affine warp of an (H, W, C) image to out_size = (W', H'); zeros outside."""
+    return cv2.warpAffine(image, trans, tuple(out_size), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def warp_depth(depth: np.ndarray, trans: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour affine warp of an (H, W) depth map (metres, 0 = none); zeros outside.
+
+    Nearest, not bilinear as MonoSKD: an interpolated depth between a surface and an empty
+    pixel, or between a car and the wall behind it, is a depth that exists nowhere in the
+    scene, and METHOD §2.3 keeps empty pixels out of the depth targets.
+    """
+    return cv2.warpAffine(depth, trans, tuple(out_size), flags=cv2.INTER_NEAREST, borderValue=0)
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (REFERENCE §3).
+
+    Brightness, contrast and saturation with factors f = 1 ± U(0.4), in random order, then
+    PCA lighting with coefficients N(0, 0.1). Each of the three maps x → f·x + (1 − f)·t with
+    t = 0, the grey mean or the grey image (BT.601 luma of the input), so together they are
+    one blend a·image + b·grey + c, applied in a single pass. Like CenterNet, the result is
+    not clipped to [0, 1].
+
+    Returns:
+        (H, W, 3) float32, a new array.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # (H, W)
+    gray_mean = float(gray.mean())
+    a, b, c = 1.0, 0.0, 0.0  # result = a·image + b·gray + c
+    for op in rng.permutation(3):  # 0 brightness, 1 contrast, 2 saturation
+        f = 1.0 + rng.uniform(-COLOR_JITTER, COLOR_JITTER)
+        a, b, c = f * a, f * b, f * c
+        if op == 1:
+            c += (1 - f) * gray_mean
+        elif op == 2:
+            b += 1 - f
+    alpha = rng.normal(scale=LIGHTING_STD, size=3)
+    shift = c + PCA_EIGVEC @ (PCA_EIGVAL * alpha)  # (3,) one RGB shift for the whole image
+    channels = [
+        cv2.addWeighted(channel, a, gray, b, float(shift[k])) for k, channel in enumerate(cv2.split(image))
+    ]
+    return cv2.merge(channels)
+
+
+@dataclass
+class AugmentedSample:
+    """A frame after flip, crop/affine warp and colour augmentation.
+
+    Attributes:
+        image: (H', W', 3) float32 RGB, [0, 1] before colour jitter.
+        depth: (H', W') float32 metres (0 = none), or None without a depth map.
+        objects: labels in the (flipped) original image frame: the affine is not applied to
+            them (targets apply ``trans``).
+        P2: (3, 4) float64 projection of the (flipped) original image.
+        trans: (2, 3) affine, (flipped) original pixels → network input pixels.
+        center, crop_size: (2,) the crop in (flipped) original pixels.
+        crop_scale: crop width / image width (> 1: zoomed out, objects look farther).
+        flipped: whether the frame was mirrored.
+    """
+
+    image: np.ndarray
+    depth: np.ndarray | None
+    objects: list[Object3d]
+    P2: np.ndarray
+    trans: np.ndarray
+    center: np.ndarray
+    crop_size: np.ndarray
+    crop_scale: float
+    flipped: bool
+
+
+def augment_sample(
+    image: np.ndarray,
+    depth: np.ndarray | None,
+    objects: list[Object3d],
+    P2: np.ndarray,
+    rng: np.random.Generator | None,
+    *,
+    resolution: tuple[int, int],
+    random_flip: float = 0.0,
+    random_crop: float = 0.0,
+    scale: float = 0.4,
+    shift: float = 0.1,
+    color_aug: bool = False,
+) -> AugmentedSample:
+    """Flip, crop and warp a frame to the network resolution (REFERENCE §3).
+
+    Order as GUPNet: flip with probability ``random_flip``, then the random crop (in the
+    flipped frame), the affine warp to ``resolution`` and, with ``color_aug``, colour jitter
+    on the warped [0, 1] image. With ``rng=None`` nothing is random: the whole image is
+    warped to the resolution (evaluation).
+
+    Args:
+        image: (H, W, 3) uint8 RGB. depth: (H, W) float32 metres or None.
+        objects: the frame's labels. P2: (3, 4). rng: the sample's generator, or None.
+        resolution: network input (W', H').
+
+    Returns:
+        The :class:`AugmentedSample`.
+    """
+    height, width = image.shape[:2]
+    flipped = rng is not None and rng.random() < random_flip
+    if flipped:
+        image = cv2.flip(image, 1)  # = np.fliplr, u → W − 1 − u
+        depth = None if depth is None else cv2.flip(depth, 1)
+        objects = flip_objects(objects, width)
+        P2 = flip_projection(P2, (width, height))
+    else:
+        objects = list(objects)
+        P2 = np.asarray(P2, dtype=np.float64).copy()
+
+    if rng is None:
+        center, crop_size = np.array([width / 2, height / 2]), np.array([width, height], dtype=np.float64)
+    else:
+        center, crop_size = sample_crop(
+            (width, height), rng, random_crop=random_crop, scale=scale, shift=shift
+        )
+    trans = get_affine_transform(center, crop_size, np.asarray(resolution))
+    warped = warp_image(image, trans, resolution).astype(np.float32) / 255.0  # (H', W', 3)
+    if color_aug and rng is not None:
+        warped = color_jitter(warped, rng)
+    return AugmentedSample(
+        image=warped,
+        depth=None if depth is None else warp_depth(depth, trans, resolution),
+        objects=objects,
+        P2=P2,
+        trans=trans,
+        center=center,
+        crop_size=crop_size,
+        crop_scale=float(crop_size[0] / width),
+        flipped=flipped,
+    )

@@ -1,0 +1,326 @@
+"""Training targets of a KITTI frame, as pure functions of (labels, P2, affine, depth map).
+
+* GUPNet's CenterNet-style detection targets (REFERENCE §3, §1.6): a class heatmap of
+  gaussians at the projected 3D centres, and per-object regression targets in up to
+  ``max_objs`` slots (slot = label line index, REFERENCE §9.17).
+* DID-M3D's per-RoI depth targets (REFERENCE §1.9, §6.2): LiDAR depth at the 7 × 7 RoI cells
+  of each GT box (``vis_depth``) and the remainder to the object depth (``att_depth``).
+* RPD depth-branch targets (METHOD §2.3) and the foreground mask that weights them.
+
+Frames: objects and P2 are in the (flipped) original image; ``trans`` maps original pixels to
+network-input pixels; targets are in feature pixels (input pixels / ``downsample``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from lib.constants import CLASS_TO_ID, CLASSES, MEAN_SIZES, NUM_HEADING_BIN
+from lib.datasets.kitti_io import Object3d
+from lib.datasets.masks import foreground_mask
+from lib.datasets.rpd import DepthBins, downsample_depth, soft_targets
+from lib.geometry import affine_transform, project_to_image, ry_to_alpha_pixel
+
+HEATMAP_MIN_OVERLAP = 0.7  # CornerNet: a box shifted within the radius keeps IoU >= 0.7
+MIN_OBJECT_DEPTH = 2.0  # m: GUPNet skips closer objects
+# Limits of KITTI's loosest difficulty ("Hard"); GUPNet skips objects beyond them ("UnKnown").
+MIN_BOX_HEIGHT = 25.0  # px, y2 - y1 + 1
+MAX_TRUNCATION = 0.5
+MAX_OCCLUSION = 2
+# With class merging these paint the Car heatmap channel but get no regression targets.
+MERGED_CLASSES = {"Van": "Car", "Truck": "Car"}
+ROI_SIZE = 7  # DID-M3D RoI depth maps are 7 × 7 (REFERENCE §1.9)
+DID_DEPTH_TOLERANCE = 3.0  # m: RoI cells whose LiDAR depth is farther from z are not the object
+
+
+def gaussian_radius(width: float, height: float, *, min_overlap: float = HEATMAP_MIN_OVERLAP) -> float:
+    """CornerNet's heatmap radius for a box of width × height, as GUPNet computes it.
+
+    The smallest of three quadratic roots, one per way a corner can move (both corners
+    inward, both outward, one each way), each (b + √(b² − 4ac)) / 2 with
+    (a, b, c) = (1, w + h, w·h·(1 − o)/(1 + o)), (4, 2(w + h), (1 − o)·w·h),
+    (4o, −2o(w + h), (o − 1)·w·h). This is CornerNet's released code (its roots differ from
+    the paper's derivation); kept as is so the heatmaps match GUPNet's.
+    """
+    total, area, o = width + height, width * height, min_overlap
+    r1 = (total + np.sqrt(total**2 - 4 * area * (1 - o) / (1 + o))) / 2
+    r2 = (2 * total + np.sqrt((2 * total) ** 2 - 16 * (1 - o) * area)) / 2
+    r3 = (-2 * o * total + np.sqrt((2 * o * total) ** 2 - 16 * o * (o - 1) * area)) / 2
+    return float(min(r1, r2, r3))
+
+
+def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> None:
+    """Max-merge a (2r+1)² gaussian with σ = (2r+1)/6 into ``heatmap`` (H, W) at cell (x, y).
+
+    Writes into ``heatmap`` in place (the caller's own target array); clipped at the borders.
+    """
+    x, y = center
+    height, width = heatmap.shape
+    diameter = 2 * radius + 1
+    sigma = diameter / 6
+    dy, dx = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    gaussian = np.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma)).astype(heatmap.dtype)
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    patch = heatmap[y - top : y + bottom, x - left : x + right]
+    np.maximum(patch, gaussian[radius - top : radius + bottom, radius - left : radius + right], out=patch)
+
+
+def encode_heading(
+    alpha: np.ndarray | float, *, num_bins: int = NUM_HEADING_BIN
+) -> tuple[np.ndarray, np.ndarray]:
+    """Angle → (bin, residual) (REFERENCE §1.6): bin k is centred at k·360°/num_bins.
+
+    Returns:
+        bin: int64 in [0, num_bins); residual: float64 in [−half bin, +half bin), radians.
+    """
+    per_bin = 2 * np.pi / num_bins
+    shifted = (np.asarray(alpha, dtype=np.float64) % (2 * np.pi) + per_bin / 2) % (2 * np.pi)
+    bin_id = np.minimum(np.floor(shifted / per_bin).astype(np.int64), num_bins - 1)
+    return bin_id, shifted - (bin_id * per_bin + per_bin / 2)
+
+
+def decode_heading(
+    bin_id: np.ndarray | int, residual: np.ndarray | float, *, num_bins: int = NUM_HEADING_BIN
+) -> np.ndarray:
+    """(bin, residual) → angle in (−π, π] (REFERENCE §1.6): k·360°/num_bins + residual."""
+    angle = np.asarray(bin_id) * (2 * np.pi / num_bins) + np.asarray(residual, dtype=np.float64)
+    return np.where(angle > np.pi, angle - 2 * np.pi, angle)
+
+
+def has_difficulty(obj: Object3d) -> bool:
+    """Whether the object is KITTI Easy, Moderate or Hard (GUPNet's level is not 'UnKnown')."""
+    box_height = float(obj.box2d[3] - obj.box2d[1] + 1)
+    return (
+        box_height >= MIN_BOX_HEIGHT and obj.truncation <= MAX_TRUNCATION and obj.occlusion <= MAX_OCCLUSION
+    )
+
+
+def _affine_box(box: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """(4,) x1, y1, x2, y2 through a scale + translation affine (corners stay corners)."""
+    return np.concatenate([affine_transform(box[:2], trans), affine_transform(box[2:], trans)])
+
+
+def build_detection_targets(
+    objects: Sequence[Object3d],
+    P2: np.ndarray,
+    trans: np.ndarray,
+    *,
+    feature_size: tuple[int, int],
+    downsample: int,
+    max_objs: int = 50,
+    writelist: Sequence[str] = CLASSES,
+    class_merging: bool = False,
+) -> dict[str, np.ndarray]:
+    """GUPNet's detection targets (REFERENCE §3).
+
+    Objects are skipped when their class is not trained (not in ``writelist``, and not
+    Van/Truck with ``class_merging``), when they have no KITTI difficulty, when z < 2 m, or
+    when their heatmap cell falls outside the grid. The heatmap cell is the floor of the
+    projected 3D centre (GUPNet truncates towards zero, which also keeps centres in
+    (−1, 0)); the alpha of the heading target is recomputed from ry and the 2D box centre.
+
+    Args:
+        objects: labels in slot order; only the first ``max_objs`` are used.
+        P2: (3, 4) projection of the image the labels are in. trans: (2, 3) original →
+            input pixels. feature_size: (W_f, H_f). downsample: input px per feature px.
+        writelist: trained classes, a subset of CLASSES.
+
+    Returns:
+        heatmap (3, H_f, W_f) float32; with M = max_objs: indices (M,) int64 (y·W_f + x),
+        cls_ids (M,) int64, mask_2d (M,) bool, size_2d / offset_2d / offset_3d (M, 2)
+        float32 (feature px), depth (M, 1) float32 (z, m), size_3d (M, 3) float32 (hwl −
+        class mean), src_size_3d (M, 3) float32 (hwl, m), heading_bin (M, 1) int64,
+        heading_res (M, 1) float32, box2d (M, 4) float32 (feature px).
+    """
+    unknown = sorted(set(writelist) - set(CLASSES))
+    if unknown:
+        raise ValueError(
+            f"writelist classes {unknown} are not among {CLASSES} (Van/Truck: use class_merging)"
+        )
+    wf, hf = feature_size
+    m = max_objs
+    t = {
+        "heatmap": np.zeros((len(CLASSES), hf, wf), dtype=np.float32),
+        "indices": np.zeros(m, dtype=np.int64),
+        "cls_ids": np.zeros(m, dtype=np.int64),
+        "mask_2d": np.zeros(m, dtype=bool),
+        "size_2d": np.zeros((m, 2), dtype=np.float32),
+        "offset_2d": np.zeros((m, 2), dtype=np.float32),
+        "offset_3d": np.zeros((m, 2), dtype=np.float32),
+        "depth": np.zeros((m, 1), dtype=np.float32),
+        "size_3d": np.zeros((m, 3), dtype=np.float32),
+        "src_size_3d": np.zeros((m, 3), dtype=np.float32),
+        "heading_bin": np.zeros((m, 1), dtype=np.int64),
+        "heading_res": np.zeros((m, 1), dtype=np.float32),
+        "box2d": np.zeros((m, 4), dtype=np.float32),
+    }
+    for i, obj in enumerate(objects[:max_objs]):
+        trained = obj.cls_type in writelist
+        if not (trained or (class_merging and obj.cls_type in MERGED_CLASSES)):
+            continue
+        if not has_difficulty(obj) or obj.pos[2] < MIN_OBJECT_DEPTH:
+            continue
+        box = _affine_box(np.asarray(obj.box2d, dtype=np.float64), trans) / downsample  # (4,) feature px
+        center_2d = (box[:2] + box[2:]) / 2
+        center_3d_rect = np.asarray(obj.pos, dtype=np.float64) + [0.0, -obj.h / 2, 0.0]
+        center_3d = affine_transform(project_to_image(center_3d_rect[None], P2)[0][0], trans) / downsample
+        cell = np.floor(center_3d).astype(np.int64)  # (2,) x, y
+        if not (0 <= cell[0] < wf and 0 <= cell[1] < hf):
+            continue
+        width, height = box[2] - box[0], box[3] - box[1]
+        radius = max(0, int(gaussian_radius(width, height)))
+        cls_id = CLASS_TO_ID[obj.cls_type if trained else MERGED_CLASSES[obj.cls_type]]
+        draw_gaussian(t["heatmap"][cls_id], (int(cell[0]), int(cell[1])), radius)
+        if not trained:
+            continue
+        alpha = ry_to_alpha_pixel(obj.ry, (obj.box2d[0] + obj.box2d[2]) / 2, P2)
+        heading_bin, heading_res = encode_heading(alpha)
+        size = np.array([obj.h, obj.w, obj.l])
+        t["indices"][i] = cell[1] * wf + cell[0]
+        t["cls_ids"][i] = cls_id
+        t["mask_2d"][i] = True
+        t["size_2d"][i] = width, height
+        t["offset_2d"][i] = center_2d - cell
+        t["offset_3d"][i] = center_3d - cell
+        t["depth"][i] = obj.pos[2]
+        t["size_3d"][i] = size - MEAN_SIZES[cls_id]
+        t["src_size_3d"][i] = size
+        t["heading_bin"][i] = heading_bin
+        t["heading_res"][i] = heading_res
+        t["box2d"][i] = box
+    return t
+
+
+def build_did_depth_targets(
+    depth_map: np.ndarray | None,
+    boxes: np.ndarray,
+    depth: np.ndarray,
+    mask: np.ndarray,
+    *,
+    roi_size: int = ROI_SIZE,
+    tolerance: float = DID_DEPTH_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DID-M3D's per-RoI depth targets (REFERENCE §1.9, §6.2).
+
+    The feature-grid depth map is RoI-aligned (``torchvision.ops.roi_align``, spatial scale
+    1, adaptive sampling, aligned=False, as MonoSKD) over each GT box. Empty cells are not
+    mixed in: the depth and its validity are aligned together and divided, so each RoI cell
+    is the mean of the valid depths it samples (identical to MonoSKD on a dense map). A cell
+    is kept when 0 < d and |d − z| < ``tolerance``.
+
+    Args:
+        depth_map: (H_f, W_f) metres, 0 = none (not scaled by the crop), or None.
+        boxes: (M, 4) GT boxes, feature px. depth: (M, 1) or (M,) object z, m.
+        mask: (M,) bool, the slots that hold an object.
+
+    Returns:
+        vis_depth (M, r, r) float32 (LiDAR depth of the kept cells), att_depth (M, r, r)
+        float32 (z − vis_depth on kept cells), depth_mask (M, r, r) bool; zeros / False
+        elsewhere and everywhere without a depth map.
+    """
+    m = len(mask)
+    vis = np.zeros((m, roi_size, roi_size), dtype=np.float32)
+    att = np.zeros_like(vis)
+    keep = np.zeros(vis.shape, dtype=bool)
+    slots = np.flatnonzero(mask)
+    if depth_map is None or slots.size == 0:
+        return vis, att, keep
+    valid = (depth_map > 0).astype(np.float32)
+    feature = torch.from_numpy(np.stack([depth_map * valid, valid]))[None]  # (1, 2, H_f, W_f)
+    rois = torch.from_numpy(np.asarray(boxes, dtype=np.float32)[slots])  # (K, 4)
+    out = roi_align(
+        feature, [rois], output_size=roi_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False
+    )
+    weight = out[:, 1].numpy()  # (K, r, r)
+    roi_depth = np.where(weight > 0, out[:, 0].numpy() / np.maximum(weight, 1e-12), 0.0)
+    z = np.asarray(depth, dtype=np.float32).reshape(m)[slots, None, None]  # (K, 1, 1)
+    kept = (roi_depth > 0) & (np.abs(roi_depth - z) < tolerance)
+    vis[slots] = np.where(kept, roi_depth, 0.0)
+    att[slots] = np.where(kept, z - roi_depth, 0.0)
+    keep[slots] = kept
+    return vis, att, keep
+
+
+def build_rpd_targets(
+    depth_map: np.ndarray | None,
+    *,
+    crop_scale: float,
+    bins: DepthBins,
+    supervise_beyond: bool,
+    feature_size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """RPD soft two-hot targets of the feature-grid depth × crop scale (METHOD §2.3).
+
+    The depth is multiplied by the crop scale factor as the teacher's input is, so a zoomed
+    crop asks for the depth the zoomed image looks like (METHOD §1).
+
+    Args:
+        depth_map: (H_f, W_f) metres, 0 = none, or None. feature_size: (W_f, H_f).
+
+    Returns:
+        target (K+1, H_f, W_f) float32, mask (H_f, W_f) bool (zeros / False without depth).
+    """
+    if depth_map is None:
+        wf, hf = feature_size
+        return np.zeros((bins.num_bins + 1, hf, wf), dtype=np.float32), np.zeros((hf, wf), dtype=bool)
+    return soft_targets(depth_map * crop_scale, bins, supervise_beyond=supervise_beyond)
+
+
+def build_targets(
+    objects: Sequence[Object3d],
+    P2: np.ndarray,
+    trans: np.ndarray,
+    *,
+    depth: np.ndarray | None,
+    crop_scale: float,
+    feature_size: tuple[int, int],
+    downsample: int,
+    bins: DepthBins,
+    supervise_beyond: bool = False,
+    max_objs: int = 50,
+    writelist: Sequence[str] = CLASSES,
+    class_merging: bool = False,
+) -> dict[str, np.ndarray]:
+    """Every target of the batch contract for one frame (``targets`` in /contract).
+
+    Args:
+        objects, P2, trans: as :func:`build_detection_targets`.
+        depth: (H_f·downsample, W_f·downsample) warped depth map, metres (0 = none), or None.
+        crop_scale: crop width / image width of the sample's augmentation.
+        feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (METHOD §2.2).
+
+    Returns:
+        The :func:`build_detection_targets` dict plus vis_depth, att_depth, depth_mask
+        (M, 7, 7), rpd_target (K+1, H_f, W_f) float32, rpd_mask and fg_mask (H_f, W_f) bool.
+    """
+    wf, hf = feature_size
+    if depth is not None and depth.shape != (hf * downsample, wf * downsample):
+        raise ValueError(f"depth map {depth.shape} does not match the feature grid {hf}x{wf} x {downsample}")
+    t = build_detection_targets(
+        objects,
+        P2,
+        trans,
+        feature_size=feature_size,
+        downsample=downsample,
+        max_objs=max_objs,
+        writelist=writelist,
+        class_merging=class_merging,
+    )
+    depth_feature = None if depth is None else downsample_depth(depth, downsample)  # (H_f, W_f)
+    t["vis_depth"], t["att_depth"], t["depth_mask"] = build_did_depth_targets(
+        depth_feature, t["box2d"], t["depth"], t["mask_2d"]
+    )
+    t["rpd_target"], t["rpd_mask"] = build_rpd_targets(
+        depth_feature,
+        crop_scale=crop_scale,
+        bins=bins,
+        supervise_beyond=supervise_beyond,
+        feature_size=feature_size,
+    )
+    t["fg_mask"] = foreground_mask(t["box2d"], height=hf, width=wf, valid=t["mask_2d"])
+    return t
