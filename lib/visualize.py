@@ -1,0 +1,258 @@
+"""Pure drawing functions for one KITTI frame: 3D boxes on the image, a bird's-eye view, depth and
+RPD bin maps, and the panel that stacks them (``tools/visualize.py``).
+
+Every function takes arrays and returns a new uint8 RGB image (H, W, 3); nothing is drawn in place
+and nothing is read from or written to disk here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from lib.datasets.kitti_io import Calibration, Object3d
+from lib.datasets.rpd import DepthBins
+from lib.geometry import box3d_corners, project_to_image, velo_to_rect
+
+GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes
+PRED_COLOUR = (255, 40, 40)  # RGB: predicted boxes
+MIN_DEPTH = 0.1  # m: boxes with a corner this close to (or behind) the camera plane are not drawn
+# The 12 edges of a box3d_corners box: bottom face, top face, verticals.
+_EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+_FRONT_FACE = (0, 1, 5, 4)  # the +l/2 face: the direction the object faces (ry)
+
+
+def _corners(objects: Sequence[Object3d]) -> np.ndarray:
+    """(N, 8, 3) rect corners of the objects' boxes."""
+    if not objects:
+        return np.zeros((0, 8, 3))
+    dims = np.array([[o.h, o.w, o.l] for o in objects])
+    loc = np.array([o.pos for o in objects], dtype=np.float64)
+    ry = np.array([o.ry for o in objects])
+    return box3d_corners(dims, loc, ry)
+
+
+def _has_box(obj: Object3d) -> bool:
+    """Whether an object carries a 3D box (DontCare lines have h = w = l = -1)."""
+    return obj.cls_type != "DontCare" and min(obj.h, obj.w, obj.l) > 0
+
+
+def draw_boxes_3d(
+    image: np.ndarray,
+    objects: Sequence[Object3d],
+    P: np.ndarray,
+    *,
+    colour: tuple[int, int, int] = GT_COLOUR,
+    thickness: int = 2,
+    show_score: bool = False,
+) -> np.ndarray:
+    """Projected 3D boxes on a copy of an image: 12 edges and a cross on the front face.
+
+    Args:
+        image: (H, W, 3) uint8 RGB. objects: KITTI objects (DontCare and boxes reaching behind the
+            camera are skipped). P: (3, 4) projection of the image (P2).
+        colour: RGB line colour. show_score: write each object's score above its box.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    drawn = [o for o in objects if _has_box(o)]
+    corners = _corners(drawn)  # (N, 8, 3)
+    for obj, box in zip(drawn, corners, strict=True):
+        uv, depth = project_to_image(box, P)  # (8, 2), (8,)
+        if depth.min() < MIN_DEPTH:
+            continue
+        pts = np.round(uv).astype(np.int32)
+        for i, j in _EDGES:
+            cv2.line(out, tuple(pts[i]), tuple(pts[j]), colour, thickness, cv2.LINE_AA)
+        a, b, c, d = (tuple(pts[k]) for k in _FRONT_FACE)
+        cv2.line(out, a, c, colour, max(1, thickness - 1), cv2.LINE_AA)
+        cv2.line(out, b, d, colour, max(1, thickness - 1), cv2.LINE_AA)
+        if show_score and obj.score is not None:
+            x, y = pts[:, 0].min(), pts[:, 1].min() - 4
+            cv2.putText(
+                out,
+                f"{obj.score:.2f}",
+                (int(x), int(y)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
+    return out
+
+
+def draw_bev(
+    points: np.ndarray,
+    calib: Calibration,
+    *,
+    gt: Sequence[Object3d] = (),
+    pred: Sequence[Object3d] = (),
+    x_range: tuple[float, float] = (-30.0, 30.0),
+    z_range: tuple[float, float] = (0.0, 70.0),
+    resolution: float = 0.1,
+    camera_height: float = 1.65,
+) -> np.ndarray:
+    """Bird's-eye view (rect x right, z up the image) of a LiDAR scan and 3D boxes.
+
+    Points are coloured by height above the ground plane (rect y = ``camera_height``), range rings
+    are drawn every 10 m, box footprints in green (gt) and red (pred) with a line to the front.
+
+    Args:
+        points: (N, 3+) Velodyne points (metres, velo frame); extra columns ignored.
+        calib: the frame's calibration (Tr_velo_to_cam, R0_rect).
+        x_range, z_range: the rect area shown, metres. resolution: metres per pixel.
+
+    Returns:
+        (round(dz / resolution), round(dx / resolution), 3) uint8 RGB.
+    """
+    (x0, x1), (z0, z1) = x_range, z_range
+    width, height = round((x1 - x0) / resolution), round((z1 - z0) / resolution)
+    out = np.full((height, width, 3), 20, np.uint8)
+
+    def to_pixels(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return np.stack([(x - x0) / resolution, (z1 - z) / resolution], axis=-1)  # (..., 2) col, row
+
+    camera = to_pixels(np.array(0.0), np.array(0.0)).round().astype(int)
+    for r in range(10, int(np.hypot(max(abs(x0), abs(x1)), z1)) + 1, 10):
+        cv2.circle(out, tuple(camera), round(r / resolution), (60, 60, 60), 1, cv2.LINE_AA)
+    if len(points):
+        rect = velo_to_rect(np.asarray(points)[:, :3], calib)  # (N, 3)
+        col_row = np.floor(to_pixels(rect[:, 0], rect[:, 2])).astype(np.int64)  # (N, 2)
+        inside = (
+            (col_row[:, 0] >= 0) & (col_row[:, 0] < width) & (col_row[:, 1] >= 0) & (col_row[:, 1] < height)
+        )
+        height_above = camera_height - rect[inside, 1]  # metres above the ground
+        shade = np.clip(height_above / 2.5, 0.0, 1.0) * 0.75 + 0.25  # ground dim, objects bright
+        lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_VIRIDIS)[:, 0, ::-1]
+        out[col_row[inside, 1], col_row[inside, 0]] = lut[np.round(shade * 255).astype(np.int64)]
+    for objects, colour in ((gt, GT_COLOUR), (pred, PRED_COLOUR)):
+        drawn = [o for o in objects if _has_box(o)]
+        for box in _corners(drawn):
+            footprint = to_pixels(box[:4, 0], box[:4, 2])  # (4, 2)
+            cv2.polylines(out, [np.round(footprint).astype(np.int32)], True, colour, 2, cv2.LINE_AA)
+            centre, front = footprint.mean(axis=0), footprint[:2].mean(axis=0)
+            cv2.line(out, tuple(np.round(centre).astype(int)), tuple(np.round(front).astype(int)), colour, 2)
+    return out
+
+
+def grow_sparse_depth(depth: np.ndarray, *, size: int = 3) -> np.ndarray:
+    """Spread each valid pixel of a sparse depth map over a size×size square, nearest depth winning
+    (a dilation of inverse depth), so that single LiDAR returns show at display scale.
+
+    Args:
+        depth: (H, W) metres, 0 = none.
+
+    Returns:
+        (H, W) float32 metres, 0 = none.
+    """
+    depth = np.asarray(depth, np.float32)
+    with np.errstate(divide="ignore"):
+        inverse = np.where(depth > 0, 1.0 / depth, 0.0).astype(np.float32)
+    grown = cv2.dilate(inverse, np.ones((size, size), np.uint8))
+    with np.errstate(divide="ignore"):
+        return np.where(grown > 0, 1.0 / grown, 0.0).astype(np.float32)
+
+
+def colorize_depth(depth: np.ndarray, *, max_depth: float = 80.0) -> np.ndarray:
+    """Colour-map a depth map: near red → far blue (turbo), no depth black.
+
+    Args:
+        depth: (H, W) metres, 0 = none.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    depth = np.asarray(depth, np.float32)
+    level = np.round((1.0 - np.clip(depth / max_depth, 0.0, 1.0)) * 255).astype(np.uint8)
+    rgb = cv2.applyColorMap(level, cv2.COLORMAP_TURBO)[..., ::-1]
+    return np.where((depth > 0)[..., None], rgb, 0).astype(np.uint8)
+
+
+def depth_bin_map(depth: np.ndarray, bins: DepthBins) -> np.ndarray:
+    """Per-pixel bin index of a depth map under a bin layout (METHOD §2.2).
+
+    Args:
+        depth: (H, W) metres, 0 = none. bins: the run's :class:`DepthBins`.
+
+    Returns:
+        (H, W) int64: k in 0..K-1 for depths in [edge_k, edge_k+1), K (the beyond bin) for depths
+        outside [depth_min, depth_max], -1 where there is no depth.
+    """
+    z = np.asarray(depth, np.float64)
+    k = bins.num_bins
+    in_range = (z >= bins.depth_min) & (z <= bins.depth_max)
+    index = np.minimum(np.floor(bins.to_coord(np.where(in_range, z, bins.depth_min))), k - 1).astype(np.int64)
+    return np.where(in_range, index, np.where(z > 0, k, -1))
+
+
+def colorize_bins(
+    bin_map: np.ndarray, num_bins: int, *, index_range: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Colour-map a bin index map: bins along a colour scale (near red → far blue) with every other
+    bin darker, so that each bin's extent shows; the beyond bin grey, no depth black.
+
+    Args:
+        bin_map: (H, W) int from :func:`depth_bin_map`. num_bins: K.
+        index_range: (first, last) bin spanned by the colour scale; default the bins present
+            (with rpd most bins lie nearer than the bottom image row, METHOD §2.2).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    k = num_bins
+    if index_range is None:
+        present = bin_map[(bin_map >= 0) & (bin_map < k)]
+        index_range = (int(present.min()), int(present.max())) if present.size else (0, k - 1)
+    first, last = index_range
+    scale = np.clip((np.arange(k) - first) / max(last - first, 1), 0.0, 1.0)
+    levels = np.round(255 * (1.0 - scale)).astype(np.uint8)  # turbo: 255 red (near), 0 blue (far)
+    palette = cv2.applyColorMap(levels[:, None], cv2.COLORMAP_TURBO)[:, 0, ::-1].astype(np.float32)
+    palette[1::2] *= 0.6
+    palette = np.concatenate([palette, [[128, 128, 128], [0, 0, 0]]]).astype(np.uint8)  # K: beyond, K+1: none
+    index = np.where(bin_map < 0, k + 1, np.clip(bin_map, 0, k))
+    return palette[index]
+
+
+def add_title(image: np.ndarray, title: str) -> np.ndarray:
+    """A copy of an image with a title in white on a dark strip at its top-left corner."""
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    scale = max(0.4, out.shape[1] / 1600)
+    (w, h), base = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (w + 8, h + base + 6), (0, 0, 0), -1)
+    cv2.putText(out, title, (4, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def resize_to(image: np.ndarray, *, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """Resize keeping the aspect ratio to a given width or height (area filter when shrinking)."""
+    h, w = image.shape[:2]
+    if (width is None) == (height is None):
+        raise ValueError("resize_to needs exactly one of width, height")
+    scale = width / w if width is not None else height / h
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def compose_panel(
+    column: Sequence[np.ndarray], side: np.ndarray | None = None, *, width: int = 960
+) -> np.ndarray:
+    """One figure: images stacked in a column of a given width, an optional image on the right at
+    the column's full height.
+
+    Args:
+        column: (H_i, W_i, 3) uint8 images, each resized to ``width``. side: (H, W, 3) or None.
+
+    Returns:
+        (sum of the column heights, width [+ side width], 3) uint8 RGB.
+    """
+    if not column:
+        raise ValueError("compose_panel needs at least one image in the column")
+    left = np.concatenate([resize_to(im, width=width) for im in column], axis=0)
+    if side is None:
+        return left
+    return np.concatenate([left, resize_to(side, height=left.shape[0])], axis=1)

@@ -1,0 +1,156 @@
+"""Drawing functions (lib/visualize.py) and the panel tool (tools/visualize.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lib.datasets.kitti_io import Object3d, read_label
+from lib.datasets.rpd import DepthBins
+from lib.datasets.synthetic import synthetic_calibration
+from lib.geometry import box3d_corners, project_to_image, rect_to_velo
+from lib.visualize import (
+    colorize_bins,
+    colorize_depth,
+    compose_panel,
+    depth_bin_map,
+    draw_bev,
+    draw_boxes_3d,
+    grow_sparse_depth,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOOL = REPO_ROOT / "tools" / "visualize.py"
+CALIB = synthetic_calibration((400, 120))
+
+
+def make_object(x: float, z: float, *, cls_type: str = "Car", score: float | None = None) -> Object3d:
+    return Object3d(
+        cls_type=cls_type, truncation=0.0, occlusion=0, alpha=0.0, box2d=np.zeros(4),
+        h=1.5, w=1.6, l=3.9, pos=np.array([x, 1.65, z]), ry=0.3, score=score,
+    )  # fmt: skip
+
+
+def greenish(patch: np.ndarray) -> bool:
+    """Whether some pixel of a patch is drawn in a green line colour (anti-aliased lines blend)."""
+    rgb = patch.reshape(-1, 3).astype(int)
+    return bool(((rgb[:, 1] - rgb[:, 0] > 60) & (rgb[:, 1] - rgb[:, 2] > 60)).any())
+
+
+def projected_bounds(obj: Object3d) -> np.ndarray:
+    corners = box3d_corners(np.array([[obj.h, obj.w, obj.l]]), obj.pos[None], np.array([obj.ry]))[0]
+    uv, _ = project_to_image(corners, CALIB.P2)
+    return np.concatenate([uv.min(axis=0), uv.max(axis=0)])
+
+
+def test_draw_boxes_3d_draws_on_the_projected_box_only() -> None:
+    image = np.full((120, 400, 3), 50, np.uint8)
+    obj = make_object(0.0, 15.0)
+    out = draw_boxes_3d(image, [obj], CALIB.P2, thickness=1)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert (image == 50).all()  # the input is left alone
+    changed = (out != image).any(axis=2)
+    x1, y1, x2, y2 = projected_bounds(obj)
+    rows, cols = np.nonzero(changed)
+    assert rows.size > 100
+    assert cols.min() >= x1 - 2 and cols.max() <= x2 + 2 and rows.min() >= y1 - 2 and rows.max() <= y2 + 2
+    corners = box3d_corners(np.array([[1.5, 1.6, 3.9]]), obj.pos[None], np.array([0.3]))[0]
+    for col, row in np.round(project_to_image(corners, CALIB.P2)[0]).astype(int):
+        assert greenish(out[row - 1 : row + 2, col - 1 : col + 2])
+
+
+def test_draw_boxes_3d_skips_dontcare_and_boxes_behind_the_camera() -> None:
+    image = np.zeros((120, 400, 3), np.uint8)
+    dontcare = Object3d(
+        "DontCare", -1, -1, -10, np.array([10, 10, 50, 50.0]), -1, -1, -1, np.full(3, -1000.0), -10
+    )
+    behind = make_object(0.0, -10.0)
+    assert (draw_boxes_3d(image, [dontcare, behind], CALIB.P2) == 0).all()
+
+
+def test_draw_bev_puts_points_and_boxes_where_they_are() -> None:
+    point_rect = np.array([[5.05, 1.0, 20.05]])  # 0.65 m above the ground, 5 m right, 20 m ahead
+    scan = np.concatenate([rect_to_velo(point_rect, CALIB), [[0.5]]], axis=1).astype(np.float32)
+    obj = make_object(-10.0, 40.0)
+    bev = draw_bev(scan, CALIB, gt=[obj], x_range=(-20.0, 20.0), z_range=(0.0, 50.0), resolution=0.1)
+    assert bev.shape == (500, 400, 3) and bev.dtype == np.uint8
+    row, col = 299, 250  # pixel centres 0.05 m from the point: (50 - 20.05) / 0.1, (5.05 + 20) / 0.1
+    assert (bev[row, col] != 20).any()  # the point
+    footprint = box3d_corners(np.array([[1.5, 1.6, 3.9]]), obj.pos[None], np.array([0.3]))[0, :4]
+    cols = np.round((footprint[:, 0] + 20.0) / 0.1).astype(int)
+    rows = np.round((50.0 - footprint[:, 2]) / 0.1).astype(int)
+    for r, c in zip(rows, cols, strict=True):
+        assert greenish(bev[r - 1 : r + 2, c - 1 : c + 2])
+    empty = draw_bev(np.zeros((0, 4), np.float32), CALIB, x_range=(-20.0, 20.0), z_range=(0.0, 50.0))
+    assert (empty[:, :, 1] <= 60).all()  # only the background and the range rings
+
+
+def test_colorize_depth() -> None:
+    depth = np.array([[0.0, 5.0, 70.0]], np.float32)
+    rgb = colorize_depth(depth, max_depth=80.0)
+    assert rgb.shape == (1, 3, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, 0] == 0).all()
+    assert rgb[0, 1, 0] > rgb[0, 1, 2] and rgb[0, 2, 2] > rgb[0, 2, 0]  # near red, far blue
+
+
+def test_depth_bin_map_follows_the_bin_edges() -> None:
+    bins = DepthBins()
+    edges = bins.edges()
+    mids = (edges[:-1] + edges[1:]) / 2  # (K,) one depth inside each bin
+    depth = np.concatenate([mids, edges[:-1] + 1e-6, [0.0, 1.0, 90.0]])[None]
+    index = depth_bin_map(depth, bins)[0]
+    k = bins.num_bins
+    assert np.array_equal(index[:k], np.arange(k)) and np.array_equal(index[k : 2 * k], np.arange(k))
+    assert list(index[2 * k :]) == [-1, k, k]  # no depth, nearer than depth_min, beyond depth_max
+    rgb = colorize_bins(index[None], k)
+    assert rgb.shape == (1, depth.shape[1], 3)
+    assert (rgb[0, 2 * k] == 0).all() and (rgb[0, 2 * k + 1] == 128).all()
+    assert len({tuple(c) for c in rgb[0, :k]}) == k  # every bin its own colour
+
+
+def test_grow_sparse_depth_keeps_the_nearest() -> None:
+    depth = np.zeros((5, 5), np.float32)
+    depth[2, 1], depth[2, 2] = 10.0, 5.0
+    grown = grow_sparse_depth(depth, size=3)
+    assert grown[2, 1] == pytest.approx(5.0) and grown[2, 0] == pytest.approx(10.0)
+    assert grown[0, 0] == 0.0 and grown[1, 3] == pytest.approx(5.0)
+
+
+def test_compose_panel_shapes() -> None:
+    wide, bev = np.zeros((100, 400, 3), np.uint8), np.zeros((300, 200, 3), np.uint8)
+    assert compose_panel([wide, wide], bev, width=200).shape == (100, 200 + 67, 3)
+    assert compose_panel([wide], width=400).shape == (100, 400, 3)
+    with pytest.raises(ValueError, match="at least one image"):
+        compose_panel([])
+
+
+def test_cli_writes_a_panel(kitti_sample: Path, tmp_path: Path) -> None:
+    training = kitti_sample / "training"
+    gt = read_label(training / "label_2" / "000001.txt")
+    results = tmp_path / "results" / "data"
+    results.mkdir(parents=True)
+    car = next(o for o in gt if o.cls_type == "Car")
+    car.score, car.pos = 0.9, car.pos + np.array([1.0, 0.0, 0.0])
+    (results / "000001.txt").write_text(car.to_line() + "\n")
+    out = tmp_path / "panel.png"
+    cmd = [sys.executable, str(TOOL), "--data-dir", str(kitti_sample), "--frame", "000001",
+           "--results", str(results.parent), "--out", str(out), "--width", "400"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    panel = cv2.imread(str(out))
+    assert panel is not None and panel.shape[0] == 3 * round(375 * 400 / 1242) and panel.shape[1] > 400
+    assert "7 gt, 1 predicted" in result.stdout
+    bev = panel[:, 400:, ::-1].astype(int)  # RGB; its background and point colours are never red
+    assert ((bev[..., 0] > 180) & (bev[..., 1] < 90) & (bev[..., 2] < 90)).sum() > 10  # the prediction
+
+    spec = importlib.util.spec_from_file_location("visualize_tool", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(FileNotFoundError, match="--depth-map not found"):
+        tool.main([*cmd[2:], "--depth-map", str(tmp_path / "nope.png")])

@@ -1,0 +1,65 @@
+"""Write a synthetic dataset in the KITTI 3D object layout (lib/datasets/synthetic.py).
+
+    python tools/make_synthetic_kitti.py --out data/synthetic --frames 200 --seed 0 --size 1242x375
+
+Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
+``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
+The same seed gives byte-identical files. Make the teacher's depth maps afterwards with
+``python tools/make_depth_maps.py --data-dir <out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from lib.datasets.synthetic import IMAGE_SIZE, write_dataset
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. ``1242x375``) → (width, height)."""
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"--size must look like 1242x375 (WIDTHxHEIGHT), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="dataset root to write (created)")
+    parser.add_argument("--frames", type=int, required=True, help="number of frames")
+    parser.add_argument("--seed", type=int, default=0, help="frame i is drawn from default_rng([seed, i])")
+    parser.add_argument(
+        "--size", type=parse_size, default=IMAGE_SIZE, help="image WIDTHxHEIGHT (default 1242x375, KITTI's)"
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.25, help="fraction of frames in val.txt")
+    args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error(f"--frames must be >= 1, got {args.frames}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if min(args.size) < 16:
+        parser.error(f"--size must be at least 16x16, got {args.size[0]}x{args.size[1]}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    splits = write_dataset(
+        args.out, frames=args.frames, seed=args.seed, image_size=args.size, val_fraction=args.val_fraction
+    )
+    seconds = time.perf_counter() - start
+    width, height = args.size
+    print(
+        f"wrote {args.frames} synthetic frames ({width}x{height}, seed {args.seed}) to {args.out} "
+        f"in {seconds:.1f} s: train {len(splits['train'])}, val {len(splits['val'])}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Draw one KITTI frame as a panel PNG: 3D boxes, bird's-eye view, depth map and RPD bin map.
+
+    python tools/visualize.py --data-dir data/KITTI3D --frame 000001 \\
+        [--results outputs/student/data] [--depth-map P] [--out img/frame.png]
+
+Left column: ground-truth (green) and predicted (red, from a KITTI results folder) 3D boxes on
+the image; the depth map (``--depth-map``, else ``training/depth_dense/<frame>.png``, else the
+Velodyne scan projected on the fly); its per-pixel RPD bin index (METHOD §2.2). Right: the scan
+and the boxes from above. Drawing lives in lib/visualize.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lib.datasets.depth_maps import project_scan
+from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_velodyne
+from lib.datasets.rpd import MODES, DepthBins
+from lib.visualize import (
+    PRED_COLOUR,
+    add_title,
+    colorize_bins,
+    colorize_depth,
+    compose_panel,
+    depth_bin_map,
+    draw_bev,
+    draw_boxes_3d,
+    grow_sparse_depth,
+    resize_to,
+)
+
+BEV_MIN_RANGE = 70.0  # m: the bird's-eye view reaches at least this far, further for far objects ...
+BEV_MAX_RANGE = 120.0  # m: ... up to this
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = DepthBins()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="KITTI root (holds training/)")
+    parser.add_argument("--frame", required=True, help="frame id, e.g. 000001")
+    parser.add_argument("--split-dir", default="training", help="training or testing")
+    parser.add_argument("--results", type=Path, help="KITTI results folder (<frame>.txt or data/<frame>.txt)")
+    parser.add_argument(
+        "--depth-map", type=Path, help="uint16 depth PNG (default: depth_dense, else the scan)"
+    )
+    parser.add_argument("--out", type=Path, help="output PNG (default: <frame>_vis.png)")
+    parser.add_argument("--width", type=int, default=960, help="width of the image column, pixels")
+    parser.add_argument("--bits", type=int, default=8, help="bits per colour channel kept (smaller PNGs)")
+    parser.add_argument("--rpd-mode", choices=MODES, default=defaults.mode, help="bin layout of the bin map")
+    parser.add_argument("--num-bins", type=int, default=defaults.num_bins)
+    parser.add_argument("--depth-min", type=float, default=defaults.depth_min)
+    parser.add_argument("--depth-max", type=float, default=defaults.depth_max)
+    args = parser.parse_args(argv)
+    if not 1 <= args.bits <= 8:
+        parser.error(f"--bits must be in 1..8, got {args.bits}")
+    if not args.frame.isdigit():
+        parser.error(f"--frame must be a frame id like 000001, got {args.frame!r}")
+    return args
+
+
+def find_results(results_dir: Path, name: str) -> Path:
+    """The frame's results file, ``<dir>/<name>.txt`` or ``<dir>/data/<name>.txt``."""
+    for path in (results_dir / f"{name}.txt", results_dir / "data" / f"{name}.txt"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no results for frame {name} in {results_dir} (looked for {name}.txt and data/{name}.txt)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name = f"{int(args.frame):06d}"
+    split_dir = args.data_dir / args.split_dir
+    image_path = split_dir / "image_2" / f"{name}.png"
+    bgr = cv2.imread(str(image_path))
+    if bgr is None:
+        raise FileNotFoundError(f"image not found or unreadable: {image_path}")
+    image = bgr[..., ::-1]
+    image_size = (image.shape[1], image.shape[0])
+    calib = read_calib(split_dir / "calib" / f"{name}.txt")
+    label_path = split_dir / "label_2" / f"{name}.txt"
+    gt = read_label(label_path) if label_path.is_file() else []
+    pred = read_label(find_results(args.results, name)) if args.results else []
+    velodyne_path = split_dir / "velodyne" / f"{name}.bin"
+    scan = read_velodyne(velodyne_path) if velodyne_path.is_file() else np.zeros((0, 4), np.float32)
+
+    if args.depth_map is not None and not args.depth_map.is_file():
+        raise FileNotFoundError(f"--depth-map not found: {args.depth_map}")
+    depth_path = args.depth_map or split_dir / "depth_dense" / f"{name}.png"
+    if depth_path.is_file():
+        depth, source = read_depth_map(depth_path, image_size), depth_path.parent.name
+    else:
+        depth, source = grow_sparse_depth(project_scan(scan, calib, image_size)), "projected scan"
+    bins = DepthBins(
+        mode=args.rpd_mode, depth_min=args.depth_min, depth_max=args.depth_max, num_bins=args.num_bins
+    )
+
+    boxes = draw_boxes_3d(
+        draw_boxes_3d(image, gt, calib.P2), pred, calib.P2, colour=PRED_COLOUR, show_score=True
+    )
+    column = [
+        (boxes, f"frame {name}: ground truth green" + (", predicted red" if pred else "")),
+        (colorize_depth(depth, max_depth=args.depth_max), f"depth ({source}), near red - far blue"),
+        (
+            colorize_bins(depth_bin_map(depth, bins), bins.num_bins),
+            f"{bins.mode} bin index, K={bins.num_bins}",
+        ),
+    ]
+    column = [add_title(resize_to(im, width=args.width), title) for im, title in column]
+    far = max([BEV_MIN_RANGE] + [o.pos[2] + 8.0 for o in gt + pred if o.cls_type != "DontCare"])
+    far = min(far, BEV_MAX_RANGE)
+    bev = draw_bev(scan, calib, gt=gt, pred=pred, z_range=(0.0, 10.0 * np.ceil(far / 10.0)))
+    side = add_title(resize_to(bev, height=sum(im.shape[0] for im in column)), "bird's-eye view")
+    panel = compose_panel(column, side, width=args.width)
+
+    drop = 8 - args.bits  # posterise: keep the top bits, centred in the dropped range
+    if drop:
+        panel = (panel >> drop << drop) + (1 << (drop - 1))
+    out = args.out or Path(f"{name}_vis.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), panel[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise OSError(f"could not write {out}")
+    print(f"wrote {out} ({panel.shape[1]}x{panel.shape[0]}, {len(gt)} gt, {len(pred)} predicted objects)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
