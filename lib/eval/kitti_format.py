@@ -1,0 +1,149 @@
+"""Folders of KITTI label / result files <-> the evaluator's input (:class:`FrameObjects`).
+
+A label folder is ``label_2/`` with one ``NNNNNN.txt`` (15 columns) per frame; a result folder holds
+one ``NNNNNN.txt`` (16 columns, the last one the score) per frame, either directly or in a ``data/``
+sub-folder as the KITTI devkit expects (``<result_dir>/data/``). Parsing goes through
+:mod:`lib.datasets.kitti_io`, so every format error names the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lib.datasets.kitti_io import KittiFormatError, LabelTable, parse_label_text
+from lib.eval.kitti_eval import FrameObjects
+
+RESULT_SUBDIR = "data"
+
+
+def frame_file_name(frame_id: int) -> str:
+    """``NNNNNN.txt``, the KITTI file name of a frame."""
+    return f"{frame_id:06d}.txt"
+
+
+def resolve_result_dir(result_dir: str | Path) -> Path:
+    """The folder that holds the result files: ``result_dir/data`` if it exists, else ``result_dir``.
+
+    Raises:
+        FileNotFoundError: ``result_dir`` is not a directory.
+    """
+    result_dir = Path(result_dir)
+    if not result_dir.is_dir():
+        raise FileNotFoundError(f"result directory not found: {result_dir}")
+    data = result_dir / RESULT_SUBDIR
+    return data if data.is_dir() else result_dir
+
+
+def result_frame_ids(result_dir: str | Path) -> set[int]:
+    """Frame ids that have a result file (``NNNNNN.txt``) in a result folder (see resolve_result_dir)."""
+    folder = resolve_result_dir(result_dir)
+    ids = set()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, ext = os.path.splitext(entry.name)
+            if ext == ".txt" and stem.isdigit() and entry.is_file():
+                ids.add(int(stem))
+    return ids
+
+
+def _split_line_of(split_file: Path, frame_id: int) -> int | None:
+    """1-based line of ``frame_id`` in a split file (for error messages)."""
+    for lineno, line in enumerate(split_file.read_text().splitlines(), start=1):
+        s = line.strip()
+        if s.isdigit() and int(s) == frame_id:
+            return lineno
+    return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def load_labels(
+    label_dir: str | Path, frame_ids: Sequence[int], *, split_file: str | Path | None = None
+) -> FrameObjects:
+    """Read the ground truth of the given frames (in that order) from a ``label_2`` folder.
+
+    Args:
+        label_dir: folder with ``NNNNNN.txt`` label files.
+        frame_ids: frames to read.
+        split_file: the split the ids came from, named (with the line) when a label file is missing.
+
+    Raises:
+        FileNotFoundError: ``label_dir`` or a frame's label file does not exist.
+        KittiFormatError: a malformed label line (message names file and line).
+    """
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"label directory not found: {label_dir}")
+    tables = []
+    for frame_id in frame_ids:
+        path = label_dir / frame_file_name(frame_id)
+        text = _read_text(path)
+        if text is None:
+            where = ""
+            if split_file is not None:
+                lineno = _split_line_of(Path(split_file), frame_id)
+                where = f"{split_file}:{lineno}: " if lineno is not None else f"{split_file}: "
+            raise FileNotFoundError(f"{where}frame {frame_id:06d} has no label file {path}")
+        tables.append(parse_label_text(text, path, with_score=False))
+    return FrameObjects.from_tables(tables)
+
+
+def load_results(
+    result_dir: str | Path, frame_ids: Sequence[int], *, missing_ok: bool = True
+) -> FrameObjects:
+    """Read the detections of the given frames (in that order) from a result folder.
+
+    Args:
+        result_dir: folder with ``NNNNNN.txt`` result files, directly or in ``data/``.
+        frame_ids: frames to read.
+        missing_ok: a frame without a result file has no detections (True) or is an error (False).
+
+    Raises:
+        FileNotFoundError: no such folder, or a missing file when ``missing_ok`` is False.
+        KittiFormatError: a malformed result line, e.g. a wrong column count or a NaN score.
+    """
+    folder = resolve_result_dir(result_dir)
+    tables = []
+    for frame_id in frame_ids:
+        path = folder / frame_file_name(frame_id)
+        text = _read_text(path)
+        if text is None:
+            if not missing_ok:
+                raise FileNotFoundError(f"result file not found: {path}")
+            tables.append(LabelTable.empty(with_score=True))
+        else:
+            tables.append(parse_label_text(text, path, with_score=True))
+    return FrameObjects.from_tables(tables)
+
+
+def format_result_lines(table: LabelTable) -> str:
+    """KITTI result lines (16 columns, 2 decimals as the KITTI devkit examples) of one frame."""
+    if table.score is None:
+        raise KittiFormatError("result tables need a score column")
+    rows = np.column_stack(
+        [table.truncated, table.alpha, table.bbox, table.dims, table.loc, table.rotation_y, table.score]
+    )  # (N, 14) without the occlusion column
+    lines = []
+    for name, occluded, r in zip(table.names, table.occluded, rows.tolist(), strict=True):
+        values = " ".join(f"{v:.2f}" for v in r[2:])
+        lines.append(f"{name} {r[0]:.2f} {int(occluded)} {r[1]:.2f} {values}\n")
+    return "".join(lines)
+
+
+def write_results(result_dir: str | Path, results: Mapping[int, LabelTable]) -> None:
+    """Write one ``NNNNNN.txt`` per frame into ``result_dir`` (an empty file for a frame without
+    detections), the layout :func:`load_results` and the devkit (given ``result_dir/..``) read."""
+    result_dir = Path(result_dir)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    for frame_id, table in results.items():
+        (result_dir / frame_file_name(frame_id)).write_text(format_result_lines(table))
