@@ -1,0 +1,304 @@
+"""The detector shared by GUPNet and DID-M3D: backbone, DLAUp neck, 2D heads, RoI features.
+
+``Detector`` runs everything up to the 69-channel 7x7 RoI features (REFERENCE §1.1-1.4) and the
+optional depth branch (METHOD §1); a subclass adds its RoI heads through the ``roi_heads`` spec
+table and turns the RoI features into 3D outputs in ``predict_3d`` (``GUPNet`` in gupnet.py,
+``DIDM3D`` in did.py). Teacher and student are the same class: the teacher is fed depth images
+(``input_key``), the network does not change.
+
+The RoI geometry is written as pure functions of tensors so that tests can check it by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from lib.constants import MEAN_SIZES
+from lib.models.backbones import DLAUp, build_backbone
+from lib.models.depth_branch import build_depth_branch
+from lib.models.heads import HeadSpec, build_head
+
+FEATURE_STRIDE = 4  # the heads read the stride-4 neck output (REFERENCE §1.2)
+INPUT_MULTIPLE = 32  # the deepest level has stride 32: H and W must be multiples of it
+ROI_SIZE = 7  # RoIAlign output, 7x7 cells (REFERENCE §1.4)
+HEATMAP_EPS = 1e-4  # sigmoid clamp before peak picking (REFERENCE §4)
+INPUT_KEYS = ("rgb", "depth")  # student sees `rgb`, teacher sees `depth` (METHOD §1)
+
+# 2D heads on the stride-4 feature (REFERENCE §1.3); the heatmap width is the class count.
+HEADS_2D = (
+    HeadSpec("offset_2d", 2, "dense", "small"),
+    HeadSpec("size_2d", 2, "dense", "small"),
+)
+
+
+@dataclass(frozen=True)
+class RoiBatch:
+    """The RoIs of one forward pass, one row per RoI.
+
+    Attributes:
+        batch_idx: (N,) int64 image index.
+        cls: (N,) int64 class id (GT class in training, peak class at test time).
+        boxes_feat: (N, 4) x1, y1, x2, y2 in feature-map px (the RoIAlign boxes).
+        boxes_orig: (N, 4) the same boxes in original-image px (via ``coord_range``).
+        calib: (N, 3, 4) P2 of each RoI's image.
+    """
+
+    batch_idx: torch.Tensor
+    cls: torch.Tensor
+    boxes_feat: torch.Tensor
+    boxes_orig: torch.Tensor
+    calib: torch.Tensor
+
+
+def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """The K highest local maxima of the heatmap of every image (REFERENCE §1.4, §4).
+
+    Sigmoid, clamp to [1e-4, 1 - 1e-4], keep cells equal to their 3x3 max (CenterNet's NMS),
+    then top-K over all classes and cells (the same set as GUPNet's per-class top-K followed by
+    an overall top-K).
+
+    Args:
+        heatmap: (B, C, H, W) logits.
+        k: peaks per image; at most C*H*W.
+
+    Returns:
+        scores (B, K) float heatmap scores; cls (B, K) int64; indices (B, K) int64 = y*W + x;
+        xs, ys (B, K) int64 peak cell coordinates (feature map).
+    """
+    b, c, h, w = heatmap.shape
+    if not 0 < k <= c * h * w:
+        raise ValueError(f"topk must be in 1..{c * h * w} for a {c}x{h}x{w} heatmap, got {k}")
+    prob = heatmap.float().sigmoid().clamp(HEATMAP_EPS, 1.0 - HEATMAP_EPS)
+    peaks = prob * (F.max_pool2d(prob, 3, stride=1, padding=1) == prob)
+    scores, flat = peaks.view(b, -1).topk(k)  # (B, K)
+    indices = flat % (h * w)
+    return {
+        "scores": scores,
+        "cls": flat // (h * w),
+        "indices": indices,
+        "xs": indices % w,
+        "ys": indices // w,
+    }
+
+
+def gather_roi_boxes(
+    offset_2d: torch.Tensor, size_2d: torch.Tensor, *, batch_idx: torch.Tensor, indices: torch.Tensor
+) -> torch.Tensor:
+    """Predicted 2D boxes at the given cells: (cell + offset) +- size / 2.
+
+    Args:
+        offset_2d, size_2d: (B, 2, H, W) dense predictions (x, y) / (w, h) in feature px.
+        batch_idx, indices: (N,) image index and cell index y*W + x.
+
+    Returns:
+        (N, 4) x1, y1, x2, y2 in feature px.
+    """
+    w = offset_2d.shape[-1]
+    cell = torch.stack([indices % w, indices // w], dim=1).to(offset_2d.dtype)  # (N, 2) x, y
+    centre = cell + offset_2d.flatten(2)[batch_idx, :, indices]  # (N, 2)
+    half = size_2d.flatten(2)[batch_idx, :, indices] / 2  # (N, 2)
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def boxes_to_original(
+    boxes: torch.Tensor, coord_range: torch.Tensor, feat_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Map feature-px boxes to original-image px through each image's crop window (REFERENCE §1.4).
+
+    x_orig = x / W_feat * (x1 - x0) + x0, y likewise with H_feat, where [[x0, y0], [x1, y1]] is the
+    crop in original px. This undoes crop/scale augmentation per axis (REFERENCE §9.10).
+
+    Args:
+        boxes: (N, 4) x1, y1, x2, y2 in feature px.
+        coord_range: (N, 2, 2) crop window of each box's image.
+        feat_hw: (H_feat, W_feat).
+    """
+    h, w = feat_hw
+    origin = coord_range[:, 0].repeat(1, 2)  # (N, 4) x0 y0 x0 y0
+    extent = (coord_range[:, 1] - coord_range[:, 0]).repeat(1, 2)  # (N, 4)
+    grid = boxes.new_tensor([w, h, w, h])
+    return boxes / grid * extent + origin
+
+
+def plane_coordinate_maps(
+    boxes_orig: torch.Tensor, calib: torch.Tensor, *, size: int = ROI_SIZE
+) -> torch.Tensor:
+    """Normalised-plane coordinates of the RoI cells (REFERENCE §1.4).
+
+    The box corners (original px) are back-projected at depth 1 with P2: x = (u - cu)/fu + tx,
+    y = (v - cv)/fv + ty with tx = P2[0,3]/(-fu), ty = P2[1,3]/(-fv). Channel 0 holds ``size``
+    values spaced linearly from the left to the right edge (inclusive, constant down a column),
+    channel 1 the same from the top to the bottom edge (constant along a row).
+
+    Args:
+        boxes_orig: (N, 4) x1, y1, x2, y2 in original px.
+        calib: (N, 3, 4) P2 of each box's image.
+
+    Returns:
+        (N, 2, size, size).
+    """
+    fu, fv = calib[:, 0, 0], calib[:, 1, 1]
+    cu, cv = calib[:, 0, 2], calib[:, 1, 2]
+    tx, ty = calib[:, 0, 3] / -fu, calib[:, 1, 3] / -fv
+    left, right = (boxes_orig[:, 0] - cu) / fu + tx, (boxes_orig[:, 2] - cu) / fu + tx  # (N,)
+    top, bottom = (boxes_orig[:, 1] - cv) / fv + ty, (boxes_orig[:, 3] - cv) / fv + ty
+    steps = torch.linspace(0.0, 1.0, size, device=boxes_orig.device, dtype=boxes_orig.dtype)  # (S,)
+    xs = left[:, None] + (right - left)[:, None] * steps  # (N, S)
+    ys = top[:, None] + (bottom - top)[:, None] * steps
+    n = boxes_orig.shape[0]
+    return torch.stack([xs[:, None, :].expand(n, size, size), ys[:, :, None].expand(n, size, size)], dim=1)
+
+
+def roi_features(feat: torch.Tensor, rois: RoiBatch, *, num_classes: int) -> torch.Tensor:
+    """RoIAlign 7x7 of the stride-4 feature + 2 coordinate maps + class one-hot (REFERENCE §1.4).
+
+    Args:
+        feat: (B, C, Hf, Wf) head input.
+        rois: the RoIs (boxes in feature px for RoIAlign, original px for the coordinate maps).
+
+    Returns:
+        (N, C + 2 + num_classes, 7, 7).
+    """
+    boxes = torch.cat(
+        [rois.batch_idx[:, None].to(feat.dtype), rois.boxes_feat.to(feat.dtype)], dim=1
+    )  # (N, 5)
+    pooled = roi_align(feat, boxes, ROI_SIZE, spatial_scale=1.0, sampling_ratio=-1, aligned=False)
+    coords = plane_coordinate_maps(rois.boxes_orig, rois.calib).to(pooled.dtype)  # (N, 2, 7, 7)
+    one_hot = F.one_hot(rois.cls, num_classes).to(pooled.dtype)  # (N, num_classes)
+    one_hot = one_hot[:, :, None, None].expand(-1, -1, ROI_SIZE, ROI_SIZE)
+    return torch.cat([pooled, coords, one_hot], dim=1)
+
+
+class Detector(nn.Module):
+    """Backbone + DLAUp + 2D heads + RoI features + optional depth branch; subclasses add 3D heads.
+
+    Args:
+        backbone: ``dla34`` (GUPNet) or ``resnet18`` (light, CPU).
+        num_classes: heatmap channels, = rows of ``mean_size`` (3: Pedestrian, Car, Cyclist).
+        head_conv: hidden width of every head (GUPNet: 256).
+        depth_branch: build the depth branch (METHOD §1).
+        num_depth_bins: K, RPD bins; the branch predicts K + 1 logits.
+        depth_branch_channels: hidden width of the depth branch.
+        input_key: batch key this network reads, ``rgb`` (student) or ``depth`` (teacher).
+        mean_size: (num_classes, 3) class mean [h, w, l] in m; default ``MEAN_SIZES``.
+    """
+
+    roi_heads: tuple[HeadSpec, ...] = ()  # the subclass's RoI head table, in registration order
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "dla34",
+        num_classes: int = 3,
+        head_conv: int = 256,
+        depth_branch: bool = True,
+        num_depth_bins: int = 80,
+        depth_branch_channels: int = 256,
+        input_key: str = "rgb",
+        mean_size: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        mean_size = MEAN_SIZES if mean_size is None else np.asarray(mean_size, dtype=np.float32)
+        if mean_size.shape != (num_classes, 3):
+            raise ValueError(
+                f"mean_size must have shape ({num_classes}, 3) for model.num_classes, got {mean_size.shape}"
+            )
+        if input_key not in INPUT_KEYS:
+            raise ValueError(f"model.input must be one of {INPUT_KEYS}, got {input_key!r}")
+        self.input_key = input_key
+        self.num_classes = num_classes
+        # Frozen, but a parameter (not a buffer) so that GUPNet's state_dict layout holds (REFERENCE §1.7).
+        self.mean_size = nn.Parameter(torch.tensor(mean_size), requires_grad=False)
+        self.backbone = build_backbone(backbone)
+        self.first_level = list(self.backbone.strides).index(FEATURE_STRIDE)
+        neck_channels = list(self.backbone.channels[self.first_level :])
+        self.feat_up = DLAUp(neck_channels)
+        feat_channels = neck_channels[0]
+        roi_channels = feat_channels + 2 + num_classes
+        for spec in (HeadSpec("heatmap", num_classes, "dense", "heatmap"), *HEADS_2D):
+            setattr(self, spec.name, build_head(spec, feat_channels, mid_channels=head_conv))
+        for spec in self.roi_heads:
+            setattr(self, spec.name, build_head(spec, roi_channels, mid_channels=head_conv))
+        self.depth_branch = None
+        if depth_branch:
+            self.depth_branch = build_depth_branch(
+                feat_channels, num_bins=num_depth_bins, mid_channels=depth_branch_channels
+            )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        calib: torch.Tensor,
+        coord_range: torch.Tensor,
+        targets: dict[str, torch.Tensor] | None = None,
+        topk: int = 50,
+    ) -> dict:
+        """Run the network; RoIs are the GT objects when ``targets`` is given, else the top-K peaks.
+
+        The RoI choice follows ``targets``, not ``self.training``: a frozen teacher in eval mode
+        still runs on the GT objects during distillation (REFERENCE §6.1).
+
+        Args:
+            images: (B, 3, H, W), H and W multiples of 32 (RGB for the student, depth for the teacher).
+            calib: (B, 3, 4) P2 per image.
+            coord_range: (B, 2, 2) crop window [[x0, y0], [x1, y1]] in original px.
+            targets: the batch ``targets``; reads indices (B, M), cls_ids (B, M), mask_2d (B, M).
+            topk: peaks per image when ``targets`` is None.
+
+        Returns:
+            heatmap (B, C, Hf, Wf) logits; offset_2d, size_2d (B, 2, Hf, Wf); features [s4, s8, s16,
+            s32]; depth_logits (B, K+1, Hf, Wf) with the depth branch; roi_batch_idx, roi_cls (N,);
+            the subclass's RoI outputs (N, ...); without targets also ``topk`` (see select_topk_peaks).
+        """
+        self._check_inputs(images, calib, coord_range)
+        features = self.feat_up(self.backbone(images)[self.first_level :])
+        feat = features[0]  # (B, 64, H/4, W/4)
+        out = {
+            "heatmap": self.heatmap(feat),
+            "offset_2d": self.offset_2d(feat),
+            "size_2d": self.size_2d(feat),
+            "features": features,
+        }
+        if self.depth_branch is not None:
+            out["depth_logits"] = self.depth_branch(feat)
+        if targets is None:
+            peaks = select_topk_peaks(out["heatmap"], topk)
+            out["topk"] = peaks
+            batch_idx = torch.arange(images.shape[0], device=images.device).repeat_interleave(topk)  # (B*K,)
+            indices, cls = peaks["indices"].flatten(), peaks["cls"].flatten()
+        else:
+            batch_idx, slot = targets["mask_2d"].bool().nonzero(as_tuple=True)  # (b, m) row-major
+            indices, cls = targets["indices"][batch_idx, slot], targets["cls_ids"][batch_idx, slot]
+        boxes_feat = gather_roi_boxes(
+            out["offset_2d"].float(), out["size_2d"].float(), batch_idx=batch_idx, indices=indices
+        )
+        rois = RoiBatch(
+            batch_idx=batch_idx,
+            cls=cls,
+            boxes_feat=boxes_feat,
+            boxes_orig=boxes_to_original(boxes_feat, coord_range[batch_idx].float(), feat_hw=feat.shape[-2:]),
+            calib=calib[batch_idx].float(),
+        )
+        out["roi_batch_idx"], out["roi_cls"] = batch_idx, cls
+        out.update(self.predict_3d(roi_features(feat, rois, num_classes=self.num_classes), rois))
+        return out
+
+    def predict_3d(self, roi_feat: torch.Tensor, rois: RoiBatch) -> dict[str, torch.Tensor]:
+        """(N, 69, 7, 7) RoI features -> the model type's per-RoI outputs (subclasses)."""
+        raise NotImplementedError
+
+    def _check_inputs(self, images: torch.Tensor, calib: torch.Tensor, coord_range: torch.Tensor) -> None:
+        b, _, h, w = images.shape
+        if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+            raise ValueError(f"input height and width must be multiples of {INPUT_MULTIPLE}, got {h}x{w}")
+        if calib.shape != (b, 3, 4):
+            raise ValueError(f"calib must have shape ({b}, 3, 4), got {tuple(calib.shape)}")
+        if coord_range.shape != (b, 2, 2):
+            raise ValueError(f"coord_range must have shape ({b}, 2, 2), got {tuple(coord_range.shape)}")
