@@ -1,0 +1,344 @@
+"""Cross-modal distillation: an RGB student, a frozen depth-map teacher, and the KD losses.
+
+``Distiller(batch)`` returns a dict of named, already-weighted losses (STYLE "Models, losses"):
+the student's own :class:`~lib.losses.criterion.Criterion` terms (the trainer applies HTL to
+those in ``HTL_TASKS``) plus the distillation terms that are on (weight > 0):
+
+* ``dualkl`` — DualKL between the depth-branch distributions (METHOD §3) on the RPD-valid cells
+  (every cell with ``all_pixels``), foreground cells × ``fg_weight``;
+* ``dualkl_instance`` — the Laplace instance term on the RoI depths (METHOD §3.4);
+* ``feature``, ``affinity``, ``spearman``, ``response`` — MonoDistill's / MonoSKD's terms
+  (REFERENCE §6.3) on the four neck maps [s4, s8, s16, s32] and the heads.
+
+Teacher and student come from the same builder. The teacher is frozen (``requires_grad`` off,
+never in :meth:`Distiller.trainable_parameters`), runs under ``no_grad`` and stays in eval mode
+while the student trains (``train()`` is overridden, as dinov2's meta-arch does), unless
+``distill.teacher_bn: train`` asks for MonoSKD's behaviour (batch statistics; REFERENCE §6.1).
+Feature terms compare adapted student maps (3×3 conv → ReLU → 1×1 conv per level, REFERENCE §6.3)
+with the raw teacher maps; the adapters exist only when a feature term is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lib.datasets.masks import foreground_mask
+from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
+from lib.losses.criterion import Criterion
+from lib.losses.distill import (
+    DUAL_KL_MODES,
+    SPEARMAN_MODES,
+    affinity_loss,
+    dual_kl_loss,
+    foreground_feature_loss,
+    gaussian_disc_mask,
+    laplace_dual_kl_loss,
+    response_loss,
+    spearman_loss,
+)
+from lib.models import build_detector, load_model_state
+
+logger = logging.getLogger(__name__)
+
+TEACHER_BN_MODES = ("eval", "train")
+STUDENT_INPUT, TEACHER_INPUT = "rgb", "depth"  # batch keys (METHOD §1)
+
+
+@dataclass(frozen=True)
+class DualKLSettings:
+    """``distill.dualkl`` (METHOD §3); the term is on when ``weight`` > 0."""
+
+    weight: float = 0.0
+    temperature: float = 1.0
+    head_mass: float = 0.5
+    gamma: float = 1.0
+    mode: str = "dynamic"
+    fg_weight: float = 1.0
+    all_pixels: bool = False
+    instance_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in DUAL_KL_MODES:
+            raise ValueError(f"distill.dualkl.mode must be one of {DUAL_KL_MODES}, got {self.mode!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"distill.dualkl.temperature must be > 0, got {self.temperature}")
+        if not 0 < self.head_mass <= 1:
+            raise ValueError(f"distill.dualkl.head_mass must be in (0, 1], got {self.head_mass}")
+        for name in ("weight", "gamma", "fg_weight", "instance_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"distill.dualkl.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The ``distill:`` config section as typed values (configs/base.yaml)."""
+
+    dualkl: DualKLSettings = field(default_factory=DualKLSettings)
+    feature_weight: float = 0.0
+    affinity_weight: float = 0.0
+    spearman_weight: float = 0.0
+    spearman_strength: float = 1.0
+    spearman_mode: str = "skd"
+    response_weight: float = 0.0
+    teacher_bn: str = "eval"
+
+    def __post_init__(self) -> None:
+        if self.teacher_bn not in TEACHER_BN_MODES:
+            raise ValueError(f"distill.teacher_bn must be one of {TEACHER_BN_MODES}, got {self.teacher_bn!r}")
+        if self.spearman_mode not in SPEARMAN_MODES:
+            raise ValueError(
+                f"distill.spearman_mode must be one of {SPEARMAN_MODES}, got {self.spearman_mode!r}"
+            )
+        for name in ("feature_weight", "affinity_weight", "spearman_weight", "response_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def uses_adapters(self) -> bool:
+        """Adapters exist only for the feature-map terms."""
+        return self.feature_weight > 0 or self.affinity_weight > 0 or self.spearman_weight > 0
+
+    @classmethod
+    def from_config(cls, distill: Mapping[str, Any]) -> DistillSettings:
+        """From the ``distill`` section (checkpoint paths are read by :meth:`Distiller.from_config`)."""
+        keys = {
+            k: v
+            for k, v in distill.items()
+            if k not in ("dualkl", "teacher_checkpoint", "student_checkpoint")
+        }
+        return cls(dualkl=DualKLSettings(**dict(distill["dualkl"])), **keys)
+
+
+def build_adapter(channels: int) -> nn.Sequential:
+    """MonoSKD's ``adapt_layer``: 3×3 conv C→C (bias) → ReLU → 1×1 conv C→C (bias) (REFERENCE §6.3)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, kernel_size=1),
+    )
+
+
+class Distiller(nn.Module):
+    """Student + frozen teacher + adapters; ``forward(batch)`` → {loss name: () tensor}.
+
+    Args:
+        student: detector fed ``batch["rgb"]``.
+        teacher: detector of the same class fed ``batch["depth"]``; frozen here.
+        criterion: the student's training criterion, ``criterion(preds, targets) -> dict``.
+        settings: which distillation terms are on, and their parameters.
+        feature_channels: channels of the student's neck maps [s4, s8, s16, s32] (for the
+            adapters); read from the student's backbone when omitted.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        criterion: Callable[[Mapping[str, Any], Mapping[str, Tensor]], dict[str, Tensor]],
+        settings: DistillSettings | None = None,
+        feature_channels: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if type(student) is not type(teacher):
+            raise ValueError(
+                f"teacher and student must be the same network, got {type(teacher).__name__} and "
+                f"{type(student).__name__}"
+            )
+        self.settings = settings or DistillSettings()
+        if self.settings.dualkl.weight > 0 and None in (
+            getattr(student, "depth_branch", None),
+            getattr(teacher, "depth_branch", None),
+        ):
+            raise ValueError(
+                "distill.dualkl.weight > 0 needs the depth branch in both networks (model.depth_branch)"
+            )
+        self.student = student
+        self.teacher = teacher.requires_grad_(False)
+        self.criterion = criterion
+        self.adapters: nn.ModuleList | None = None
+        if self.settings.uses_adapters:
+            if feature_channels is None:
+                feature_channels = student.backbone.channels[student.first_level :]
+            self.adapters = nn.ModuleList(build_adapter(c) for c in feature_channels)
+        self.train(self.training)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Distiller:
+        """Build both networks with ``build_detector``, load the checkpoints, build the criterion.
+
+        ``distill.teacher_checkpoint`` (required) and ``distill.student_checkpoint`` (optional,
+        MonoSKD's "student initialised from the RGB baseline") may be this project's training or
+        exported checkpoints or GUPNet / MonoSKD files: all keep the detector under
+        ``model_state`` (lib/engine/checkpoint.py; a MonoSKD distillation file gives its student).
+        Both load strictly (lib/models/checkpoint_io.py: only the training-only depth branch may
+        be absent from a file, or present for a network without one). ImageNet backbone weights
+        are loaded only for a student that has no checkpoint.
+
+        Raises:
+            ValueError: ``distill.teacher_checkpoint`` is not set, or DualKL is on and the teacher
+                file has no depth branch.
+            FileNotFoundError: a configured checkpoint file does not exist (names file and key).
+            CheckpointMismatchError: a file does not fit the configured network.
+        """
+        distill = cfg["distill"]
+        settings = DistillSettings.from_config(distill)
+        paths = {"distill.teacher_checkpoint": distill["teacher_checkpoint"]}
+        if not paths["distill.teacher_checkpoint"]:
+            raise ValueError("distill.teacher_checkpoint is not set: distillation needs a trained teacher")
+        if distill["student_checkpoint"]:
+            paths["distill.student_checkpoint"] = distill["student_checkpoint"]
+        for key, path in paths.items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{key}: checkpoint file not found: {path}")
+
+        student_init = "distill.student_checkpoint" in paths
+        student = build_detector(cfg, input_key=STUDENT_INPUT, pretrained=False if student_init else None)
+        teacher = build_detector(cfg, input_key=TEACHER_INPUT, pretrained=False)
+        networks = {"distill.teacher_checkpoint": teacher, "distill.student_checkpoint": student}
+        for key, path in paths.items():
+            source = f"{key} ({path})"
+            report = load_model_state(
+                networks[key], detector_state_from_checkpoint(load_checkpoint(path), source=source)
+            )
+            if key == "distill.teacher_checkpoint" and report.optional_missing and settings.dualkl.weight > 0:
+                raise ValueError(
+                    f"{source} has no depth branch, but distill.dualkl.weight > 0 distils the teacher's "
+                    "depth distribution: use a teacher trained with model.depth_branch: true"
+                )
+            logger.info("loaded %s from %s", key, path)
+        return cls(student, teacher, criterion=Criterion.from_config(cfg), settings=settings)
+
+    # ------------------------------------------------------------------ modes and parameters
+    def train(self, mode: bool = True) -> Distiller:
+        """Set the student (and adapters) to ``mode``; the teacher stays in eval mode unless
+        ``teacher_bn == "train"`` (MonoSKD parity, REFERENCE §6.1)."""
+        super().train(mode)
+        if self.settings.teacher_bn == "eval":
+            self.teacher.eval()
+        return self
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the student and the adapters, with ``requires_grad`` (for the optimizer)."""
+        for name, param in self.named_parameters():
+            if not name.startswith("teacher.") and param.requires_grad:
+                yield name, param
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the optimizer updates: student + adapters, never the teacher."""
+        for _, param in self.named_trainable_parameters():
+            yield param
+
+    def student_state_dict(self) -> dict[str, Tensor]:
+        """The student alone, keyed like a plain detector (export / evaluation)."""
+        return self.student.state_dict()
+
+    def inference_detector(self) -> nn.Module:
+        """The network that is evaluated and exported: the student (the teacher is training-only)."""
+        return self.student
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Student criterion terms + the distillation terms that are on (each × its weight).
+
+        Args:
+            batch: the dataset batch (contract): rgb, depth (B, 3, H, W), calib (B, 3, 4),
+                coord_range (B, 2, 2), targets (with rpd_mask, fg_mask, box2d, mask_2d, ...).
+        """
+        if TEACHER_INPUT not in batch:
+            raise ValueError(
+                f"the batch has no '{TEACHER_INPUT}' images, the teacher's input: build the dataset with "
+                "load_depth=True (lib.datasets.kitti.build_dataset)"
+            )
+        targets = batch["targets"]
+        inputs = {"calib": batch["calib"], "coord_range": batch["coord_range"], "targets": targets}
+        student_out = self.student(batch[STUDENT_INPUT], **inputs)
+        with torch.no_grad():
+            teacher_out = self.teacher(batch[TEACHER_INPUT], **inputs)
+        losses = dict(self.criterion(student_out, targets))
+        losses.update(self.distill_losses(student_out, teacher_out, targets))
+        return losses
+
+    def distill_losses(
+        self, student_out: Mapping[str, Any], teacher_out: Mapping[str, Any], targets: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The distillation terms that are on, each already multiplied by its weight."""
+        cfg = self.settings
+        losses: dict[str, Tensor] = {}
+        if cfg.dualkl.weight > 0:
+            losses["dualkl"] = cfg.dualkl.weight * self._dual_kl(student_out, teacher_out, targets)
+        if cfg.dualkl.instance_weight > 0:
+            depth_s, depth_t = student_out["depth"], teacher_out["depth"]  # (N, 2) [depth, log-variance]
+            losses["dualkl_instance"] = cfg.dualkl.instance_weight * laplace_dual_kl_loss(
+                depth_s[:, 0], depth_s[:, 1], depth_t[:, 0], depth_t[:, 1], mode=cfg.dualkl.mode
+            )
+        if self.adapters is not None:
+            student_feats = [
+                adapt(f) for adapt, f in zip(self.adapters, student_out["features"], strict=True)
+            ]
+            teacher_feats = teacher_out["features"]
+            if cfg.feature_weight > 0:
+                masks = self._box_masks(student_feats, targets)
+                losses["feature"] = cfg.feature_weight * foreground_feature_loss(
+                    student_feats, teacher_feats, masks
+                )
+            if cfg.affinity_weight > 0:
+                losses["affinity"] = cfg.affinity_weight * affinity_loss(student_feats, teacher_feats)
+            if cfg.spearman_weight > 0:
+                losses["spearman"] = cfg.spearman_weight * spearman_loss(
+                    student_feats, teacher_feats, strength=cfg.spearman_strength, mode=cfg.spearman_mode
+                )
+        if cfg.response_weight > 0:
+            hf, wf = student_out["offset_2d"].shape[-2:]
+            head_mask = gaussian_disc_mask(
+                targets["box2d"], height=hf, width=wf, valid=targets["mask_2d"].bool()
+            )
+            heading_bin = targets["heading_bin"][targets["mask_2d"].bool()].reshape(-1)  # (N,) RoI row order
+            terms = response_loss(student_out, teacher_out, head_mask=head_mask, heading_bin=heading_bin)
+            losses["response"] = cfg.response_weight * sum(terms.values())
+        return losses
+
+    def _dual_kl(
+        self, student_out: Mapping[str, Any], teacher_out: Mapping[str, Any], targets: Mapping[str, Tensor]
+    ) -> Tensor:
+        """DualKL over the RPD-valid cells (or all cells), foreground cells × fg_weight (METHOD §3.2)."""
+        cfg = self.settings.dualkl
+        rpd_mask = targets["rpd_mask"].bool()  # (B, Hf, Wf)
+        valid = torch.ones_like(rpd_mask) if cfg.all_pixels else rpd_mask
+        fg = targets["fg_mask"].bool()
+        weight = valid.float() * torch.where(fg, cfg.fg_weight, 1.0)  # (B, Hf, Wf)
+        return dual_kl_loss(
+            student_out["depth_logits"],
+            teacher_out["depth_logits"],
+            weight,
+            temperature=cfg.temperature,
+            head_mass=cfg.head_mass,
+            gamma=cfg.gamma,
+            mode=cfg.mode,
+        )
+
+    @staticmethod
+    def _box_masks(feats: Sequence[Tensor], targets: Mapping[str, Tensor]) -> list[Tensor]:
+        """Per level (B, H, W) cells inside a GT 2D box (the shared foreground helper).
+
+        ``box2d`` is in stride-4 feature px, so level ℓ uses stride (its cells per s4 cell).
+        """
+        base_w = feats[0].shape[-1]
+        return [
+            foreground_mask(
+                targets["box2d"],
+                height=f.shape[-2],
+                width=f.shape[-1],
+                stride=base_w / f.shape[-1],
+                valid=targets["mask_2d"],
+            )
+            for f in feats
+        ]
