@@ -15,6 +15,7 @@ terms in fp32).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 
@@ -306,6 +307,19 @@ def _pearson(x: Tensor, y: Tensor) -> Tensor:
     return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-12)
 
 
+def _soft_rank(x: Tensor, strength: float) -> Tensor:
+    """``torchsort.soft_rank`` ("l2"), on the CPU when torchsort was built without CUDA.
+
+    ``make install`` builds torchsort CPU-only unless TORCHSORT_CUDA=1; autograd carries the
+    gradient across the device copy, so only speed differs.
+    """
+    if x.is_cuda and importlib.util.find_spec("torchsort.isotonic_cuda") is None:
+        return torchsort.soft_rank(x.cpu(), regularization="l2", regularization_strength=strength).to(
+            x.device
+        )
+    return torchsort.soft_rank(x, regularization="l2", regularization_strength=strength)
+
+
 def spearman_loss(
     student_feats: Sequence[Tensor],
     teacher_feats: Sequence[Tensor],
@@ -343,11 +357,11 @@ def spearman_loss(
         with _no_autocast(s):
             s = _resize_to(s, size).flatten(1)  # (B, C*h*w)
             t = _resize_to(t.detach(), size).flatten(1)
-            t_rank = torchsort.soft_rank(t, regularization="l2", regularization_strength=strength)
+            t_rank = _soft_rank(t, strength)
             if mode == "skd":
                 total = total + 1.0 - _pearson(s.flatten(), (t_rank / t.shape[-1]).flatten())
             else:
-                s_rank = torchsort.soft_rank(s, regularization="l2", regularization_strength=strength)
+                s_rank = _soft_rank(s, strength)
                 total = total + 1.0 - _pearson(s_rank, t_rank).mean()
     return total
 
