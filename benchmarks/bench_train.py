@@ -1,0 +1,158 @@
+"""Training throughput (images/s) of the student and of distillation, data loader vs model step.
+
+A handful of synthetic KITTI-format frames (lib/datasets/synthetic.py) with depth maps are
+written to a temporary folder; for each setting the real pipeline is built from the configs
+(``configs/student.yaml``, ``configs/monommkd.yaml`` with a random teacher checkpoint) and a
+few training steps are timed after one warm-up step:
+
+* data: seconds per batch to load it (``DataLoader`` with the config's worker count);
+* step: seconds per batch for forward + backward + optimizer step (the trainer's AMP mode);
+* step CPU-s: process CPU time of the step (all threads), a load-independent figure on a
+  shared machine;
+* images/s = batch / (data + step) (serial, as with ``num_workers 0``).
+
+Settings: "default" = 1280x384, DLA-34 (the paper's); "small" = 384x128, ResNet-18 (the demo's
+family). CPU always; on a CUDA machine also GPU fp32 and bf16 AMP.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train.py [--steps 3] [--batch 2] [--frames 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lib.config import load_config
+from lib.datasets.kitti import build_dataset
+from lib.datasets.synthetic import write_dataset
+from lib.engine.optim import build_optimizer
+from lib.engine.task import build_task
+from lib.engine.trainer import move_to_device, resolve_amp_dtype
+from lib.models.build import build_detector
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "default": ["dataset.resolution=[1280,384]", "model.backbone=dla34"],
+    "small": ["dataset.resolution=[384,128]", "model.backbone=resnet18"],
+}
+TASKS = {"student": "configs/student.yaml", "distill": "configs/monommkd.yaml"}
+
+
+def make_data(root: Path, frames: int) -> None:
+    write_dataset(root, frames=frames, seed=0, val_fraction=0.25)
+    subprocess.run(
+        [sys.executable, "tools/make_depth_maps.py", "--data-dir", str(root)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+
+
+def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
+    """A randomly initialised teacher of the right architecture (timing does not need a trained one)."""
+    cfg = load_config(REPO / TASKS["student"], overrides)
+    path = folder / f"teacher_{abs(hash(tuple(overrides)))}.pth"
+    torch.save({"model_state": build_detector(cfg, pretrained=False).state_dict()}, path)
+    return path
+
+
+def time_setting(config: str, overrides: list[str], *, device: torch.device, amp: str, steps: int) -> dict:
+    cfg = load_config(REPO / config, overrides)
+    dataset = build_dataset(cfg, cfg.dataset.train_split, train=True)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.dataset.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers
+    )
+    task, _ = build_task(cfg)
+    task.to(device).train()
+    named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
+    optimizer = build_optimizer(named or task.named_parameters(), name="adam", lr=1e-4, weight_decay=0.0)
+    dtype = resolve_amp_dtype(amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    data_s, step_s, cpu_s = [], [], []
+    iterator = iter(loader)
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        batch = move_to_device(batch, device)
+        loaded, loaded_cpu = time.perf_counter(), time.process_time()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            losses = task(batch)
+        loss = sum(v.float() for v in losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:  # step 0 warms up (allocations, kernel selection)
+            data_s.append(loaded - start)
+            step_s.append(time.perf_counter() - loaded)
+            cpu_s.append(time.process_time() - loaded_cpu)
+    batch_size = cfg.dataset.batch_size
+    data, step = sum(data_s) / steps, sum(step_s) / steps
+    return {
+        "batch": batch_size,
+        "data": data,
+        "step": step,
+        "step_cpu": sum(cpu_s) / steps,
+        "images_per_s": batch_size / (data + step),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after 1 warm-up)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size")
+    parser.add_argument("--frames", type=int, default=8, help="synthetic frames written")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args(argv)
+
+    devices = [("cpu", "none")]
+    if torch.cuda.is_available():
+        devices += [("cuda", "none"), ("cuda", "bf16")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, batch {args.batch}")
+    print("| device | amp | setting | task | batch | data s/batch | step s/batch | step CPU-s | images/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "kitti"
+        make_data(root, args.frames)
+        for setting in args.settings:
+            common = [
+                f"dataset.root_dir={root}",
+                f"dataset.batch_size={args.batch}",
+                f"dataset.num_workers={args.workers}",
+                "dataset.check_split_sizes=false",
+                "model.pretrained=false",
+                *SETTINGS[setting],
+            ]
+            teacher = teacher_checkpoint(Path(tmp), common)
+            for task_name, config in TASKS.items():
+                overrides = common + [
+                    f"distill.teacher_checkpoint={teacher}",
+                    "distill.student_checkpoint=null",
+                ]
+                for device_name, amp in devices:
+                    r = time_setting(
+                        config, overrides, device=torch.device(device_name), amp=amp, steps=args.steps
+                    )
+                    print(
+                        f"| {device_name} | {amp} | {setting} | {task_name} | {r['batch']} | {r['data']:.3f} "
+                        f"| {r['step']:.3f} | {r['step_cpu']:.2f} | {r['images_per_s']:.2f} |",
+                        flush=True,
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Checkpoint files: atomic writes, safe loading, and the detector weights inside any of them.
+
+A training checkpoint (written by :class:`lib.engine.trainer.Trainer`) is a dict:
+``{"model_state": the evaluated (student) detector's state_dict, "model": the unwrapped task's
+state_dict (teacher, adapters; for ``--resume``), "task": "detector" | "distiller", "epoch":
+epochs completed, "iteration", "optimizer", "scheduler", "scaler", "htl", "rng" (one entry per
+rank), "best_metric", "config": resolved config dict, "git_sha"}``. The detector sits under
+``model_state`` as in GUPNet's ``{"model_state", "optimizer_state", "epoch"}`` (REFERENCE §7),
+so GUPNet-style loaders read our files and we read theirs. (``torch.save`` stores tensors
+that share storage once, so ``model_state`` costs no extra space.)
+
+Files are written atomically (temporary file in the same folder, fsync, ``os.replace``), so a
+process killed while writing leaves the previous file intact, and read with
+``torch.load(weights_only=True)`` (no arbitrary code from a downloaded file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TEMP_SUFFIX = ".tmp"
+# The student's keys in MonoSKD's distillation wrapper (REFERENCE §6.1).
+SKD_STUDENT_PREFIX = "centernet_rgb."
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` so that readers only ever see a complete file.
+
+    The data go to a temporary file in the same folder, are flushed to disk, and the temporary
+    file then replaces ``path`` in one ``os.replace`` (atomic on POSIX). If the process dies
+    before that, ``path`` still holds its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_link(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` a second name of the complete file ``src`` (hard link, else copy), atomically."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.link{TEMP_SUFFIX}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:  # file systems without hard links
+        atomic_save(torch.load(src, map_location="cpu", weights_only=True), dst)
+        return
+    os.replace(tmp, dst)
+    _fsync_dir(dst.parent)
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by writers that were killed; returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        tmp.unlink()
+        removed.append(tmp)
+    return removed
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint dict with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file is missing, is not a dict, or holds non-tensor objects that
+            ``weights_only`` refuses (e.g. a legacy pickle).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError here
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({err})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def detector_state_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> dict:
+    """The (student) detector's state_dict inside a checkpoint of any supported layout.
+
+    Every layout keeps the detector under ``model_state`` (REFERENCE §7): our training
+    checkpoints (the student's weights, next to the whole task's state under ``model``),
+    exported students, GUPNet / MonoSKD files, and MonoDistill files whose keys start with
+    ``module.`` (removed). In a MonoSKD distillation file the student is the ``centernet_rgb.*``
+    part (REFERENCE §6.1).
+
+    Raises:
+        CheckpointError: no ``model_state``, or it is not a state_dict.
+    """
+    state = ckpt.get("model_state")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = ", ".join(map(str, ckpt)) or "none"
+        raise CheckpointError(
+            f"{source}: unknown checkpoint layout (top-level keys: {keys}); "
+            "expected a 'model_state' state_dict"
+        )
+    state = {_strip(k, "module."): v for k, v in state.items()}
+    student = {k[len(SKD_STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(SKD_STUDENT_PREFIX)}
+    return student or state
+
+
+def git_sha(repo_dir: str | Path | None = None) -> str | None:
+    """The current commit of the source tree (``None`` outside git), recorded in checkpoints."""
+    folder = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _strip(key: str, prefix: str) -> str:
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,99 @@
+"""Parameter groups and the per-epoch lr schedule (REFERENCE §5), checked against hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lib.engine.optim import build_lr_scheduler, build_optimizer, build_param_groups, lr_factor
+
+
+class TwoLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)  # weight decayed, bias not
+        self.bn = nn.BatchNorm2d(4)  # weight decayed (as GUPNet), bias not
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def test_bias_parameters_get_no_weight_decay():
+    model = TwoLayer()
+    groups = build_param_groups(model.named_parameters(), weight_decay=1e-5)
+    decay, no_decay = groups
+    assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model.conv.weight), id(model.bn.weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model.conv.bias), id(model.bn.bias)}
+
+
+def test_frozen_parameters_never_reach_the_optimizer():
+    model = TwoLayer()
+    optimizer = build_optimizer(model.named_parameters(), name="sgd", lr=0.1, weight_decay=0.0, momentum=0.5)
+    params = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert id(model.frozen.weight) not in params and id(model.frozen.bias) not in params
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.5
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        build_optimizer(model.named_parameters(), name="lamb", lr=0.1, weight_decay=0.0)
+
+
+def test_warmup_matches_monoskd_log_values():
+    # REFERENCE §5: SKD's log with base 1e-3: 1e-5, 1.05e-4, 3.52e-4, 6.58e-4, 9.05e-4, then 1e-3.
+    kwargs = dict(base_lr=1e-3, warmup_epochs=5, warmup_start_lr=1e-5, decay_rate=0.1, decay_list=[95, 125])
+    lrs = [1e-3 * lr_factor(e, **kwargs) for e in range(6)]
+    assert lrs == pytest.approx(
+        [1e-5, 1.05e-4, 3.52e-4, 6.58e-4, 9.05e-4, 1e-3], rel=5e-3
+    )  # log rounds to 3 digits
+    # by hand for e = 2: 1e-5 + (1e-3 - 1e-5) * (1 - cos(2π/5)) / 2
+    assert lrs[2] == pytest.approx(1e-5 + 0.99e-3 * (1 - math.cos(2 * math.pi / 5)) / 2, rel=1e-12)
+
+
+def test_scheduler_decays_at_gupnet_effective_epochs():
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1.25e-3)
+    scheduler = build_lr_scheduler(
+        optimizer, warmup_epochs=5, warmup_start_lr=1e-5, decay_rate=0.1, decay_list=[95, 125]
+    )
+    lrs = []
+    for _ in range(140):  # lr used by each 0-based epoch, stepped after it
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(1e-5)
+    assert lrs[5] == pytest.approx(1.25e-3) and lrs[94] == pytest.approx(1.25e-3)
+    # GUPNet's effective drops: 96th and 126th epoch (1-based) = index 95 and 125.
+    assert lrs[95] == pytest.approx(1.25e-4) and lrs[124] == pytest.approx(1.25e-4)
+    assert lrs[125] == pytest.approx(1.25e-5) and lrs[139] == pytest.approx(1.25e-5)
+
+
+def test_scheduler_state_round_trip_continues_the_schedule():
+    def make():
+        param = nn.Parameter(torch.zeros(1))
+        opt = torch.optim.Adam([param], lr=1e-3)
+        return opt, build_lr_scheduler(
+            opt, warmup_epochs=3, warmup_start_lr=0.0, decay_rate=0.5, decay_list=[4]
+        )
+
+    opt, sched = make()
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    opt2, sched2 = make()
+    sched2.load_state_dict(state)
+    opt2.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
+    for _ in range(2):
+        opt.step(), sched.step(), opt2.step(), sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"]) == pytest.approx(5e-4)
+
+
+def test_no_warmup_and_mixed_base_lrs():
+    assert lr_factor(
+        0, base_lr=1.0, warmup_epochs=0, warmup_start_lr=0.0, decay_rate=0.1, decay_list=[0]
+    ) == (pytest.approx(0.1))
+    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 2.0}])
+    with pytest.raises(ValueError, match="one base lr"):
+        build_lr_scheduler(opt, warmup_epochs=1, warmup_start_lr=0.0, decay_rate=0.1, decay_list=[])

@@ -1,0 +1,250 @@
+"""tools/train_val.py end to end on a tiny synthetic set (CPU): kill + resume, evaluation,
+export, and the clear-error paths. Runs in-process where it can (``main(argv)``) and in a
+subprocess where the test needs a real process (SIGKILL, exit code, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib.datasets.synthetic import write_dataset
+from lib.engine.checkpoint import load_checkpoint
+from lib.models.build import build_detector
+from lib.models.checkpoint_io import load_model_state
+from lib.utils.logging import LOGGER_NAMES
+from tools.export_student import main as export_main
+from tools.train_val import main as train_val_main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = """\
+_base_: {base}
+experiment:
+  name: tiny
+  seed: 7
+  deterministic: true
+dataset:
+  root_dir: {data}
+  writelist: [Car]
+  resolution: [128, 64]
+  batch_size: 2
+  num_workers: 0
+  check_split_sizes: false
+model:
+  type: gupnet
+  input: rgb
+  backbone: resnet18
+  pretrained: false
+  head_conv: 16
+  depth_branch: false
+loss:
+  htl: true
+  htl_window: 3
+lr_scheduler:
+  warmup_epochs: 1
+trainer:
+  max_epoch: 3
+  eval_frequency: 0
+  save_frequency: 1
+  log_interval: 1
+  htl_init_pass: false
+tester:
+  threshold: 0.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """12 train + 2 val synthetic frames (320x96, no depth maps) and a tiny config for them."""
+    root = tmp_path_factory.mktemp("tiny_kitti")
+    write_dataset(root / "data", frames=14, seed=1, image_size=(320, 96), val_fraction=0.15)
+    config = root / "tiny.yaml"
+    config.write_text(TINY_CONFIG.format(base=REPO_ROOT / "configs" / "base.yaml", data=root / "data"))
+    return {"root": root, "config": config}
+
+
+# One thread in this process and in the CLI subprocesses: bit-identical results between them,
+# and no OpenMP spin-waiting on a busy machine (tiny convolutions gain nothing from threads).
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_restore_globals():
+    """Run with one torch thread; afterwards undo the CLI's process-wide settings (deterministic
+    mode, log handlers bound to this test's captured stderr)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    for name in LOGGER_NAMES:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "tools/train_val.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SUBPROCESS_ENV,
+    )
+
+
+def step_records(run_dir: Path) -> list[dict]:
+    path = run_dir / "train.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}") and '"type": "step"' in line]
+
+
+def kill_mid_epoch_2(cmd: list[str], run_dir: Path, log: Path) -> None:
+    """Start training, SIGKILL it once epoch 1's checkpoint exists and epoch 2 has stepped."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=SUBPROCESS_ENV)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            epoch_1 = (run_dir / "checkpoints" / "checkpoint_epoch_1.pth").is_file()
+            if epoch_1 and any(r["epoch"] == 2 for r in step_records(run_dir)):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            assert proc.poll() is None, f"training ended before it could be killed:\n{log.read_text()}"
+            time.sleep(0.02)
+        else:
+            pytest.fail("training never reached epoch 2")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
+    config = str(tiny["config"])
+    assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "full")]) == 0
+    full = load_checkpoint(tmp_path / "full" / "tiny" / "checkpoints" / "last.pth")
+    assert full["epoch"] == 3 and full["iteration"] == 18
+
+    run_dir = tmp_path / "killed" / "tiny"
+    cmd = [sys.executable, "tools/train_val.py", "--config", config, "--output-dir", str(tmp_path / "killed")]
+    kill_mid_epoch_2(cmd, run_dir, tmp_path / "killed.log")
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["epoch"] == 1  # killed inside epoch 2
+
+    assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "killed"), "--resume"]) == 0
+    resumed = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert (resumed["epoch"], resumed["iteration"]) == (3, 18)
+    assert resumed["htl"] == full["htl"]
+    assert resumed["model_state"].keys() == full["model_state"].keys()
+    for key, value in full["model_state"].items():
+        assert torch.equal(resumed["model_state"][key], value), key
+
+    # The tester reads the run's checkpoint, writes KITTI files and the AP tables.
+    assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "killed"), "-e"]) == 0
+    results = run_dir / "results" / "val"
+    assert sorted(p.name for p in (results / "data").iterdir()) == ["000012.txt", "000013.txt"]
+    reports = json.loads((results / "ap.json").read_text())
+    assert set(reports) == {"ap40", "ap11"} and "Car" in reports["ap40"]["ap"]
+    assert "| Car | 3d |" in (results / "ap.md").read_text()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "tensorboard").is_dir()
+
+    # Export: a {"model_state"} file that loads strictly into a fresh detector.
+    exported = tmp_path / "student.pth"
+    assert (
+        export_main(["--checkpoint", str(run_dir / "checkpoints" / "last.pth"), "--out", str(exported)]) == 0
+    )
+    assert set(load_checkpoint(exported)) == {"model_state", "epoch"}
+    detector = build_detector(model_type="gupnet", backbone="resnet18", head_conv=16, depth_branch=False)
+    assert load_model_state(detector, exported).ok
+
+
+def test_torchrun_two_processes_train_and_evaluate(tiny, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "tools/train_val.py", "--config", str(tiny["config"])]
+    cmd += ["--output-dir", str(tmp_path), "trainer.max_epoch=2", "trainer.eval_frequency=2"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=SUBPROCESS_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "tiny"
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pth")
+    assert (ckpt["epoch"], ckpt["iteration"]) == (2, 12)  # global batch 2 = 1 per process, 12 frames
+    assert len(ckpt["rng"]) == 2  # both ranks' RNG states
+    assert [json.loads(line)["epoch"] for line in open(run_dir / "eval.jsonl")] == [2]  # rank 0 only
+
+
+def test_killed_checkpoint_writer_leaves_previous_file_loadable(tmp_path):
+    path = tmp_path / "last.pth"
+    script = f"""
+import os, signal, torch
+from lib.engine import checkpoint
+checkpoint.atomic_save({{"epoch": 1, "w": torch.ones(3)}}, {str(path)!r})
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die after the data, before the rename
+checkpoint.atomic_save({{"epoch": 2, "w": torch.zeros(3)}}, {str(path)!r})
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=300, env=SUBPROCESS_ENV
+    )
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(path)["epoch"] == 1
+    assert len(list(tmp_path.glob(".last.pth.*.tmp"))) == 1  # the dead writer's temp file, never read
+
+
+def test_unknown_config_key_exits_with_message_and_no_traceback(tiny):
+    proc = run_cli("--config", str(tiny["config"]), "trainer.max_epochs=3")
+    assert proc.returncode == 2
+    assert "unknown config key 'trainer.max_epochs'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_that_does_not_fit_lists_the_keys(tiny, tmp_path, capsys):
+    bad = tmp_path / "other_model.pth"
+    torch.save({"model_state": {"foo.weight": torch.zeros(1)}}, bad)
+    argv = ["--config", str(tiny["config"]), "--output-dir", str(tmp_path), "-e", f"tester.checkpoint={bad}"]
+    assert train_val_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "unexpected keys (1): foo.weight" in err
+    assert "missing keys" in err and "heatmap." in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset.root_dir=/nonexistent/kitti"], "KITTI dataset incomplete at /nonexistent/kitti"),
+        (["model.input=depth"], "depth maps not found"),
+        (["-e", "tester.checkpoint=/nonexistent/model.pth"], "checkpoint not found: /nonexistent/model.pth"),
+        (["--resume", "/nonexistent/last.pth"], "checkpoint not found: /nonexistent/last.pth"),
+        (["trainer.amp=fp8"], "trainer.amp: unknown mode 'fp8'"),
+    ],
+)
+def test_user_errors_give_a_clear_message(tiny, tmp_path, capsys, overrides, message):
+    argv = ["--config", str(tiny["config"]), "--output-dir", str(tmp_path), *overrides]
+    assert train_val_main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_reproduce_table_lists_car_3d_and_bev_ap40_per_model():
+    from tools.reproduce import format_results_table
+
+    def reports(value: float) -> dict:
+        ap = {d: value for d in ("easy", "moderate", "hard")}
+        return {"ap40": {"ap": {"Car": {"3d": ap, "bev": {**ap, "moderate": value + 1}, "bbox": None}}}}
+
+    table = format_results_table({"teacher": reports(40.0), "student": reports(12.5)}, title="T")
+    lines = table.splitlines()
+    assert lines[2] == "| model | 3D Easy | 3D Mod | 3D Hard | BEV Easy | BEV Mod | BEV Hard |"
+    assert lines[4] == "| teacher | 40.00 | 40.00 | 40.00 | 40.00 | 41.00 | 40.00 |"
+    assert lines[5] == "| student | 12.50 | 12.50 | 12.50 | 12.50 | 13.50 | 12.50 |"
+    with_2d = format_results_table({"m": reports(1.0)}, title="T", metrics=("bbox",))
+    assert with_2d.splitlines()[-1] == "| m | - | - | - |"  # the evaluator's None: nothing to score

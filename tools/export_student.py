@@ -1,0 +1,58 @@
+"""Export the student of a training run as an inference checkpoint (MonoSKD ``pth_transfer``).
+
+    python tools/export_student.py --checkpoint outputs/monommkd/checkpoints/best.pth \\
+        --out outputs/monommkd/student.pth
+
+Reads any checkpoint layout (ours, a distillation run's, MonoSKD's ``centernet_rgb.*``;
+REFERENCE §6.1, §7), keeps the student detector only (teacher, adapters, optimizer and RNG
+state dropped) and writes ``{"model_state": ..., "epoch": ...}``, GUPNet's layout: the keys are
+the detector's own, which for ``model.type: gupnet`` are GUPNet's (REFERENCE §1.8). The
+training-only depth branch (METHOD §1) is dropped unless ``--keep-depth-branch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lib.engine.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    detector_state_from_checkpoint,
+    load_checkpoint,
+)
+from lib.models.depth_branch import DEPTH_BRANCH_NAME
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pth)")
+    parser.add_argument("--out", required=True, type=Path, help="exported student checkpoint to write")
+    parser.add_argument("--keep-depth-branch", action="store_true", help="keep the depth-branch weights")
+    return parser.parse_args(argv)
+
+
+def export_student(checkpoint: Path, out: Path, *, keep_depth_branch: bool = False) -> int:
+    """Write the student-only checkpoint; returns the number of tensors written."""
+    ckpt = load_checkpoint(checkpoint)
+    state = detector_state_from_checkpoint(ckpt, source=str(checkpoint))
+    if not keep_depth_branch:
+        state = {k: v for k, v in state.items() if not k.startswith(f"{DEPTH_BRANCH_NAME}.")}
+    atomic_save({"model_state": state, "epoch": int(ckpt.get("epoch", -1))}, out)
+    return len(state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        count = export_student(args.checkpoint, args.out, keep_depth_branch=args.keep_depth_branch)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {count} tensors of the student detector")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Reproduce the paper's comparison: teacher → student → MonoMMKD (→ MonoSKD, MonoDistill).
+
+    python tools/reproduce.py                   # KITTI: configs/{teacher,student,monommkd}.yaml
+    python tools/reproduce.py --all             # + configs/monoskd.yaml, configs/monodistill.yaml
+    python tools/reproduce.py --demo            # synthetic data, configs/demo/*.yaml, CPU, minutes
+
+Each stage is one ``tools/train_val.py`` run in a subprocess (its progress bars show), followed by
+``tools/train_val.py -e`` on the stage's best checkpoint. The distillation stages get the
+teacher's and the student's checkpoints of the same output folder (METHOD §1). The table of
+Car 3D and BEV AP40 (Easy / Mod / Hard) per model is printed and written to
+``<output-dir>/table.md``. ``--demo`` first writes the synthetic KITTI-format set
+(tools/make_synthetic_kitti.py) and its depth maps (tools/make_depth_maps.py) into
+``<output-dir>/data``, and additionally reports AP40 at the loose overlaps (0.5 for Car), which
+a few CPU epochs reach more easily than 0.7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lib.config import ConfigError, load_config
+from lib.datasets.kitti_io import read_split
+from lib.eval import evaluate
+from lib.eval.kitti_format import load_labels, load_results
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAIN_STAGES = ("teacher", "student", "monommkd")
+BASELINE_STAGES = ("monoskd", "monodistill")
+DISTILL_STAGES = ("monommkd", *BASELINE_STAGES)
+DIFFICULTIES = ("easy", "moderate", "hard")
+TABLE_CLASS = "Car"
+DEMO_FRAMES = 200
+DEMO_VAL_FRACTION = 0.2
+DEMO_SEED = 0
+
+
+class StageError(RuntimeError):
+    """A subprocess of the pipeline failed; the message names the command and exit code."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo", action="store_true", help="synthetic data and configs/demo/*.yaml (CPU)")
+    parser.add_argument("--all", action="store_true", help="also train the MonoSKD and MonoDistill baselines")
+    parser.add_argument(
+        "--output-dir", type=Path, default=None, help="outputs/reproduce (demo: outputs/demo)"
+    )
+    parser.add_argument("--frames", type=int, default=DEMO_FRAMES, help="synthetic frames (--demo)")
+    parser.add_argument("--skip-done", action="store_true", help="skip stages whose evaluation exists")
+    parser.add_argument("overrides", nargs="*", help="config overrides passed to every stage, key.sub=value")
+    return parser.parse_args(argv)
+
+
+def run_command(cmd: list[str]) -> None:
+    """Run a CLI of this repository; raise StageError when it fails (its own message is shown).
+
+    OpenMP threads sleep instead of spinning while they wait (``OMP_WAIT_POLICY=PASSIVE``,
+    unless set): on a CPU shared with other jobs spinning threads made training steps ~10x
+    slower in our measurements, and on an idle machine it costs nothing measurable.
+    """
+    print("$ " + " ".join(cmd), flush=True)
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    code = subprocess.run(cmd, cwd=REPO_ROOT, check=False, env=env).returncode
+    if code != 0:
+        raise StageError(f"command failed with exit code {code}: {' '.join(cmd)}")
+
+
+def make_demo_data(data_dir: Path, *, frames: int) -> None:
+    """The synthetic set and its depth maps (skipped when already there)."""
+    if not (data_dir / "ImageSets" / "val.txt").is_file():
+        run_command(
+            [
+                sys.executable,
+                "tools/make_synthetic_kitti.py",
+                "--out",
+                str(data_dir),
+                "--frames",
+                str(frames),
+                "--seed",
+                str(DEMO_SEED),
+                "--val-fraction",
+                str(DEMO_VAL_FRACTION),
+            ]
+        )
+    if not (data_dir / "training" / "depth_dense").is_dir():
+        run_command([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(data_dir)])
+
+
+def stage_overrides(stage: str, out_dir: Path, *, demo: bool) -> list[str]:
+    """Overrides that chain the stages inside ``out_dir`` (data and checkpoints)."""
+    overrides = []
+    if demo:
+        overrides.append(f"dataset.root_dir={out_dir / 'data'}")
+    if stage in DISTILL_STAGES:
+        checkpoint = "last.pth" if demo else "best.pth"  # the demo evaluates only after its last epoch
+        overrides += [
+            f"distill.teacher_checkpoint={out_dir / 'teacher' / 'checkpoints' / checkpoint}",
+            f"distill.student_checkpoint={out_dir / 'student' / 'checkpoints' / checkpoint}",
+        ]
+    return overrides
+
+
+def run_stage(stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool) -> Path:
+    """Train and evaluate one stage; returns its run folder."""
+    cfg = load_config(config, overrides)  # fails early on a bad override
+    run_dir = out_dir / cfg.experiment.name
+    ap_file = run_dir / "results" / cfg.tester.split / "ap.json"
+    if skip_done and ap_file.is_file():
+        print(f"== {stage}: done already ({ap_file})", flush=True)
+        return run_dir
+    print(f"== {stage}: training ({config})", flush=True)
+    base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
+    start = time.perf_counter()
+    run_command(base + overrides)
+    run_command(base + ["-e"] + overrides)
+    print(f"== {stage}: {time.perf_counter() - start:.0f} s", flush=True)
+    return run_dir
+
+
+def loose_reports(run_dir: Path) -> dict:
+    """AP40 of a run's val results at the loose overlaps (Car BEV/3D 0.5)."""
+    cfg = load_config(run_dir / "config.yaml")
+    root = Path(cfg.dataset.root_dir)
+    frames = read_split(root / "ImageSets" / f"{cfg.tester.split}.txt")
+    gt = load_labels(root / "training" / "label_2", frames)
+    det = load_results(run_dir / "results" / cfg.tester.split, frames)
+    return evaluate(gt, det, [TABLE_CLASS], ap_modes=(40,), loose=True)
+
+
+METRIC_NAMES = {"3d": "3D", "bev": "BEV", "bbox": "2D"}
+
+
+def table_row(name: str, reports: dict, metrics: tuple[str, ...]) -> str:
+    ap = reports["ap40"]["ap"].get(TABLE_CLASS) or {}
+    cells = []
+    for metric in metrics:
+        values = ap.get(metric)
+        cells += [f"{values[d]:.2f}" if values else "-" for d in DIFFICULTIES]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def format_results_table(
+    rows: dict[str, dict], *, title: str, metrics: tuple[str, ...] = ("3d", "bev")
+) -> str:
+    """Markdown: one row per model, Car AP40 Easy / Mod / Hard of each metric (3D, BEV: the paper's)."""
+    columns = [f"{METRIC_NAMES[m]} {d}" for m in metrics for d in ("Easy", "Mod", "Hard")]
+    header = [
+        f"**{title}**",
+        "",
+        "| model | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    return "\n".join(header + [table_row(name, reports, metrics) for name, reports in rows.items()]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_dir = (args.output_dir or Path("outputs/demo" if args.demo else "outputs/reproduce")).resolve()
+    config_dir = REPO_ROOT / "configs" / ("demo" if args.demo else "")
+    stages = MAIN_STAGES + (BASELINE_STAGES if args.all else ())
+    start = time.perf_counter()
+    try:
+        if args.demo:
+            make_demo_data(out_dir / "data", frames=args.frames)
+        run_dirs = {}
+        for stage in stages:
+            overrides = stage_overrides(stage, out_dir, demo=args.demo) + list(args.overrides)
+            run_dirs[stage] = run_stage(
+                stage, config_dir / f"{stage}.yaml", out_dir, overrides, skip_done=args.skip_done
+            )
+        strict = {}
+        for stage, run_dir in run_dirs.items():
+            cfg = load_config(run_dir / "config.yaml")
+            strict[stage] = json.loads((run_dir / "results" / cfg.tester.split / "ap.json").read_text())
+        table = format_results_table(strict, title=f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol)")
+        if args.demo:
+            loose = {stage: loose_reports(run_dir) for stage, run_dir in run_dirs.items()}
+            title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7)"
+            table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
+    except (StageError, ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table_path = out_dir / "table.md"
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table)
+    print(f"\n{table}\nwritten to {table_path}; total {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
