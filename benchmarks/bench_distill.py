@@ -1,6 +1,6 @@
 """Cost of distillation: one training step of the Distiller vs one of the student alone.
 
-A step is forward + backward + Adam step on the same contract-shaped synthetic batch. The
+A step is forward + backward + Adam step on the same synthetic batch in the dataset's layout. The
 student-only step is the student's criterion (what configs/student.yaml trains); the
 distillation step adds the teacher's forward (no_grad, eval mode) and the configured KD terms.
 Target: ratio <= 1.6x (the teacher only runs forward).
@@ -51,7 +51,7 @@ GPU_CASES = [("dla34", 640, 192, 2, ("fp32", "bf16")), ("dla34", 1280, 384, 16, 
 
 
 def make_batch(batch_size: int, width: int, height: int, *, num_bins: int, seed: int = 0) -> dict:
-    """Random images and GT targets shaped as the data contract, OBJECTS_PER_IMAGE objects per image."""
+    """Random images and GT targets in the dataset's batch layout, OBJECTS_PER_IMAGE objects per image."""
     rng = np.random.default_rng(seed)
     hf, wf = height // 4, width // 4
     n, m = OBJECTS_PER_IMAGE, MAX_OBJS

@@ -34,7 +34,7 @@ KITTI_P2 = [
 
 
 def make_inputs(batch_size: int, height: int, width: int, device: torch.device) -> dict:
-    """Random images and GT-style targets with OBJECTS_PER_IMAGE objects per image (contract shapes)."""
+    """Random images and GT-style targets with OBJECTS_PER_IMAGE objects per image (dataset batch layout)."""
     cells = (height // 4) * (width // 4)
     mask = torch.zeros(batch_size, 50, dtype=torch.bool)
     mask[:, :OBJECTS_PER_IMAGE] = True

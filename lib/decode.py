@@ -1,7 +1,7 @@
 """Decode the detector's eval outputs into KITTI 3D boxes (GUPNet decode, REFERENCE §4).
 
 The model already picks the top-K heatmap peaks per image in eval mode and runs its RoI
-heads on them (contract: ``preds['topk']``, RoI rows in (image, peak) order). Decoding is
+heads on them (lib/models/detector.py: ``preds['topk']``, RoI rows in (image, peak) order). Decoding is
 pure numpy on the original image: feature-grid quantities are mapped back with the per-axis
 ``bbox_downsample_ratio`` (image size / feature size, GUPNet's approximation of the inverse
 affine, ~1 px off in y for a full KITTI frame, REFERENCE §9.10), and the 3D centre is
@@ -64,7 +64,7 @@ def decode_detections(
     dropped (REFERENCE §4).
 
     Args:
-        preds: eval outputs (contract): ``topk`` {scores, cls, xs, ys: (B, K)}, dense
+        preds: eval outputs (lib/models/detector.py): ``topk`` {scores, cls, xs, ys: (B, K)}, dense
             ``offset_2d``, ``size_2d`` (B, 2, Hf, Wf); RoI rows (B·K, ...) ``offset_3d`` (·, 2),
             ``size_3d`` (·, 3), ``heading`` (·, 24), ``depth`` (·, 2) [z metres, log σ²],
             ``depth_confidence`` (·,) (gupnet exp(-σ), did Σp²/Σp).

@@ -250,7 +250,7 @@ class Distiller(nn.Module):
         """Student criterion terms + the distillation terms that are on (each × its weight).
 
         Args:
-            batch: the dataset batch (contract): rgb, depth (B, 3, H, W), calib (B, 3, 4),
+            batch: the dataset batch (lib/datasets/kitti.py): rgb, depth (B, 3, H, W), calib (B, 3, 4),
                 coord_range (B, 2, 2), targets (with rpd_mask, fg_mask, box2d, mask_2d, ...).
         """
         if TEACHER_INPUT not in batch:

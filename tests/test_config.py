@@ -32,7 +32,9 @@ def test_inheritance_chain_merges_recursively(cfg_dir: Path) -> None:
 
 
 def test_overrides_are_typed(cfg_dir: Path) -> None:
-    cfg = load_config(cfg_dir / "child.yaml", ["model.lr=1", "model.depth_branch=false", "model.ckpt=a/b.pth"])
+    cfg = load_config(
+        cfg_dir / "child.yaml", ["model.lr=1", "model.depth_branch=false", "model.ckpt=a/b.pth"]
+    )
     assert cfg.model.lr == 1.0 and isinstance(cfg.model.lr, float)
     assert cfg.model.depth_branch is False
     assert cfg.model.ckpt == "a/b.pth"

@@ -1,7 +1,7 @@
 """lib.distiller: the frozen teacher, the loss dict, checkpoints, and a few training steps per config.
 
 Networks are tiny (ResNet-18, 64×32 input, K = 8 bins, 16-wide heads) and the batch is built by
-hand from the data contract, so every test runs on CPU in about a second.
+hand from the batch layout (lib/datasets/kitti.py), so every test runs on CPU in about a second.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ DISTILL_KEYS = {"dualkl", "dualkl_instance", "feature", "affinity", "spearman", 
 
 
 def make_batch(batch_size: int = 2, *, num_bins: int = 8, seed: int = 0) -> dict:
-    """A contract-shaped training batch with two objects per image (targets built by hand)."""
+    """A training batch in the dataset's layout with two objects per image (targets built by hand)."""
     rng = np.random.default_rng(seed)
     hf, wf = H // STRIDE, W // STRIDE
     t = {

@@ -1,4 +1,4 @@
-"""The KITTI 3D object dataset: frame index → the sample dict of the batch contract.
+"""The KITTI 3D object dataset: frame index → a sample dict (the batch layout below).
 
 Chains kitti_io (files) → augment (flip, crop, colour) → targets (GUPNet, DID-M3D, RPD), as
 GUPNet's ``lib/datasets/kitti.py`` does (REFERENCE §3), plus the teacher's depth input
@@ -13,6 +13,22 @@ Augmentation is reproducible: each sample draws from its own numpy Generator see
 workers. The trainer calls :meth:`KittiDataset.set_epoch` before each epoch's iterator is
 created (workers copy the dataset when the iterator starts, so with
 ``persistent_workers=True`` the epoch would never reach them).
+
+Batch layout (one sample; ``default_collate`` stacks them; models, losses, the distiller and
+the trainer all read these keys). H, W = ``resolution``; Hf, Wf = H, W / ``downsample``;
+M = ``max_objs`` object slots; K = RPD bins:
+
+* ``rgb`` (3, H, W) float32, ImageNet-normalised; ``depth`` (3, H, W) float32, the teacher
+  input (only with ``load_depth``); ``calib`` (3, 4) float32 P2 of the augmented sample;
+  ``coord_range`` (2, 2) float32 crop corners in original pixels; ``info`` {img_id,
+  img_size (2,) W, H, bbox_downsample_ratio (2,)}.
+* ``targets`` (labelled splits): heatmap (3, Hf, Wf); indices, cls_ids (M,) int64; mask_2d
+  (M,) bool; size_2d, offset_2d, offset_3d (M, 2); depth (M, 1) z in metres; size_3d (M, 3)
+  h, w, l minus the class mean; src_size_3d (M, 3); heading_bin (M, 1) int64, heading_res
+  (M, 1); box2d (M, 4) feature px; DID-M3D vis_depth, att_depth (M, 7, 7) float32 and
+  depth_mask (M, 7, 7) bool; rpd_target (K+1, Hf, Wf) with rpd_mask (Hf, Wf) bool; fg_mask
+  (Hf, Wf) bool. Depth-derived targets are zeros / False without depth maps, so batches
+  always collate (:func:`lib.datasets.targets.build_targets`).
 """
 
 from __future__ import annotations
@@ -69,7 +85,7 @@ def expected_layout(root: Path, depth_dir: str) -> str:
 
 
 class KittiDataset(Dataset):
-    """KITTI frames of one split as sample dicts (/work/contract.md "Batch").
+    """KITTI frames of one split as sample dicts (the batch layout of this module's docstring).
 
     A sample holds ``rgb`` (3, H, W) float32 ImageNet-normalised, ``depth`` (3, H, W) float32
     with ``load_depth`` (metres × crop scale × ``depth_scale``), ``calib`` (3, 4) float32 P2

@@ -286,7 +286,7 @@ def build_targets(
     writelist: Sequence[str] = CLASSES,
     class_merging: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Every target of the batch contract for one frame (``targets`` in /contract).
+    """Every target of one frame (``targets`` of the batch layout, lib/datasets/kitti.py).
 
     Args:
         objects, P2, trans: as :func:`build_detection_targets`.

@@ -48,9 +48,9 @@ class Criterion:
         """Loss terms of one batch.
 
         Args:
-            preds: the model's training outputs (contract); ``depth_logits`` (B, K+1, H, W)
+            preds: the model's training outputs (lib/models/detector.py); ``depth_logits`` (B, K+1, H, W)
                 only when the network has a depth branch.
-            targets: the batch targets (contract); ``rpd_target``, ``rpd_mask`` and
+            targets: the batch targets (lib/datasets/kitti.py); ``rpd_target``, ``rpd_mask`` and
                 ``fg_mask`` are read for the depth branch.
 
         Returns:

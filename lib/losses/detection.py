@@ -3,7 +3,7 @@
 Conventions shared by every term:
 
 * Objects are the target slots where ``mask_2d`` is true, taken in (batch, slot) row-major
-  order; the model's RoI outputs have one row per such object in the same order (contract).
+  order; the model's RoI outputs have one row per such object in the same order (lib/models/detector.py).
 * Means are over the selected elements; an empty selection (a batch without objects, a RoI
   without LiDAR cells) gives 0, not NaN (REFERENCE §9.16), still attached to the graph when
   the prediction is, so ``backward()`` works on every term.
@@ -170,11 +170,11 @@ class DetectionLoss:
         """Compute the terms.
 
         Args:
-            preds: model outputs (contract): dense ``heatmap`` (B, 3, H, W) logits,
+            preds: model outputs (lib/models/detector.py): dense ``heatmap`` (B, 3, H, W) logits,
                 ``offset_2d`` / ``size_2d`` (B, 2, H, W); RoI rows (N = mask_2d.sum())
                 ``offset_3d`` (N, 2), ``size_3d`` (N, 3), ``heading`` (N, 24), ``depth``
                 (N, 2) and ``h3d_log_variance`` (N, 1) (gupnet) or the 4 (N, 7, 7) DID maps.
-            targets: the collated ``targets`` of a batch (contract), slots (B, M, ...).
+            targets: the collated ``targets`` of a batch (lib/datasets/kitti.py), slots (B, M, ...).
 
         Returns:
             {task: () float32 loss} for every name in :data:`HTL_TASKS`.

@@ -432,7 +432,7 @@ def response_loss(
     no cells / rows. The caller sums the terms.
 
     Args:
-        student, teacher: detector outputs (contract: offset_2d, size_2d (B,2,Hf,Wf); offset_3d
+        student, teacher: detector outputs (lib/models/detector.py: offset_2d, size_2d (B,2,Hf,Wf); offset_3d
             (N,2), size_3d (N,3), heading (N,24), depth (N,2); DID: vis_depth, att_depth (N,7,7)).
         head_mask: (B, Hf, Wf) bool, the gaussian-disc cells of the GT objects.
         heading_bin: (N,) int64 GT heading bin of each RoI row.

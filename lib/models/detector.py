@@ -7,6 +7,17 @@ table and turns the RoI features into 3D outputs in ``predict_3d`` (``GUPNet`` i
 (``input_key``), the network does not change.
 
 The RoI geometry is written as pure functions of tensors so that tests can check it by hand.
+
+Predictions (``forward``), read by the losses, the distiller and decoding:
+
+* always: heatmap (B, 3, Hf, Wf) logits; offset_2d, size_2d (B, 2, Hf, Wf); features, the 4
+  neck maps [s4 64 ch, s8 128, s16 256, s32 512]; depth_logits (B, K+1, Hf, Wf) with the depth
+  branch.
+* one row per RoI: with ``targets`` the GT objects where mask_2d, in (image, slot) row-major
+  order; without, the top-K peaks of every image (B·K rows): roi_batch_idx, roi_cls (N,);
+  offset_3d (N, 2); size_3d residuals; heading (N, 24); depth (N, 2) [depth, log-variance];
+  depth_confidence (N,); gupnet adds h3d_log_variance (N, 1), did its 7×7 vis/att maps.
+* without ``targets``: topk {scores, cls, xs, ys, indices} (B, K) of the peaks.
 """
 
 from __future__ import annotations

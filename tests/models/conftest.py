@@ -1,4 +1,4 @@
-"""Fake batches shaped as the dataset contract says, for model tests (no real data needed)."""
+"""Fake batches in the dataset's batch layout, for model tests (no real data needed)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def make_batch(
     num_objects: tuple[int, ...] = (3, 1),
     seed: int = 0,
 ) -> dict:
-    """A sample batch per /work/contract.md: rgb, depth, calib, coord_range, info, targets.
+    """A sample batch in the layout of lib/datasets/kitti.py: rgb, depth, calib, coord_range, info, targets.
 
     Object j of image i sits at a random cell with a random class; ``num_objects[i]`` slots of
     image i are valid (``mask_2d``), the rest zero-filled as the dataset pads them.

@@ -1,4 +1,4 @@
-"""Forward outputs per the contract: train (GT RoIs) and eval (top-K) modes, both model types."""
+"""Forward outputs (lib/models/detector.py): train (GT RoIs) and eval (top-K) modes, both model types."""
 
 from __future__ import annotations
 
