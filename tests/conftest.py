@@ -19,14 +19,20 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
+@pytest.fixture(scope="session")
+def kitti_sample_dir(shared_dir: Path) -> Path:
+    """The three real KITTI frames (shared/data/kitti_sample), read-only; skipped when absent."""
+    root = shared_dir / "data" / "kitti_sample"
+    if not root.is_dir():
+        pytest.skip(f"KITTI sample frames not found at {root}")
+    return root
+
+
 @pytest.fixture
-def kitti_sample(shared_dir: Path, tmp_path: Path) -> Path:
-    """A writable copy of the three real KITTI frames (shared/data/kitti_sample)."""
-    src = shared_dir / "data" / "kitti_sample"
-    if not src.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {src}")
+def kitti_sample(kitti_sample_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the three real KITTI frames, for tests that write beside them."""
     dst = tmp_path / "kitti_sample"
-    shutil.copytree(src, dst)
+    shutil.copytree(kitti_sample_dir, dst)
     for p in dst.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dst

@@ -29,11 +29,8 @@ FRAMES = ("000000", "000001", "000002")
 
 
 @pytest.fixture(scope="module")
-def sample(shared_dir: Path) -> Path:
-    root = shared_dir / "data" / "kitti_sample" / "training"
-    if not root.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {root}")
-    return root
+def sample(kitti_sample_dir: Path) -> Path:
+    return kitti_sample_dir / "training"
 
 
 # --- against the real labels ----------------------------------------------------------------

@@ -24,13 +24,13 @@ IMAGE_SIZE = (1242, 375)
 
 
 @pytest.fixture
-def P2(shared_dir):
-    return read_calib(shared_dir / "data" / "kitti_sample" / "training" / "calib" / "000002.txt").P2
+def P2(kitti_sample_dir):
+    return read_calib(kitti_sample_dir / "training" / "calib" / "000002.txt").P2
 
 
 @pytest.fixture
-def objects(shared_dir):
-    return read_label(shared_dir / "data" / "kitti_sample" / "training" / "label_2" / "000000.txt")
+def objects(kitti_sample_dir):
+    return read_label(kitti_sample_dir / "training" / "label_2" / "000000.txt")
 
 
 def _points_in_view(P, n=200, seed=0):

@@ -62,14 +62,11 @@ def reference_sparse_map(points: np.ndarray, calib: Calibration, width: int, hei
 
 
 @pytest.fixture(scope="module")
-def sample_frames(shared_dir: Path) -> dict[str, tuple[np.ndarray, Calibration, tuple[int, int]]]:
+def sample_frames(kitti_sample_dir: Path) -> dict[str, tuple[np.ndarray, Calibration, tuple[int, int]]]:
     """Scan, calibration and image size of the three real frames (read-only)."""
-    root = shared_dir / "data" / "kitti_sample"
-    if not root.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {root}")
     frames = {}
     for name in FRAMES:
-        velo, calib, image = frame_files(root, name)
+        velo, calib, image = frame_files(kitti_sample_dir, name)
         frames[name] = (read_velodyne(velo), read_calib(calib), read_image_size(image))
     return frames
 
@@ -173,12 +170,9 @@ def test_densify_empty_and_bad_arguments() -> None:
         densify(empty, blur="box")
 
 
-def test_read_image_size(shared_dir: Path, tmp_path: Path) -> None:
-    root = shared_dir / "data" / "kitti_sample"
-    if not root.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {root}")
+def test_read_image_size(kitti_sample_dir: Path, tmp_path: Path) -> None:
     for name in FRAMES:
-        assert read_image_size(root / "training" / "image_2" / f"{name}.png") == IMAGE_SIZES[name]
+        assert read_image_size(kitti_sample_dir / "training" / "image_2" / f"{name}.png") == IMAGE_SIZES[name]
     not_png = tmp_path / "image.png"
     not_png.write_bytes(b"GIF89a" + bytes(40))
     with pytest.raises(KittiFormatError, match="image.png: not a PNG"):

@@ -29,11 +29,8 @@ CAR_LINE = "Car 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.
 
 
 @pytest.fixture(scope="module")
-def sample(shared_dir: Path) -> Path:
-    root = shared_dir / "data" / "kitti_sample"
-    if not root.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {root}")
-    return root
+def sample(kitti_sample_dir: Path) -> Path:
+    return kitti_sample_dir
 
 
 # --- labels ---------------------------------------------------------------------------------
