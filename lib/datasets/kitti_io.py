@@ -23,6 +23,7 @@ import numpy as np
 
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
+SCORE_DECIMALS = 6  # of the score column that result files write (Object3d.to_line)
 
 
 class KittiFormatError(ValueError):
@@ -91,7 +92,12 @@ class Object3d:
     score: float | None = None
 
     def to_line(self) -> str:
-        """The KITTI line of this object (16 columns when it has a score)."""
+        """The KITTI line of this object (16 columns when it has a score).
+
+        Geometry has the 2 decimals of KITTI's files; the score gets :data:`SCORE_DECIMALS`,
+        because the evaluator ranks detections by it: at 2 decimals every detection of a young
+        model (GUPNet's score is heatmap peak x depth confidence, often < 0.01) ties at 0.00.
+        """
         x1, y1, x2, y2 = (float(v) for v in self.box2d)
         x, y, z = (float(v) for v in self.pos)
         line = (
@@ -100,7 +106,7 @@ class Object3d:
             f"{x:.2f} {y:.2f} {z:.2f} {self.ry:.2f}"
         )
         if self.score is not None:
-            line += f" {self.score:.2f}"
+            line += f" {self.score:.{SCORE_DECIMALS}f}"
         return line
 
 

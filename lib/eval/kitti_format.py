@@ -9,12 +9,10 @@ sub-folder as the KITTI devkit expects (``<result_dir>/data/``). Parsing goes th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from lib.datasets.kitti_io import KittiFormatError, LabelTable, parse_label_text
+from lib.datasets.kitti_io import LabelTable, parse_label_text
 from lib.eval.kitti_eval import FrameObjects
 
 RESULT_SUBDIR = "data"
@@ -124,26 +122,3 @@ def load_results(
         else:
             tables.append(parse_label_text(text, path, with_score=True))
     return FrameObjects.from_tables(tables)
-
-
-def format_result_lines(table: LabelTable) -> str:
-    """KITTI result lines (16 columns, 2 decimals as the KITTI devkit examples) of one frame."""
-    if table.score is None:
-        raise KittiFormatError("result tables need a score column")
-    rows = np.column_stack(
-        [table.truncated, table.alpha, table.bbox, table.dims, table.loc, table.rotation_y, table.score]
-    )  # (N, 14) without the occlusion column
-    lines = []
-    for name, occluded, r in zip(table.names, table.occluded, rows.tolist(), strict=True):
-        values = " ".join(f"{v:.2f}" for v in r[2:])
-        lines.append(f"{name} {r[0]:.2f} {int(occluded)} {r[1]:.2f} {values}\n")
-    return "".join(lines)
-
-
-def write_results(result_dir: str | Path, results: Mapping[int, LabelTable]) -> None:
-    """Write one ``NNNNNN.txt`` per frame into ``result_dir`` (an empty file for a frame without
-    detections), the layout :func:`load_results` and the devkit (given ``result_dir/..``) read."""
-    result_dir = Path(result_dir)
-    result_dir.mkdir(parents=True, exist_ok=True)
-    for frame_id, table in results.items():
-        (result_dir / frame_file_name(frame_id)).write_text(format_result_lines(table))

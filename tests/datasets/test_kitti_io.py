@@ -89,10 +89,34 @@ def test_result_lines_carry_a_score(tmp_path: Path) -> None:
     )
     write_label(tmp_path / "000007.txt", [det])
     line = (tmp_path / "000007.txt").read_text()
-    assert line == "Car -1.00 -1 0.50 1.00 2.00 3.00 4.00 1.50 1.60 3.90 1.00 1.50 20.00 0.20 0.88\n"
+    assert line == "Car -1.00 -1 0.50 1.00 2.00 3.00 4.00 1.50 1.60 3.90 1.00 1.50 20.00 0.20 0.875000\n"
     (back,) = read_label(tmp_path / "000007.txt")
-    assert back.score == 0.88 and back.occlusion == -1
-    assert read_label_table(tmp_path / "000007.txt").score.tolist() == [0.88]
+    assert back.score == 0.875 and back.occlusion == -1
+    assert read_label_table(tmp_path / "000007.txt").score.tolist() == [0.875]
+
+
+def test_small_scores_keep_their_order(tmp_path: Path) -> None:
+    """Young models score < 0.01: the written scores must still rank the detections."""
+    objects = [
+        Object3d(
+            "Car",
+            0.0,
+            0,
+            0.0,
+            np.array([1.0, 2.0, 3.0, 4.0]),
+            1.5,
+            1.6,
+            3.9,
+            np.array([1.0, 1.5, 20.0]),
+            0.0,
+            s,
+        )
+        for s in (0.0042, 0.0013, 0.0031)
+    ]
+    write_label(tmp_path / "000001.txt", objects)
+    scores = read_label_table(tmp_path / "000001.txt").score
+    np.testing.assert_allclose(scores, [0.0042, 0.0013, 0.0031])
+    assert np.argsort(scores).tolist() == [1, 2, 0]
 
 
 def test_empty_label_file(tmp_path: Path) -> None:

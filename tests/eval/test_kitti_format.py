@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import KittiFormatError, LabelTable
-from lib.eval.kitti_format import load_labels, load_results, result_frame_ids, write_results
+from lib.datasets.kitti_io import KittiFormatError, read_label, write_label
+from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
 
 GT_LINE = "Car 0.00 0 -1.07 473.91 179.00 525.81 223.87 1.38 1.63 3.33 -6.44 1.76 42.68 -1.22\n"
 DET_LINE = "Car -1 -1 -1.07 473.91 179.00 525.81 223.87 1.38 1.63 3.33 -6.44 1.76 42.68 -1.22 0.87\n"
@@ -82,9 +82,12 @@ def test_missing_folders(folders):
 
 def test_write_then_load_round_trip(tmp_path, folders):
     det = load_results(folders / "pred", [3])
-    write_results(tmp_path / "out", {3: det.table, 5: LabelTable.empty(with_score=True)})
+    write_label(tmp_path / "out" / "000003.txt", read_label(folders / "pred" / "data" / "000003.txt"))
+    write_label(tmp_path / "out" / "000005.txt", [])
     assert (tmp_path / "out" / "000005.txt").read_text() == ""
     again = load_results(tmp_path / "out", [3, 5])
-    assert (tmp_path / "out" / "000003.txt").read_text() == DET_LINE.replace("-1 -1 -1.07", "-1.00 -1 -1.07")
+    expected = DET_LINE.replace("-1 -1 -1.07", "-1.00 -1 -1.07").replace(" 0.87\n", " 0.870000\n")
+    assert (tmp_path / "out" / "000003.txt").read_text() == expected
     np.testing.assert_array_equal(again.table.bbox, det.table.bbox)
+    np.testing.assert_array_equal(again.table.score, det.table.score)
     assert list(again.offsets) == [0, 1, 1]
