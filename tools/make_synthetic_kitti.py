@@ -1,6 +1,7 @@
 """Write a synthetic dataset in the KITTI 3D object layout (lib/datasets/synthetic.py).
 
-    python tools/make_synthetic_kitti.py --out data/synthetic --frames 200 --seed 0 --size 1242x375
+    python tools/make_synthetic_kitti.py --out data/synthetic --frames 200 --seed 0 --size 1242x375 \
+        [--objects 2-8] [--depth-range 5-60]
 
 Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
 ``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
@@ -14,9 +15,11 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from lib.datasets.synthetic import IMAGE_SIZE, write_dataset
+from lib.datasets.synthetic import DEPTH_RANGE, IMAGE_SIZE, NUM_OBJECTS, write_dataset
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -25,6 +28,21 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match:
         raise argparse.ArgumentTypeError(f"--size must look like 1242x375 (WIDTHxHEIGHT), got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def parse_range(cast: Callable[[str], Any]) -> Callable[[str], tuple]:
+    """A parser of ``LOW-HIGH`` (e.g. ``2-8``, ``5-60.5``) into ``(cast(LOW), cast(HIGH))``."""
+
+    def parse(text: str) -> tuple:
+        low, sep, high = text.strip().partition("-")
+        try:
+            if not sep:
+                raise ValueError
+            return cast(low), cast(high)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LOW-HIGH (e.g. 2-8), got {text!r}") from None
+
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +54,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", type=parse_size, default=IMAGE_SIZE, help="image WIDTHxHEIGHT (default 1242x375, KITTI's)"
     )
     parser.add_argument("--val-fraction", type=float, default=0.25, help="fraction of frames in val.txt")
+    parser.add_argument(
+        "--objects",
+        type=parse_range(int),
+        default=NUM_OBJECTS,
+        help=f"objects per frame, MIN-MAX inclusive (default {NUM_OBJECTS[0]}-{NUM_OBJECTS[1]})",
+    )
+    parser.add_argument(
+        "--depth-range",
+        type=parse_range(float),
+        default=DEPTH_RANGE,
+        help=f"object centre rect z in m, NEAR-FAR (default {DEPTH_RANGE[0]:g}-{DEPTH_RANGE[1]:g})",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error(f"--frames must be >= 1, got {args.frames}")
@@ -43,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if min(args.size) < 16:
         parser.error(f"--size must be at least 16x16, got {args.size[0]}x{args.size[1]}")
+    if not 1 <= args.objects[0] <= args.objects[1]:
+        parser.error(
+            f"--objects must be MIN-MAX with 1 <= MIN <= MAX, got {args.objects[0]}-{args.objects[1]}"
+        )
+    if not 0 < args.depth_range[0] < args.depth_range[1]:
+        parser.error(f"--depth-range must be NEAR-FAR with 0 < NEAR < FAR, got {args.depth_range}")
     return args
 
 
@@ -50,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     splits = write_dataset(
-        args.out, frames=args.frames, seed=args.seed, image_size=args.size, val_fraction=args.val_fraction
+        args.out,
+        frames=args.frames,
+        seed=args.seed,
+        image_size=args.size,
+        val_fraction=args.val_fraction,
+        num_objects=args.objects,
+        depth_range=args.depth_range,
     )
     seconds = time.perf_counter() - start
     width, height = args.size

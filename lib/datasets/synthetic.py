@@ -783,11 +783,14 @@ def write_dataset(
     seed: int = 0,
     image_size: tuple[int, int] = IMAGE_SIZE,
     val_fraction: float = 0.25,
+    num_objects: tuple[int, int] = NUM_OBJECTS,
+    depth_range: tuple[float, float] = DEPTH_RANGE,
 ) -> dict[str, list[int]]:
     """Write a synthetic KITTI tree: ``out_dir/training/...`` and ``out_dir/ImageSets/*.txt``.
 
     Frame i is drawn from ``np.random.default_rng([seed, i])``, so the files are byte-identical
-    for the same seed and a frame does not depend on how many are written.
+    for the same seed and a frame does not depend on how many are written. ``num_objects`` and
+    ``depth_range`` are those of :func:`generate_frame`.
 
     Returns:
         The splits written, ``{"train": ids, "val": ids, "trainval": ids}``.
@@ -797,9 +800,9 @@ def write_dataset(
     splits = split_frames(frames, val_fraction=val_fraction)
     root = Path(out_dir)
     for i in range(frames):
-        write_frame(
-            root / "training", i, generate_frame(np.random.default_rng([seed, i]), image_size=image_size)
-        )
+        rng = np.random.default_rng([seed, i])
+        frame = generate_frame(rng, image_size=image_size, num_objects=num_objects, depth_range=depth_range)
+        write_frame(root / "training", i, frame)
         if (i + 1) % 100 == 0:
             logger.info("synthetic KITTI: %d / %d frames written to %s", i + 1, frames, root)
     for name, ids in splits.items():

@@ -249,3 +249,24 @@ def test_cli_writes_a_kitti_tree(tmp_path: Path) -> None:
 
     bad = subprocess.run([*cmd[:-1], "320by96"], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert bad.returncode != 0 and "--size must look like 1242x375" in bad.stderr
+
+
+def test_cli_object_count_and_depth_range(tmp_path: Path) -> None:
+    out = tmp_path / "near"
+    cmd = [sys.executable, str(TOOL), "--out", str(out), "--frames", "4", "--size", "320x96"]
+    result = subprocess.run(
+        [*cmd, "--objects", "3-3", "--depth-range", "8-20"], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    for i in range(4):
+        objects = read_label(out / "training" / "label_2" / f"00000{i}.txt")
+        assert 1 <= len(objects) <= 3  # 3 drawn; a crowded or hidden one may be dropped
+        assert all(8.0 - 0.005 <= obj.pos[2] <= 20.0 + 0.005 for obj in objects)  # label rounding
+    assert sum(len(read_label(p)) for p in (out / "training" / "label_2").iterdir()) >= 8
+    for flag, value, message in (
+        ("--objects", "5-2", "--objects must be MIN-MAX"),
+        ("--objects", "5", "expected LOW-HIGH"),
+        ("--depth-range", "30-10", "--depth-range must be NEAR-FAR"),
+    ):
+        bad = subprocess.run([*cmd, flag, value], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
