@@ -10,6 +10,7 @@ back-projected with the file calib.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from lib.constants import CLASSES, MEAN_SIZES, NUM_HEADING_BIN
 from lib.datasets.kitti_io import Object3d, write_label
 from lib.datasets.targets import decode_heading
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
+
+logger = logging.getLogger(__name__)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -61,7 +64,8 @@ def decode_detections(
     then y += h/2 for the bottom centre; dims = residuals + class mean (peaks with a negative
     dim are dropped); alpha from the heading bins, ry = alpha + atan2(u_2D - cu, fu) with the
     2D box centre u_2D. Score = s × depth confidence; peaks with score < ``threshold`` are
-    dropped (REFERENCE §4).
+    dropped (REFERENCE §4). Peaks with a non-finite box, position or score (a diverged or
+    barely trained model) are dropped with a warning: a result file must not hold NaN.
 
     Args:
         preds: eval outputs (lib/models/detector.py): ``topk`` {scores, cls, xs, ys: (B, K)}, dense
@@ -117,7 +121,16 @@ def decode_detections(
         pos[:, 1] += dims[:, 0] / 2  # bottom centre
         alpha = heading_to_alpha(heading[i])
         ry = alpha_to_ry_pixel(alpha, centre_2d[:, 0], P)
-        keep = (final_scores[i] >= threshold) & (dims >= 0).all(axis=1)
+        finite = np.isfinite(np.concatenate([boxes, dims, pos, np.stack([ry, final_scores[i]], 1)], 1)).all(1)
+        if not finite.all():
+            logger.warning(
+                "decode_detections: dropped %d of %d peaks of image %d with a non-finite box or score "
+                "(a diverged or barely trained model)",
+                int((~finite).sum()),
+                k,
+                i,
+            )
+        keep = finite & (final_scores[i] >= threshold) & (dims >= 0).all(axis=1)
         results.append(
             [
                 Object3d(

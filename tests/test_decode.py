@@ -200,6 +200,29 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
     np.testing.assert_allclose(same.pos, kept.pos)
 
 
+def test_non_finite_peaks_are_dropped_with_a_warning(caplog) -> None:
+    preds = {
+        "topk": {
+            "scores": torch.tensor([[0.9, 0.8, 0.7]]),
+            "cls": torch.tensor([[1, 1, 1]]),
+            "xs": torch.tensor([[10, 20, 30]]),
+            "ys": torch.tensor([[40, 40, 40]]),
+        },
+        "offset_2d": torch.zeros(1, 2, FEAT_H, FEAT_W),
+        "size_2d": torch.full((1, 2, FEAT_H, FEAT_W), 10.0),
+        "offset_3d": torch.zeros(3, 2),
+        "size_3d": torch.tensor([[0.0, 0.0, 0.0], [0.0, float("inf"), 0.0], [0.0, 0.0, 0.0]]),
+        "heading": torch.zeros(3, 24),
+        "depth": torch.tensor([[float("nan"), 0.0], [12.0, 0.0], [14.0, 0.0]]),
+        "depth_confidence": torch.ones(3),
+    }
+    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+    with caplog.at_level("WARNING", logger="lib.decode"):
+        (dets,) = decode_detections(preds, calib=P2[None], info=info, threshold=0.0)
+    assert [d.pos[2] for d in dets] == [pytest.approx(14.0)]  # NaN depth and infinite width dropped
+    assert "dropped 2 of 3 peaks of image 0 with a non-finite" in caplog.text
+
+
 def test_heading_to_alpha_by_hand() -> None:
     heading = np.zeros((4, 24))
     heading[0, 0], heading[0, 12] = 1.0, 0.1  # bin 0 + 0.1

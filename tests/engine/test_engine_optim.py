@@ -48,8 +48,10 @@ def test_cpu_optimizer_is_fused_and_matches_the_per_tensor_update(name):
     fused = build_optimizer(model.named_parameters(), name=name, lr=0.01, weight_decay=1e-3)
     assert fused.param_groups[0]["fused"] is True
     loop_groups = build_param_groups(reference.named_parameters(), weight_decay=1e-3)
-    extra = {"momentum": 0.9} if name == "sgd" else {}
-    loop = (torch.optim.Adam if name == "adam" else torch.optim.SGD)(loop_groups, lr=0.01, foreach=False, **extra)
+    if name == "adam":
+        loop = torch.optim.Adam(loop_groups, lr=0.01, foreach=False)
+    else:
+        loop = torch.optim.SGD(loop_groups, lr=0.01, momentum=0.9, foreach=False)
     x = torch.randn(2, 3, 5, 5)
     for _ in range(3):
         for net, opt in ((model, fused), (reference, loop)):
@@ -57,7 +59,7 @@ def test_cpu_optimizer_is_fused_and_matches_the_per_tensor_update(name):
             net.conv(x).square().mean().backward()  # BN would leave the conv bias a rounding-noise grad
             opt.step()
     for (key, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
     assert not torch.equal(model.conv.weight, TwoLayer().conv.weight)
 
 
