@@ -73,20 +73,14 @@ def test_label_round_trip(sample: Path, tmp_path: Path) -> None:
             np.testing.assert_array_equal(a.pos, b.pos)
 
 
+def result_object(score: float) -> Object3d:
+    """A Car detection with fixed geometry and the given score."""
+    box, pos = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 1.5, 20.0])
+    return Object3d("Car", -1.0, -1, 0.5, box, 1.5, 1.6, 3.9, pos, 0.2, score)
+
+
 def test_result_lines_carry_a_score(tmp_path: Path) -> None:
-    det = Object3d(
-        "Car",
-        -1.0,
-        -1,
-        0.5,
-        np.array([1.0, 2.0, 3.0, 4.0]),
-        1.5,
-        1.6,
-        3.9,
-        np.array([1.0, 1.5, 20.0]),
-        0.2,
-        0.875,
-    )
+    det = result_object(0.875)
     write_label(tmp_path / "000007.txt", [det])
     line = (tmp_path / "000007.txt").read_text()
     assert line == "Car -1.00 -1 0.50 1.00 2.00 3.00 4.00 1.50 1.60 3.90 1.00 1.50 20.00 0.20 0.875000\n"
@@ -97,22 +91,7 @@ def test_result_lines_carry_a_score(tmp_path: Path) -> None:
 
 def test_small_scores_keep_their_order(tmp_path: Path) -> None:
     """Young models score < 0.01: the written scores must still rank the detections."""
-    objects = [
-        Object3d(
-            "Car",
-            0.0,
-            0,
-            0.0,
-            np.array([1.0, 2.0, 3.0, 4.0]),
-            1.5,
-            1.6,
-            3.9,
-            np.array([1.0, 1.5, 20.0]),
-            0.0,
-            s,
-        )
-        for s in (0.0042, 0.0013, 0.0031)
-    ]
+    objects = [result_object(s) for s in (0.0042, 0.0013, 0.0031)]
     write_label(tmp_path / "000001.txt", objects)
     scores = read_label_table(tmp_path / "000001.txt").score
     np.testing.assert_allclose(scores, [0.0042, 0.0013, 0.0031])
