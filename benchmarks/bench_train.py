@@ -3,7 +3,7 @@
 A handful of synthetic KITTI-format frames (lib/datasets/synthetic.py) with depth maps are
 written to a temporary folder; for each setting the real pipeline is built from the configs
 (``configs/student.yaml``, ``configs/monommkd.yaml`` with a random teacher checkpoint) and a
-few training steps are timed after one warm-up step:
+few training steps are timed after ``--warmup`` untimed ones:
 
 * data: seconds per batch to load it (``DataLoader`` with the config's worker count);
 * step: seconds per batch for forward + backward + optimizer step (the trainer's AMP mode);
@@ -42,6 +42,7 @@ SETTINGS = {
     "small": ["dataset.resolution=[384,128]", "model.backbone=resnet18"],
 }
 TASKS = {"student": "configs/student.yaml", "distill": "configs/monommkd.yaml"}
+EXPECTED_TASK = {"student": "detector", "distill": "distiller"}
 
 
 def make_data(root: Path, frames: int) -> None:
@@ -62,13 +63,15 @@ def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
     return path
 
 
-def time_setting(config: str, overrides: list[str], *, device: torch.device, amp: str, steps: int) -> dict:
+def time_setting(
+    config: str, overrides: list[str], *, device: torch.device, amp: str, steps: int, warmup: int
+) -> dict:
     cfg = load_config(REPO / config, overrides)
     dataset = build_dataset(cfg, cfg.dataset.train_split, train=True)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers
     )
-    task, _ = build_task(cfg)
+    task, built = build_task(cfg)
     task.to(device).train()
     named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
     optimizer = build_optimizer(named or task.named_parameters(), name="adam", lr=1e-4, weight_decay=0.0)
@@ -76,7 +79,7 @@ def time_setting(config: str, overrides: list[str], *, device: torch.device, amp
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     data_s, step_s, cpu_s = [], [], []
     iterator = iter(loader)
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         start = time.perf_counter()
         try:
             batch = next(iterator)
@@ -94,13 +97,14 @@ def time_setting(config: str, overrides: list[str], *, device: torch.device, amp
         scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i > 0:  # step 0 warms up (allocations, kernel selection)
+        if i >= warmup:  # allocations, kernel selection, the allocator's growth
             data_s.append(loaded - start)
             step_s.append(time.perf_counter() - loaded)
             cpu_s.append(time.process_time() - loaded_cpu)
     batch_size = cfg.dataset.batch_size
     data, step = sum(data_s) / steps, sum(step_s) / steps
     return {
+        "built": built,  # "detector" | "distiller": what was really timed
         "batch": batch_size,
         "data": data,
         "step": step,
@@ -111,7 +115,10 @@ def time_setting(config: str, overrides: list[str], *, device: torch.device, amp
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting (after 1 warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps first (with 1, the first setting ran ~15%% slow)"
+    )
     parser.add_argument("--batch", type=int, default=2, help="batch size")
     parser.add_argument("--frames", type=int, default=8, help="synthetic frames written")
     parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
@@ -138,14 +145,20 @@ def main(argv: list[str] | None = None) -> int:
             ]
             teacher = teacher_checkpoint(Path(tmp), common)
             for task_name, config in TASKS.items():
-                overrides = common + [
-                    f"distill.teacher_checkpoint={teacher}",
-                    "distill.student_checkpoint=null",
-                ]
+                overrides = list(common)
+                if task_name == "distill":  # a named teacher alone turns distillation on
+                    overrides += [f"distill.teacher_checkpoint={teacher}", "distill.student_checkpoint=null"]
                 for device_name, amp in devices:
                     r = time_setting(
-                        config, overrides, device=torch.device(device_name), amp=amp, steps=args.steps
+                        config,
+                        overrides,
+                        device=torch.device(device_name),
+                        amp=amp,
+                        steps=args.steps,
+                        warmup=args.warmup,
                     )
+                    if r["built"] != EXPECTED_TASK[task_name]:
+                        raise RuntimeError(f"{task_name}: {config} built a {r['built']}")
                     print(
                         f"| {device_name} | {amp} | {setting} | {task_name} | {r['batch']} | {r['data']:.3f} "
                         f"| {r['step']:.3f} | {r['step_cpu']:.2f} | {r['images_per_s']:.2f} |",
