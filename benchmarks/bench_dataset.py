@@ -124,8 +124,11 @@ def main() -> None:
             print(f"    {name:<53} {time_ms(fn, max(args.iters // 3, 5)):7.2f}")
         sample = ds[index]
         nbytes = sum(v.nbytes for v in [sample["rgb"], sample["depth"], *sample["targets"].values()])
-        rpd_bytes = sample["targets"]["rpd_target"].nbytes
-        print(f"  sample size: {nbytes / 2**20:.1f} MiB, of which rpd_target {rpd_bytes / 2**20:.1f} MiB")
+        depth_bytes = sample["depth"].nbytes
+        print(
+            f"  sample size: {nbytes / 2**20:.1f} MiB, "
+            f"of which the teacher's depth input {depth_bytes / 2**20:.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch
 
 from lib.config import Config, load_config
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, soft_targets
+from lib.datasets.rpd import DepthBins, rpd_valid
 from lib.distiller import Distiller, DistillSettings
 from lib.losses.criterion import Criterion
 from lib.models import build_detector
@@ -68,7 +68,6 @@ def make_batch(batch_size: int, width: int, height: int, *, num_bins: int, seed:
     vis = depth[..., None] + rng.normal(0, 0.5, (batch_size, m, 7, 7))
     bins = DepthBins(num_bins=num_bins)
     lidar = np.where(rng.random((batch_size, hf, wf)) < 0.5, rng.uniform(3, 70, (batch_size, hf, wf)), 0.0)
-    rpd = [soft_targets(d, bins) for d in lidar]
     heatmap = np.zeros((batch_size, 3, hf, wf), np.float32)
     heatmap[:, 1][np.arange(batch_size)[:, None], cell[:, :n, 1], cell[:, :n, 0]] = 1.0
 
@@ -92,8 +91,8 @@ def make_batch(batch_size: int, width: int, height: int, *, num_bins: int, seed:
         "att_depth": f32(depth[..., None] - vis),
         "depth_mask": torch.from_numpy(rng.random((batch_size, m, 7, 7)) < 0.7),
         "box2d": f32(box2d),
-        "rpd_target": torch.from_numpy(np.stack([t for t, _ in rpd])),
-        "rpd_mask": torch.from_numpy(np.stack([v for _, v in rpd])),
+        "rpd_depth": f32(lidar),
+        "rpd_mask": torch.from_numpy(rpd_valid(lidar, bins)),
     }
     targets["fg_mask"] = foreground_mask(targets["box2d"], height=hf, width=wf, valid=targets["mask_2d"])
     return {

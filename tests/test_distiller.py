@@ -18,7 +18,7 @@ from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti import build_dataset
 from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, soft_targets
+from lib.datasets.rpd import DepthBins, rpd_valid
 from lib.datasets.targets import draw_gaussian
 from lib.distiller import Distiller, DistillSettings, DualKLSettings
 from lib.losses.criterion import Criterion
@@ -58,7 +58,7 @@ def make_batch(batch_size: int = 2, *, num_bins: int = 8, seed: int = 0) -> dict
         "att_depth": np.zeros((batch_size, M, 7, 7), np.float32),
         "depth_mask": np.zeros((batch_size, M, 7, 7), bool),
         "box2d": np.zeros((batch_size, M, 4), np.float32),
-        "rpd_target": np.zeros((batch_size, num_bins + 1, hf, wf), np.float32),
+        "rpd_depth": np.zeros((batch_size, hf, wf), np.float32),
         "rpd_mask": np.zeros((batch_size, hf, wf), bool),
     }
     bins = DepthBins(num_bins=num_bins)
@@ -86,7 +86,7 @@ def make_batch(batch_size: int = 2, *, num_bins: int = 8, seed: int = 0) -> dict
             t["depth_mask"][b, i] = rng.random((7, 7)) < 0.7
             draw_gaussian(t["heatmap"][b, 1], (int(cell[0]), int(cell[1])), 1)
         lidar = np.where(rng.random((hf, wf)) < 0.6, rng.uniform(3, 70, (hf, wf)), 0.0)
-        t["rpd_target"][b], t["rpd_mask"][b] = soft_targets(lidar, bins)
+        t["rpd_depth"][b], t["rpd_mask"][b] = lidar, rpd_valid(lidar, bins)
     targets = {k: torch.from_numpy(v) for k, v in t.items()}
     targets["fg_mask"] = foreground_mask(targets["box2d"], height=hf, width=wf, valid=targets["mask_2d"])
     gen = torch.Generator().manual_seed(seed)

@@ -26,8 +26,9 @@ M = ``max_objs`` object slots; K = RPD bins:
   (M,) bool; size_2d, offset_2d, offset_3d (M, 2); depth (M, 1) z in metres; size_3d (M, 3)
   h, w, l minus the class mean; src_size_3d (M, 3); heading_bin (M, 1) int64, heading_res
   (M, 1); box2d (M, 4) feature px; DID-M3D vis_depth, att_depth (M, 7, 7) float32 and
-  depth_mask (M, 7, 7) bool; rpd_target (K+1, Hf, Wf) with rpd_mask (Hf, Wf) bool; fg_mask
-  (Hf, Wf) bool. Depth-derived targets are zeros / False without depth maps, so batches
+  depth_mask (M, 7, 7) bool; rpd_depth (Hf, Wf) float32, the depth (x crop scale) that the
+  criterion turns into (K+1, Hf, Wf) RPD soft targets on the device, with rpd_mask (Hf, Wf)
+  bool; fg_mask (Hf, Wf) bool. Depth-derived targets are zeros / False without depth maps, so batches
   always collate (:func:`lib.datasets.targets.build_targets`).
 """
 
@@ -326,7 +327,7 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         load_depth=needs_depth_maps(cfg, split) if load_depth is None else load_depth,
         depth_dir=d.depth_dir,
         depth_scale=cfg.depth_input.scale,
-        bins=DepthBins(r.mode, r.depth_min, r.depth_max, r.num_bins, r.focal, r.camera_height),
+        bins=DepthBins.from_config(r),
         supervise_beyond=r.supervise_beyond,
         check_split_sizes=d.check_split_sizes,
         seed=cfg.experiment.seed,

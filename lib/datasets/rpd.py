@@ -13,6 +13,7 @@ so edges, centres (u = k + 0.5), soft two-hot targets and decoding share one cod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,22 +49,31 @@ class DepthBins:
     def fh(self) -> float:
         return self.focal * self.camera_height
 
-    def to_coord(self, depth: np.ndarray) -> np.ndarray:
-        """Depth (m) → continuous bin coordinate u in [0, K] over [depth_min, depth_max]."""
-        z = np.asarray(depth, dtype=np.float64)
+    @classmethod
+    def from_config(cls, rpd: Any) -> DepthBins:
+        """The bins of a config's ``rpd`` section (mode, depth_min, depth_max, num_bins, focal,
+        camera_height)."""
+        return cls(rpd.mode, rpd.depth_min, rpd.depth_max, rpd.num_bins, rpd.focal, rpd.camera_height)
+
+    def to_coord(self, depth: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Depth (m) → continuous bin coordinate u in [0, K] over [depth_min, depth_max].
+
+        numpy in (computed in float64) → numpy out; a tensor keeps its dtype and device.
+        """
+        xp = torch if isinstance(depth, torch.Tensor) else np
+        z = depth if xp is torch else np.asarray(depth, dtype=np.float64)
         lo, hi, k = self.depth_min, self.depth_max, self.num_bins
-        if self.mode == "rpd":
-            r_lo, r_hi = self.fh / hi, self.fh / lo
-            with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # z = 0 → -inf, as the formulas say
+            if self.mode == "rpd":
+                r_lo, r_hi = self.fh / hi, self.fh / lo
                 return (r_hi - self.fh / z) / ((r_hi - r_lo) / k)
-        if self.mode == "ud":
-            return (z - lo) / ((hi - lo) / k)
-        if self.mode == "sid":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return (np.log(z) - np.log(lo)) / ((np.log(hi) - np.log(lo)) / k)
-        # lid: edge_k = lo + bin_size·k(k+1)/2 with bin_size = 2(hi - lo)/(K(K+1)); solve for k.
-        bin_size = 2 * (hi - lo) / (k * (k + 1))
-        return (np.sqrt(np.maximum(1 + 8 * (z - lo) / bin_size, 0.0)) - 1) / 2
+            if self.mode == "ud":
+                return (z - lo) / ((hi - lo) / k)
+            if self.mode == "sid":
+                return (xp.log(z) - np.log(lo)) / ((np.log(hi) - np.log(lo)) / k)
+            # lid: edge_k = lo + bin_size·k(k+1)/2 with bin_size = 2(hi - lo)/(K(K+1)); solve for k.
+            bin_size = 2 * (hi - lo) / (k * (k + 1))
+            return (xp.sqrt((1 + 8 * (z - lo) / bin_size).clip(min=0.0)) - 1) / 2
 
     def from_coord(self, u: np.ndarray) -> np.ndarray:
         """Continuous bin coordinate u → depth (m); the inverse of :meth:`to_coord`."""
@@ -122,38 +132,60 @@ def downsample_depth(depth: np.ndarray, stride: int) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.float32(0.0)).astype(np.float32)
 
 
+def rpd_valid(
+    depth: np.ndarray | torch.Tensor, bins: DepthBins, *, supervise_beyond: bool = False
+) -> np.ndarray | torch.Tensor:
+    """Cells that get a depth-bin target (METHOD §2.3): depth in [depth_min, depth_max], or every
+    cell with ``supervise_beyond`` (the others then target the extra bin K). Same library as
+    ``depth``; bool."""
+    if supervise_beyond:
+        return (
+            torch.ones_like(depth, dtype=torch.bool)
+            if isinstance(depth, torch.Tensor)
+            else np.ones(np.shape(depth), dtype=bool)
+        )
+    return (depth >= bins.depth_min) & (depth <= bins.depth_max)
+
+
 def soft_targets(
-    depth: np.ndarray, bins: DepthBins, *, supervise_beyond: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Soft two-hot RPD targets for a depth map already at the feature grid (METHOD §2.3).
+    depth: np.ndarray | torch.Tensor, bins: DepthBins, *, supervise_beyond: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
+    """Soft two-hot RPD targets for depths already at the feature grid (METHOD §2.3).
 
     With t = u(z) − 0.5 clamped to [0, K−1], bins ⌊t⌋ and ⌊t⌋+1 get 1 − frac(t) and frac(t)
-    (for t = K−1 all the weight is on bin K−1).
+    (for t = K−1 all the weight is on bin K−1). The data loader ships only the (H, W) depth
+    (``targets["rpd_depth"]``) and the criterion expands it on the training device: the
+    (K+1, H, W) target is ~80x larger. u is computed in float64 either way, so numpy and any
+    device give bit-identical float32 targets.
 
     Args:
-        depth: (H, W) metres, 0 = no depth (e.g. from :func:`downsample_depth`).
+        depth: (..., H, W) metres, 0 = no depth (e.g. from :func:`downsample_depth`), numpy or torch.
         bins: the run's :class:`DepthBins`.
         supervise_beyond: put cells without depth or outside [depth_min, depth_max] on the
             extra bin K (valid) instead of masking them out.
 
     Returns:
-        target: (K+1, H, W) float32, each valid cell sums to 1.
-        valid: (H, W) bool.
+        target: (..., K+1, H, W) float32, each valid cell sums to 1. valid: (..., H, W) bool.
+        numpy in → numpy out; a tensor in → tensors on its device.
     """
     k = bins.num_bins
-    z = np.asarray(depth, dtype=np.float64)
-    in_range = (z >= bins.depth_min) & (z <= bins.depth_max)
-    t = np.clip(bins.to_coord(np.where(in_range, z, bins.depth_min)) - 0.5, 0.0, k - 1)
-    lower = np.minimum(np.floor(t).astype(np.int64), k - 2)
+    as_numpy = not isinstance(depth, torch.Tensor)
+    z = torch.from_numpy(np.asarray(depth, dtype=np.float64)) if as_numpy else depth.double()
+    in_range = rpd_valid(z, bins)
+    t = (bins.to_coord(torch.where(in_range, z, bins.depth_min)) - 0.5).clamp(0.0, k - 1)
+    lower = t.floor().long().clamp_max(k - 2)
     frac = t - lower  # in [0, 1]; 1 only at t = K-1, where all weight goes to the upper bin
-    target = np.zeros((k + 1, *z.shape), dtype=np.float32)
-    rows, cols = np.nonzero(in_range)
-    target[lower[rows, cols], rows, cols] = 1.0 - frac[rows, cols]
-    target[lower[rows, cols] + 1, rows, cols] += frac[rows, cols]
+    target = torch.zeros((*z.shape[:-2], k + 1, *z.shape[-2:]), dtype=torch.float32, device=z.device)
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):
+        target.scatter_add_(
+            -3, index.unsqueeze(-3), torch.where(in_range, weight, zero).float().unsqueeze(-3)
+        )
+    valid = in_range
     if supervise_beyond:
-        target[k][~in_range] = 1.0
-        return target, np.ones(z.shape, dtype=bool)
-    return target, in_range
+        target.select(-3, k).masked_fill_(~in_range, 1.0)
+        valid = rpd_valid(z, bins, supervise_beyond=True)
+    return (target.numpy(), valid.numpy()) if as_numpy else (target, valid)
 
 
 def expected_depth(

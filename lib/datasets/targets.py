@@ -22,7 +22,7 @@ from torchvision.ops import roi_align
 from lib.constants import CLASS_TO_ID, CLASSES, MEAN_SIZES, NUM_HEADING_BIN
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, downsample_depth, soft_targets
+from lib.datasets.rpd import DepthBins, downsample_depth, rpd_valid
 from lib.geometry import affine_transform, project_to_image, ry_to_alpha_pixel
 
 HEATMAP_MIN_OVERLAP = 0.7  # CornerNet: a box shifted within the radius keeps IoU >= 0.7
@@ -246,7 +246,7 @@ def build_did_depth_targets(
     return vis, att, keep
 
 
-def build_rpd_targets(
+def build_rpd_depth(
     depth_map: np.ndarray | None,
     *,
     crop_scale: float,
@@ -254,21 +254,26 @@ def build_rpd_targets(
     supervise_beyond: bool,
     feature_size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """RPD soft two-hot targets of the feature-grid depth × crop scale (METHOD §2.3).
+    """The depth the RPD targets encode, and which cells they supervise (METHOD §2.3).
 
-    The depth is multiplied by the crop scale factor as the teacher's input is, so a zoomed
-    crop asks for the depth the zoomed image looks like (METHOD §1).
+    The feature-grid depth is multiplied by the crop scale factor as the teacher's input is, so
+    a zoomed crop asks for the depth the zoomed image looks like (METHOD §1). The (K+1, H_f, W_f)
+    soft two-hot target itself is made on the training device from this (H_f, W_f) map
+    (:func:`lib.datasets.rpd.soft_targets`, in the criterion): ~80x less to ship per sample.
 
     Args:
         depth_map: (H_f, W_f) metres, 0 = none, or None. feature_size: (W_f, H_f).
 
     Returns:
-        target (K+1, H_f, W_f) float32, mask (H_f, W_f) bool (zeros / False without depth).
+        rpd_depth (H_f, W_f) float32 metres × crop scale (0 = none), rpd_mask (H_f, W_f) bool
+        (zeros / False without depth).
     """
     if depth_map is None:
         wf, hf = feature_size
-        return np.zeros((bins.num_bins + 1, hf, wf), dtype=np.float32), np.zeros((hf, wf), dtype=bool)
-    return soft_targets(depth_map * crop_scale, bins, supervise_beyond=supervise_beyond)
+        return np.zeros((hf, wf), dtype=np.float32), np.zeros((hf, wf), dtype=bool)
+    depth = (depth_map * np.float32(crop_scale)).astype(np.float32)
+    # float64 comparisons, as soft_targets makes them (depth_min/max need not be float32 values)
+    return depth, rpd_valid(depth.astype(np.float64), bins, supervise_beyond=supervise_beyond)
 
 
 def build_targets(
@@ -296,7 +301,7 @@ def build_targets(
 
     Returns:
         The :func:`build_detection_targets` dict plus vis_depth, att_depth, depth_mask
-        (M, 7, 7), rpd_target (K+1, H_f, W_f) float32, rpd_mask and fg_mask (H_f, W_f) bool.
+        (M, 7, 7), rpd_depth (H_f, W_f) float32, rpd_mask and fg_mask (H_f, W_f) bool.
     """
     wf, hf = feature_size
     if depth is not None and depth.shape != (hf * downsample, wf * downsample):
@@ -315,7 +320,7 @@ def build_targets(
     t["vis_depth"], t["att_depth"], t["depth_mask"] = build_did_depth_targets(
         depth_feature, t["box2d"], t["depth"], t["mask_2d"]
     )
-    t["rpd_target"], t["rpd_mask"] = build_rpd_targets(
+    t["rpd_depth"], t["rpd_mask"] = build_rpd_depth(
         depth_feature,
         crop_scale=crop_scale,
         bins=bins,

@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from lib.config import load_config
 from lib.datasets.kitti import KittiDataset, build_dataset
 from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne, write_depth_map, write_split
-from lib.datasets.rpd import DepthBins, downsample_depth, expected_depth
+from lib.datasets.rpd import DepthBins, downsample_depth, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, velo_to_rect
 
 RESOLUTION = (640, 192)
@@ -97,7 +97,7 @@ def test_sample_keys_shapes_and_dtypes(kitti_sample):
         "vis_depth": ((50, 7, 7), np.float32),
         "att_depth": ((50, 7, 7), np.float32),
         "depth_mask": ((50, 7, 7), np.bool_),
-        "rpd_target": ((81, 48, 160), np.float32),
+        "rpd_depth": ((48, 160), np.float32),
         "rpd_mask": ((48, 160), np.bool_),
         "fg_mask": ((48, 160), np.bool_),
         "box2d": ((50, 4), np.float32),
@@ -177,7 +177,7 @@ def test_depth_input_is_metres_times_crop_scale_times_depth_scale(kitti_sample):
             assert s["depth"][0, y, x] == pytest.approx(expected, abs=0.06 * crop_scale * DEPTH_SCALE)
 
 
-def test_rpd_target_decodes_to_downsampled_depth(kitti_sample):
+def test_rpd_depth_and_its_targets_decode_to_downsampled_depth(kitti_sample):
     _write_projected_depth(kitti_sample)
     bins = DepthBins()
     ds = _dataset(
@@ -188,7 +188,9 @@ def test_rpd_target_decodes_to_downsampled_depth(kitti_sample):
     cells = downsample_depth(metres_scaled, 4)  # (48, 160)
     mask = s["targets"]["rpd_mask"]
     np.testing.assert_array_equal(mask, (cells >= 2) & (cells <= 80))
-    decoded = expected_depth(s["targets"]["rpd_target"], bins, axis=0, space="bin")
+    np.testing.assert_allclose(s["targets"]["rpd_depth"], cells, rtol=1e-6)
+    target, _ = soft_targets(s["targets"]["rpd_depth"], bins)  # as the criterion makes them
+    decoded = expected_depth(target, bins, axis=0, space="bin")
     inner = mask & (cells > bins.centres()[0]) & (cells < bins.centres()[-1])
     assert inner.sum() > 100
     np.testing.assert_allclose(decoded[inner], cells[inner], rtol=1e-4)
@@ -219,7 +221,7 @@ def test_without_depth_maps_depth_targets_are_empty(kitti_sample):
     s = _dataset(kitti_sample)[0]
     assert "depth" not in s
     t = s["targets"]
-    assert t["rpd_target"].shape == (81, 48, 160) and not t["rpd_target"].any() and not t["rpd_mask"].any()
+    assert t["rpd_depth"].shape == (48, 160) and not t["rpd_depth"].any() and not t["rpd_mask"].any()
     assert not t["depth_mask"].any() and not t["vis_depth"].any()
     assert t["fg_mask"].any()  # the pedestrian
 
@@ -245,7 +247,7 @@ def test_default_collate(kitti_sample):
     assert batch["rgb"].shape == (3, 3, 192, 640) and batch["depth"].shape == (3, 3, 192, 640)
     mask = batch["targets"]["mask_2d"]
     assert mask.dtype == torch.bool and mask.shape == (3, 50)
-    assert batch["targets"]["rpd_target"].shape == (3, 81, 48, 160)
+    assert batch["targets"]["rpd_depth"].shape == (3, 48, 160)
     assert batch["info"]["img_id"].tolist() == [0, 1, 2]
     assert batch["info"]["img_size"].shape == (3, 2)
 

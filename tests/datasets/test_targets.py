@@ -9,11 +9,11 @@ import torch
 from lib.constants import CLASS_TO_ID, MEAN_SIZES
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, expected_depth
+from lib.datasets.rpd import DepthBins, expected_depth, soft_targets
 from lib.datasets.targets import (
     build_detection_targets,
     build_did_depth_targets,
-    build_rpd_targets,
+    build_rpd_depth,
     build_targets,
     decode_heading,
     draw_gaussian,
@@ -177,17 +177,25 @@ def test_rpd_targets_decode_to_scaled_depth():
     # 70 m x 1.2 = 84 m is beyond depth_max; 50 m x 1.2 = 60 m is below the last bin centre
     # (64.3 m), so the two-hot code inverts exactly in bin space.
     depth = np.array([[0.0, 10.0, 30.0], [50.0, 1.0, 70.0]], dtype=np.float32)
-    target, mask = build_rpd_targets(
+    rpd_depth, mask = build_rpd_depth(
         depth, crop_scale=1.2, bins=bins, supervise_beyond=False, feature_size=(3, 2)
     )
-    assert target.shape == (81, 2, 3) and target.dtype == np.float32
-    assert mask.tolist() == [[False, True, True], [True, False, False]]
-    decoded = expected_depth(target, bins, axis=0, space="bin")
+    assert rpd_depth.dtype == np.float32 and mask.tolist() == [[False, True, True], [True, False, False]]
+    np.testing.assert_array_equal(rpd_depth, depth * np.float32(1.2))
+    # what the criterion makes of it on the device: the two-hot code of the scaled depth
+    target, valid = soft_targets(torch.from_numpy(rpd_depth)[None], bins)
+    assert target.shape == (1, 81, 2, 3) and target.dtype == torch.float32
+    np.testing.assert_array_equal(valid[0].numpy(), mask)
+    decoded = expected_depth(target[0].numpy(), bins, axis=0, space="bin")
     np.testing.assert_allclose(decoded[mask], depth[mask] * 1.2, rtol=1e-6)
-    empty_target, empty_mask = build_rpd_targets(
+    beyond_depth, beyond_mask = build_rpd_depth(
+        depth, crop_scale=1.2, bins=bins, supervise_beyond=True, feature_size=(3, 2)
+    )
+    assert beyond_mask.all() and np.array_equal(beyond_depth, rpd_depth)
+    empty_depth, empty_mask = build_rpd_depth(
         None, crop_scale=1.0, bins=bins, supervise_beyond=True, feature_size=(3, 2)
     )
-    assert empty_target.shape == (81, 2, 3) and not empty_target.any() and not empty_mask.any()
+    assert empty_depth.shape == (2, 3) and not empty_depth.any() and not empty_mask.any()
 
 
 def test_build_targets_without_depth_has_every_key_with_zeros():
@@ -195,7 +203,7 @@ def test_build_targets_without_depth_has_every_key_with_zeros():
         [_car()], P2, TRANS, depth=None, crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=DepthBins()
     )
     assert t["vis_depth"].shape == (50, 7, 7) and not t["depth_mask"].any()
-    assert t["rpd_target"].shape == (81, 48, 160) and not t["rpd_mask"].any()
+    assert t["rpd_depth"].shape == (48, 160) and not t["rpd_depth"].any() and not t["rpd_mask"].any()
     assert t["fg_mask"].dtype == bool and t["fg_mask"].any()
     with pytest.raises(ValueError, match="feature grid"):
         kwargs = dict(crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=DepthBins())

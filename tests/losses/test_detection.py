@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lib.config import load_config
+from lib.datasets.rpd import DepthBins, rpd_valid, soft_targets
 from lib.losses.criterion import HTL_TASKS, Criterion
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import (
@@ -329,12 +330,17 @@ def test_detection_loss_is_float32_under_autocast() -> None:
 # ---------------------------------------------------------------- Criterion
 
 
+FOUR_BINS = DepthBins(num_bins=4)
+
+
 def depth_branch_targets(h: int = H, w: int = W) -> dict[str, torch.Tensor]:
-    """RPD targets with 4 + 1 bins on an h x w grid: rpd_target, rpd_mask, fg_mask."""
+    """RPD inputs for 4 + 1 bins on an h x w grid: rpd_depth (0 = none, some beyond range),
+    rpd_mask, fg_mask."""
     g = torch.Generator().manual_seed(1)
+    depth = torch.rand(B, h, w, generator=g) * 90.0 * (torch.rand(B, h, w, generator=g) > 0.3)
     return {
-        "rpd_target": torch.softmax(torch.randn(B, 5, h, w, generator=g), 1),
-        "rpd_mask": torch.rand(B, h, w, generator=g) > 0.3,
+        "rpd_depth": depth,
+        "rpd_mask": rpd_valid(depth, FOUR_BINS),
         "fg_mask": torch.rand(B, h, w, generator=g) > 0.5,
     }
 
@@ -350,14 +356,28 @@ def test_criterion_adds_the_weighted_depth_branch_term() -> None:
     targets = make_targets()
     preds = perfect_preds(targets, "did")
     with_depth_branch(preds, targets)
-    losses = Criterion(model_type="did", depth_branch_weight=0.5, depth_branch_fg_weight=3.0)(preds, targets)
+    criterion = Criterion(
+        model_type="did", depth_branch_weight=0.5, depth_branch_fg_weight=3.0, bins=FOUR_BINS
+    )
+    losses = criterion(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
+    # the soft two-hot targets are made here from rpd_depth (METHOD §2.3)
+    rpd_target, valid = soft_targets(targets["rpd_depth"], FOUR_BINS)
+    assert torch.equal(valid, targets["rpd_mask"]) and valid.any() and not valid.all()
     expected = 0.5 * depth_branch_loss(
-        preds["depth_logits"], targets["rpd_target"], targets["rpd_mask"], targets["fg_mask"], fg_weight=3.0
+        preds["depth_logits"], rpd_target, targets["rpd_mask"], targets["fg_mask"], fg_weight=3.0
     )
     assert losses["depth_branch"].item() == pytest.approx(expected.item(), rel=1e-6)
     detection = DetectionLoss("did")(preds, targets)
     assert all(torch.equal(losses[k], detection[k]) for k in HTL_TASKS)
+
+
+def test_criterion_names_a_bin_count_mismatch() -> None:
+    targets = make_targets()
+    preds = perfect_preds(targets, "did")
+    with_depth_branch(preds, targets)  # 5 = 4 + 1 channels
+    with pytest.raises(ValueError, match=r"depth branch has 5 channels .* rpd.num_bins \+ 1 = 81"):
+        Criterion(model_type="did")(preds, targets)  # default bins: K = 80
 
 
 def test_criterion_drops_the_depth_branch_term_when_off_or_absent() -> None:
@@ -369,9 +389,12 @@ def test_criterion_drops_the_depth_branch_term_when_off_or_absent() -> None:
 
 
 def test_criterion_from_base_config() -> None:
-    cfg = load_config(REPO / "configs" / "base.yaml", ["model.type=gupnet", "loss.depth_branch_weight=2"])
+    cfg = load_config(
+        REPO / "configs" / "base.yaml", ["model.type=gupnet", "loss.depth_branch_weight=2", "rpd.mode=sid"]
+    )
     criterion = Criterion.from_config(cfg)
     assert criterion.detection.model_type == "gupnet"
+    assert criterion.bins == DepthBins("sid", 2.0, 80.0, 80, 721.54, 1.65) and not criterion.supervise_beyond
     assert criterion.depth_branch_weight == 2.0
     assert criterion.depth_branch_fg_weight == cfg.loss.depth_branch_fg_weight
 
@@ -392,7 +415,7 @@ def test_criterion_on_real_detector_outputs(model_type: str) -> None:
     calib = torch.tensor([[700.0, 0, 64, 40], [0, 700, 32, 0.2], [0, 0, 1, 0.003]]).expand(B, 3, 4)
     coord_range = torch.tensor([[0.0, 0.0], [128.0, 64.0]]).expand(B, 2, 2)
     preds = model(torch.randn(B, 3, 64, 128), calib=calib, coord_range=coord_range, targets=targets)
-    losses = Criterion(model_type=model_type)(preds, targets)
+    losses = Criterion(model_type=model_type, bins=FOUR_BINS)(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
     sum(losses.values()).backward()
@@ -402,6 +425,6 @@ def test_criterion_on_real_detector_outputs(model_type: str) -> None:
 
     targets["mask_2d"] = torch.zeros_like(targets["mask_2d"])  # a batch without objects
     preds = model(torch.randn(B, 3, 64, 128), calib=calib, coord_range=coord_range, targets=targets)
-    losses = Criterion(model_type=model_type)(preds, targets)
+    losses = Criterion(model_type=model_type, bins=FOUR_BINS)(preds, targets)
     assert all(losses[k].item() == 0.0 for k in HTL_TASKS if k != "seg")
     sum(losses.values()).backward()

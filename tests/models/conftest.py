@@ -55,7 +55,7 @@ def make_batch(
         "vis_depth": torch.zeros(batch_size, m, 7, 7),
         "att_depth": torch.zeros(batch_size, m, 7, 7),
         "depth_mask": torch.zeros(batch_size, m, 7, 7, dtype=torch.bool),
-        "rpd_target": torch.zeros(batch_size, NUM_BINS + 1, hf, wf),
+        "rpd_depth": torch.zeros(batch_size, hf, wf),
         "rpd_mask": torch.zeros(batch_size, hf, wf, dtype=torch.bool),
         "fg_mask": torch.zeros(batch_size, hf, wf, dtype=torch.bool),
         "box2d": torch.zeros(batch_size, m, 4),
