@@ -18,10 +18,10 @@ Batch layout (one sample; ``default_collate`` stacks them; models, losses, the d
 the trainer all read these keys). H, W = ``resolution``; Hf, Wf = H, W / ``downsample``;
 M = ``max_objs`` object slots; K = RPD bins:
 
-* ``rgb`` (3, H, W) float32, ImageNet-normalised; ``depth`` (3, H, W) float32, the teacher
-  input (only with ``load_depth``); ``calib`` (3, 4) float32 P2 of the augmented sample;
-  ``coord_range`` (2, 2) float32 crop corners in original pixels; ``info`` {img_id,
-  img_size (2,) W, H, bbox_downsample_ratio (2,)}.
+* ``rgb`` (3, H, W) float32, ImageNet-normalised; ``depth`` (1, H, W) float32, the teacher
+  input (only with ``load_depth``; the detector repeats it into its 3 input channels);
+  ``calib`` (3, 4) float32 P2 of the augmented sample; ``coord_range`` (2, 2) float32 crop
+  corners in original pixels; ``info`` {img_id, img_size (2,) W, H, bbox_downsample_ratio (2,)}.
 * ``targets`` (labelled splits): heatmap (3, Hf, Wf); indices, cls_ids (M,) int64; mask_2d
   (M,) bool; size_2d, offset_2d, offset_3d (M, 2); depth (M, 1) z in metres; size_3d (M, 3)
   h, w, l minus the class mean; src_size_3d (M, 3); heading_bin (M, 1) int64, heading_res
@@ -268,7 +268,7 @@ class KittiDataset(Dataset):
         }
         if aug.depth is not None:
             teacher = aug.depth * np.float32(aug.crop_scale * self.depth_scale)  # (H, W)
-            sample["depth"] = np.repeat(teacher[None], 3, axis=0)
+            sample["depth"] = teacher[None]  # (1, H, W): the detector repeats it into 3 channels
         if self.has_labels:
             sample["targets"] = build_targets(
                 aug.objects,

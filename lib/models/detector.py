@@ -257,7 +257,9 @@ class Detector(nn.Module):
         still runs on the GT objects during distillation (REFERENCE §6.1).
 
         Args:
-            images: (B, 3, H, W), H and W multiples of 32 (RGB for the student, depth for the teacher).
+            images: (B, 3, H, W), H and W multiples of 32: RGB for the student; for the teacher the
+                depth map, (B, 1, H, W) as the data loader ships it, repeated into the 3 input
+                channels here (a free view; the network, and MonoSKD's teacher, take 3).
             calib: (B, 3, 4) P2 per image.
             coord_range: (B, 2, 2) crop window [[x0, y0], [x1, y1]] in original px.
             targets: the batch ``targets``; reads indices (B, M), cls_ids (B, M), mask_2d (B, M).
@@ -269,6 +271,8 @@ class Detector(nn.Module):
             the subclass's RoI outputs (N, ...); without targets also ``topk`` (see select_topk_peaks).
         """
         self._check_inputs(images, calib, coord_range)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
         features = self.feat_up(self.backbone(images)[self.first_level :])
         feat = features[0]  # (B, 64, H/4, W/4)
         out = {
@@ -306,7 +310,9 @@ class Detector(nn.Module):
         raise NotImplementedError
 
     def _check_inputs(self, images: torch.Tensor, calib: torch.Tensor, coord_range: torch.Tensor) -> None:
-        b, _, h, w = images.shape
+        b, c, h, w = images.shape
+        if c not in (1, 3):
+            raise ValueError(f"input images must have 3 channels (or 1 for a depth map), got {c}")
         if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
             raise ValueError(f"input height and width must be multiples of {INPUT_MULTIPLE}, got {h}x{w}")
         if calib.shape != (b, 3, 4):

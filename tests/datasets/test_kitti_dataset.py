@@ -72,7 +72,7 @@ def test_sample_keys_shapes_and_dtypes(kitti_sample):
     s = ds[2]
     expected = {
         "rgb": ((3, 192, 640), np.float32),
-        "depth": ((3, 192, 640), np.float32),
+        "depth": ((1, 192, 640), np.float32),
         "calib": ((3, 4), np.float32),
         "coord_range": ((2, 2), np.float32),
     }
@@ -167,7 +167,7 @@ def test_depth_input_is_metres_times_crop_scale_times_depth_scale(kitti_sample):
         ds.set_epoch(epoch)
         s = ds[1]
         crop_scale = float(s["coord_range"][1, 0] - s["coord_range"][0, 0]) / 1242
-        np.testing.assert_array_equal(s["depth"][0], s["depth"][2])
+        assert s["depth"].shape == (1, 192, 640)  # one channel; the detector repeats it
         for x, y in [(320, 96), (100, 150), (600, 20)]:
             u, v = affine_transform(np.array([x, y], dtype=np.float64), _inverse(s))
             if not (0 <= u <= 1241 and 0 <= v <= 374):
@@ -244,7 +244,7 @@ def test_default_collate(kitti_sample):
     _write_projected_depth(kitti_sample)
     ds = _dataset(kitti_sample, train=True, load_depth=True)
     batch = default_collate([ds[i] for i in range(3)])
-    assert batch["rgb"].shape == (3, 3, 192, 640) and batch["depth"].shape == (3, 3, 192, 640)
+    assert batch["rgb"].shape == (3, 3, 192, 640) and batch["depth"].shape == (3, 1, 192, 640)
     mask = batch["targets"]["mask_2d"]
     assert mask.dtype == torch.bool and mask.shape == (3, 50)
     assert batch["targets"]["rpd_depth"].shape == (3, 48, 160)

@@ -145,6 +145,22 @@ def test_bad_inputs_are_named(fake_batch: Callable[..., dict]) -> None:
         model(batch["rgb"], calib=batch["calib"][:, :, :3], coord_range=batch["coord_range"])
     with pytest.raises(ValueError, match=r"coord_range must have shape \(2, 2, 2\)"):
         model(batch["rgb"], calib=batch["calib"], coord_range=batch["coord_range"][:1])
+    with pytest.raises(ValueError, match="3 channels \\(or 1 for a depth map\\), got 2"):
+        model(batch["rgb"][:, :2], calib=batch["calib"], coord_range=batch["coord_range"])
+
+
+def test_a_one_channel_depth_map_equals_it_repeated_in_three() -> None:
+    torch.manual_seed(0)
+    model = build_detector(backbone="resnet18", head_conv=16, input_key="depth").eval()
+    depth = torch.rand(2, 1, 64, 128) * 0.5
+    kw = {
+        "calib": torch.eye(3, 4).expand(2, 3, 4) * 700,
+        "coord_range": torch.tensor([[0.0, 0], [128, 64]]).expand(2, 2, 2),
+    }
+    with torch.no_grad():
+        one, three = model(depth, **kw), model(depth.repeat(1, 3, 1, 1), **kw)
+    for key in ("heatmap", "size_2d", "depth_logits", "depth"):
+        torch.testing.assert_close(one[key], three[key], rtol=0, atol=0, msg=key)
 
 
 def test_teacher_and_student_from_one_builder() -> None:
