@@ -88,7 +88,7 @@ def expected_layout(root: Path, depth_dir: str) -> str:
 class KittiDataset(Dataset):
     """KITTI frames of one split as sample dicts (the batch layout of this module's docstring).
 
-    A sample holds ``rgb`` (3, H, W) float32 ImageNet-normalised, ``depth`` (3, H, W) float32
+    A sample holds ``rgb`` (3, H, W) float32 ImageNet-normalised, ``depth`` (1, H, W) float32
     with ``load_depth`` (metres × crop scale × ``depth_scale``), ``calib`` (3, 4) float32 P2
     (re-fitted after a flip), ``coord_range`` (2, 2) float32 crop corners in original pixels,
     ``info`` {img_id, img_size (2,) int64 W, H, bbox_downsample_ratio (2,) float32} and, for
