@@ -177,10 +177,8 @@ def soft_targets(
     frac = t - lower  # in [0, 1]; 1 only at t = K-1, where all weight goes to the upper bin
     target = torch.zeros((*z.shape[:-2], k + 1, *z.shape[-2:]), dtype=torch.float32, device=z.device)
     zero = torch.zeros((), dtype=z.dtype, device=z.device)
-    for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):
-        target.scatter_add_(
-            -3, index.unsqueeze(-3), torch.where(in_range, weight, zero).float().unsqueeze(-3)
-        )
+    for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):  # two different bins per cell
+        target.scatter_(-3, index.unsqueeze(-3), torch.where(in_range, weight, zero).float().unsqueeze(-3))
     valid = in_range
     if supervise_beyond:
         target.select(-3, k).masked_fill_(~in_range, 1.0)

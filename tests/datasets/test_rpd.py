@@ -126,6 +126,24 @@ def test_soft_targets_masking_and_supervise_beyond() -> None:
 # --- down-sampling without empty pixels -----------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("supervise_beyond", [False, True])
+def test_batched_torch_targets_equal_numpy_bit_for_bit(mode: str, supervise_beyond: bool) -> None:
+    """The criterion expands a (B, H, W) tensor on the device; it must equal the per-frame numpy."""
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(0.0, 90.0, (3, 6, 10)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.3] = 0.0
+    depth[0, 0, :3] = [2.0, 80.0, 1.99]  # both range ends and just below
+    bins = DepthBins(mode=mode, num_bins=16)
+    target, valid = soft_targets(torch.from_numpy(depth), bins, supervise_beyond=supervise_beyond)
+    assert target.shape == (3, 17, 6, 10) and target.dtype == torch.float32 and valid.dtype == torch.bool
+    for b in range(3):
+        t_np, v_np = soft_targets(depth[b], bins, supervise_beyond=supervise_beyond)
+        assert np.array_equal(target[b].numpy(), t_np) and np.array_equal(valid[b].numpy(), v_np)
+    sums = target.sum(1)[valid]
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
 def test_downsample_depth_ignores_empty_pixels() -> None:
     depth = np.array(
         [
