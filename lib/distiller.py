@@ -105,6 +105,12 @@ class DistillSettings:
         """Adapters exist only for the feature-map terms."""
         return self.feature_weight > 0 or self.affinity_weight > 0 or self.spearman_weight > 0
 
+    @property
+    def teacher_needs_heads(self) -> bool:
+        """The response and Laplace instance terms read the teacher's 2D/RoI head outputs; the
+        other terms need only its features and depth logits (``Detector.encode``)."""
+        return self.response_weight > 0 or self.dualkl.instance_weight > 0
+
     @classmethod
     def from_config(cls, distill: Mapping[str, Any]) -> DistillSettings:
         """From the ``distill`` section (checkpoint paths are read by :meth:`Distiller.from_config`)."""
@@ -262,7 +268,10 @@ class Distiller(nn.Module):
         inputs = {"calib": batch["calib"], "coord_range": batch["coord_range"], "targets": targets}
         student_out = self.student(batch[STUDENT_INPUT], **inputs)
         with torch.no_grad():
-            teacher_out = self.teacher(batch[TEACHER_INPUT], **inputs)
+            if self.settings.teacher_needs_heads:
+                teacher_out = self.teacher(batch[TEACHER_INPUT], **inputs)
+            else:  # DualKL and the feature terms read only its features and depth logits
+                teacher_out = self.teacher.encode(batch[TEACHER_INPUT])
         losses = dict(self.criterion(student_out, targets))
         losses.update(self.distill_losses(student_out, teacher_out, targets))
         return losses

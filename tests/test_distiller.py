@@ -389,3 +389,40 @@ def test_settings_reject_bad_values() -> None:
             criterion=Criterion(model_type="gupnet"),
             settings=dualkl_on,
         )
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "heads"),
+    [
+        ("configs/monommkd.yaml", [], False),  # DualKL: depth logits only
+        ("configs/monodistill.yaml", ["distill.response_weight=0"], False),  # features only
+        ("configs/monodistill.yaml", [], True),  # the response term reads the heads
+        ("configs/monommkd.yaml", ["distill.dualkl.instance_weight=1"], True),  # RoI depths
+    ],
+)
+def test_teacher_runs_its_heads_only_when_a_term_reads_them(
+    config: str, overrides: list[str], heads: bool, checkpoints: dict
+) -> None:
+    distiller = load_distiller(config, checkpoints, "distill.teacher_bn=eval", *overrides).eval()
+    assert distiller.settings.teacher_needs_heads is heads
+    batch = make_batch(seed=3)
+    calls = []
+    distiller.teacher.predict_3d = lambda *a, **k: (
+        calls.append(1) or type(distiller.teacher).predict_3d(distiller.teacher, *a, **k)
+    )
+    with torch.no_grad():
+        losses = distiller(batch)
+        t = batch["targets"]
+        kw = {"calib": batch["calib"], "coord_range": batch["coord_range"], "targets": t}
+        full = distiller.teacher(batch["depth"], **kw)  # what the terms would see from a full forward
+        student_out = distiller.student(batch["rgb"], **kw)
+        expected = distiller.distill_losses(student_out, full, t)
+    assert len(calls) == (2 if heads else 1)  # the explicit full forward above is 1
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=0, atol=0, msg=name)
+    encoded = distiller.teacher.encode(batch["depth"])
+    for a, b in zip(encoded["features"], full["features"], strict=True):
+        assert torch.equal(a, b)
+    assert encoded.keys() - {"features"} == full.keys() & {"depth_logits"}
+    if "depth_logits" in full:
+        assert torch.equal(encoded["depth_logits"], full["depth_logits"])

@@ -271,18 +271,14 @@ class Detector(nn.Module):
             the subclass's RoI outputs (N, ...); without targets also ``topk`` (see select_topk_peaks).
         """
         self._check_inputs(images, calib, coord_range)
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        features = self.feat_up(self.backbone(images)[self.first_level :])
-        feat = features[0]  # (B, 64, H/4, W/4)
+        dense = self.encode(images)
+        feat = dense["features"][0]  # (B, 64, H/4, W/4)
         out = {
             "heatmap": self.heatmap(feat),
             "offset_2d": self.offset_2d(feat),
             "size_2d": self.size_2d(feat),
-            "features": features,
+            **dense,
         }
-        if self.depth_branch is not None:
-            out["depth_logits"] = self.depth_branch(feat)
         if targets is None:
             peaks = select_topk_peaks(out["heatmap"], topk)
             out["topk"] = peaks
@@ -305,16 +301,36 @@ class Detector(nn.Module):
         out.update(self.predict_3d(roi_features(feat, rois, num_classes=self.num_classes), rois))
         return out
 
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Backbone + neck (+ depth branch) only: ``features`` [s4, s8, s16, s32] and, with the
+        branch, ``depth_logits`` (B, K+1, Hf, Wf), exactly as :meth:`forward` computes them.
+
+        All a frozen teacher needs for the DualKL and feature terms (lib/distiller.py): its 2D
+        heads and RoI heads are skipped. ``images`` as in :meth:`forward`.
+        """
+        self._check_images(images)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        features = self.feat_up(self.backbone(images)[self.first_level :])
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {"features": features}
+        if self.depth_branch is not None:
+            out["depth_logits"] = self.depth_branch(features[0])
+        return out
+
     def predict_3d(self, roi_feat: torch.Tensor, rois: RoiBatch) -> dict[str, torch.Tensor]:
         """(N, 69, 7, 7) RoI features -> the model type's per-RoI outputs (subclasses)."""
         raise NotImplementedError
 
-    def _check_inputs(self, images: torch.Tensor, calib: torch.Tensor, coord_range: torch.Tensor) -> None:
-        b, c, h, w = images.shape
+    @staticmethod
+    def _check_images(images: torch.Tensor) -> None:
+        _, c, h, w = images.shape
         if c not in (1, 3):
             raise ValueError(f"input images must have 3 channels (or 1 for a depth map), got {c}")
         if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
             raise ValueError(f"input height and width must be multiples of {INPUT_MULTIPLE}, got {h}x{w}")
+
+    def _check_inputs(self, images: torch.Tensor, calib: torch.Tensor, coord_range: torch.Tensor) -> None:
+        b = images.shape[0]
         if calib.shape != (b, 3, 4):
             raise ValueError(f"calib must have shape ({b}, 3, 4), got {tuple(calib.shape)}")
         if coord_range.shape != (b, 2, 2):
