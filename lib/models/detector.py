@@ -271,14 +271,18 @@ class Detector(nn.Module):
             the subclass's RoI outputs (N, ...); without targets also ``topk`` (see select_topk_peaks).
         """
         self._check_inputs(images, calib, coord_range)
-        dense = self.encode(images)
-        feat = dense["features"][0]  # (B, 64, H/4, W/4)
+        features = self._features(images)
+        feat = features[0]  # (B, 64, H/4, W/4)
         out = {
             "heatmap": self.heatmap(feat),
             "offset_2d": self.offset_2d(feat),
             "size_2d": self.size_2d(feat),
-            **dense,
+            "features": features,
         }
+        # after the heads, as before: the forward order sets the order in which autograd sums the
+        # gradients of feat, and another order changes training in the last bits
+        if self.depth_branch is not None:
+            out["depth_logits"] = self.depth_branch(feat)
         if targets is None:
             peaks = select_topk_peaks(out["heatmap"], topk)
             out["topk"] = peaks
@@ -308,14 +312,18 @@ class Detector(nn.Module):
         All a frozen teacher needs for the DualKL and feature terms (lib/distiller.py): its 2D
         heads and RoI heads are skipped. ``images`` as in :meth:`forward`.
         """
-        self._check_images(images)
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        features = self.feat_up(self.backbone(images)[self.first_level :])
+        features = self._features(images)
         out: dict[str, torch.Tensor | list[torch.Tensor]] = {"features": features}
         if self.depth_branch is not None:
             out["depth_logits"] = self.depth_branch(features[0])
         return out
+
+    def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone + neck maps [s4, s8, s16, s32]; a 1-channel depth map fills the 3 inputs."""
+        self._check_images(images)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.feat_up(self.backbone(images)[self.first_level :])
 
     def predict_3d(self, roi_feat: torch.Tensor, rois: RoiBatch) -> dict[str, torch.Tensor]:
         """(N, 69, 7, 7) RoI features -> the model type's per-RoI outputs (subclasses)."""
