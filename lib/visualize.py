@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from lib.datasets.kitti_io import Calibration, Object3d
-from lib.datasets.rpd import DepthBins
+from lib.datasets.rpd import DepthBins, rpd_valid
 from lib.geometry import box3d_corners, project_to_image, velo_to_rect
 
 GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes
@@ -185,7 +185,7 @@ def depth_bin_map(depth: np.ndarray, bins: DepthBins) -> np.ndarray:
     """
     z = np.asarray(depth, np.float64)
     k = bins.num_bins
-    in_range = (z >= bins.depth_min) & (z <= bins.depth_max)
+    in_range = rpd_valid(z, bins)
     index = np.minimum(np.floor(bins.to_coord(np.where(in_range, z, bins.depth_min))), k - 1).astype(np.int64)
     return np.where(in_range, index, np.where(z > 0, k, -1))
 

@@ -138,13 +138,7 @@ def rpd_valid(
     """Cells that get a depth-bin target (METHOD §2.3): depth in [depth_min, depth_max], or every
     cell with ``supervise_beyond`` (the others then target the extra bin K). Same library as
     ``depth``; bool."""
-    if supervise_beyond:
-        return (
-            torch.ones_like(depth, dtype=torch.bool)
-            if isinstance(depth, torch.Tensor)
-            else np.ones(np.shape(depth), dtype=bool)
-        )
-    return (depth >= bins.depth_min) & (depth <= bins.depth_max)
+    return ((depth >= bins.depth_min) & (depth <= bins.depth_max)) | supervise_beyond
 
 
 def soft_targets(
@@ -179,10 +173,9 @@ def soft_targets(
     zero = torch.zeros((), dtype=z.dtype, device=z.device)
     for index, weight in ((lower, 1.0 - frac), (lower + 1, frac)):  # two different bins per cell
         target.scatter_(-3, index.unsqueeze(-3), torch.where(in_range, weight, zero).float().unsqueeze(-3))
-    valid = in_range
     if supervise_beyond:
         target.select(-3, k).masked_fill_(~in_range, 1.0)
-        valid = rpd_valid(z, bins, supervise_beyond=True)
+    valid = rpd_valid(z, bins, supervise_beyond=supervise_beyond)
     return (target.numpy(), valid.numpy()) if as_numpy else (target, valid)
 
 

@@ -271,7 +271,7 @@ def build_rpd_depth(
     if depth_map is None:
         wf, hf = feature_size
         return np.zeros((hf, wf), dtype=np.float32), np.zeros((hf, wf), dtype=bool)
-    depth = (depth_map * np.float32(crop_scale)).astype(np.float32)
+    depth = (depth_map * np.float32(crop_scale)).astype(np.float32, copy=False)
     # float64 comparisons, as soft_targets makes them (depth_min/max need not be float32 values)
     return depth, rpd_valid(depth.astype(np.float64), bins, supervise_beyond=supervise_beyond)
 
