@@ -18,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from lib.errors import UserError
+
 BASE_KEY = "_base_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used; the message names file and key."""
 
 

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.errors import UserError
+
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
 SCORE_DECIMALS = 6  # of the score column that result files write (Object3d.to_line)
 
 
-class KittiFormatError(ValueError):
+class KittiFormatError(UserError, ValueError):
     """A KITTI file that does not follow the format; the message names file and line."""
 
 

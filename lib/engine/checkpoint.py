@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 
+from lib.errors import UserError
+
 TEMP_SUFFIX = ".tmp"
 # The student's keys in MonoSKD's distillation wrapper (REFERENCE §6.1).
 SKD_STUDENT_PREFIX = "centernet_rgb."
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
 
 

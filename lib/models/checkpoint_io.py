@@ -20,6 +20,7 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
+from lib.errors import UserError
 from lib.models.depth_branch import DEPTH_BRANCH_NAME
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ CLASSIFIER_PREFIX = "fc."
 BN_COUNTER_SUFFIX = ".num_batches_tracked"  # the backbone's ImageNet classifier, never used by the detector
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """The checkpoint does not fit the model; ``report`` lists the offending keys."""
 
     def __init__(self, report: LoadReport, source: str, *, hint: str = "") -> None:
