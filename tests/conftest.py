@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the read-only shared/ folder beside the repo, and the sample frames."""
+"""Pytest fixtures for every test: the real KITTI sample frames kept in tests/data/."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's shared/ folder (read-only); tests needing it skip when it is absent."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED_DIR}")
-    return SHARED_DIR
+def test_data_dir() -> Path:
+    """tests/data: the sample frames and the devkit golden cases, part of the repository."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def kitti_sample_dir(shared_dir: Path) -> Path:
-    """The three real KITTI frames (shared/data/kitti_sample), read-only; skipped when absent."""
-    root = shared_dir / "data" / "kitti_sample"
-    if not root.is_dir():
-        pytest.skip(f"KITTI sample frames not found at {root}")
-    return root
+def kitti_sample_dir(test_data_dir: Path) -> Path:
+    """Three real KITTI training frames (tests/data/kitti_sample), not to be written to."""
+    return test_data_dir / "kitti_sample"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Shared fixtures of the evaluator tests: the golden KITTI devkit cases in ../shared/fixtures."""
+"""Fixtures of the evaluator tests: the official devkit's golden cases in tests/data/kitti_eval."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def fixture_root(shared_dir: Path) -> Path:
-    """shared/fixtures/kitti_eval (case_1..case_6 with the devkit's values); skipped when absent."""
-    root = shared_dir / "fixtures" / "kitti_eval"
-    if not root.is_dir():
-        pytest.skip(f"KITTI devkit golden fixtures not found at {root}")
-    return root
+def fixture_root(test_data_dir: Path) -> Path:
+    """tests/data/kitti_eval: case_1..case_6 with the official devkit's AP values."""
+    return test_data_dir / "kitti_eval"
 
 
 @pytest.fixture(scope="session")
