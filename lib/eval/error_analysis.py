@@ -1,0 +1,316 @@
+"""Where the error is: detections matched to ground truth, with recall and box errors per distance.
+
+AP answers "how good", not "what is wrong". This module matches the detections of each frame to
+its ground truth and summarises, per class and distance bin of the ground truth's depth (0-20,
+20-40, 40+ m by default, plus ``all``):
+
+* recall at 2D IoU 0.5 and at 3D IoU 0.5 / 0.7, at any score (the most AP can ever recover);
+* for the 2D-matched pairs: depth error (absolute, relative to the true depth, signed bias
+  ``z_det - z_gt``), lateral error ``|x_det - x_gt|``, size error (mean of ``|dh|, |dw|, |dl|``),
+  heading error (raw, and modulo pi: a box turned by pi has the same 3D IoU);
+* the scores of true and false positives (is the score ranking the problem?).
+
+Matching is greedy per frame and class: detections in descending score order each take the
+unmatched ground truth of their class with the largest overlap, if it is >= the threshold. Ground
+truth of the class outside the difficulty may absorb a detection (it is then neither TP nor FP), as
+in the KITTI protocol; an unmatched detection that overlaps a neighbour-class box (Van for Car,
+Person_sitting for Pedestrian) with 2D IoU >= 0.5, or lies inside a DontCare region, is not a false
+positive. Overlaps are the evaluator's (:func:`lib.eval.iou.frame_overlaps`: the devkit's image IoU
+and rotated 3D IoU). Units: metres, radians.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+
+from lib.datasets.kitti_io import LabelTable
+from lib.eval.iou import frame_overlaps
+from lib.eval.kitti_eval import (
+    CLASSES,
+    DIFFICULTIES,
+    MAX_OCCLUSION,
+    MAX_TRUNCATION,
+    MIN_HEIGHT,
+    FrameObjects,
+)
+
+SCHEMA = "monommkd.error_analysis/1"
+MATCH_IOU_2D = 0.5  # the 2D match that defines TP / FP and the pairs whose errors are measured
+RECALL_IOU_3D = (0.5, 0.7)
+DONTCARE_OVERLAP = 0.5  # intersection / detection area above which a detection is "in" a DontCare box
+_NEIGHBOUR = {"car": "van", "pedestrian": "person_sitting"}
+_IMAGE, _BOX3D = 0, 2  # rows of frame_overlaps' output
+
+
+def _greedy_match(overlap: np.ndarray, min_overlap: float) -> np.ndarray:
+    """One-to-one greedy matching.
+
+    Args:
+        overlap: (D, G) overlaps, rows in descending detection score.
+        min_overlap: a pair needs overlap >= this.
+
+    Returns:
+        (D,) int64 column matched to each row, -1 for none.
+    """
+    num_det, num_gt = overlap.shape
+    match = np.full(num_det, -1, dtype=np.int64)
+    taken = np.zeros(num_gt, dtype=bool)
+    for j in range(num_det if num_gt else 0):
+        free = np.where(taken, -np.inf, overlap[j])
+        best = int(np.argmax(free))
+        if free[best] >= min_overlap:
+            match[j] = best
+            taken[best] = True
+    return match
+
+
+def _valid_gt(table: LabelTable, difficulty: str | None) -> np.ndarray:
+    """(N,) bool: inside the KITTI difficulty filter (every object when ``difficulty`` is None)."""
+    if difficulty is None:
+        return np.ones(len(table), dtype=bool)
+    level = DIFFICULTIES.index(difficulty)
+    height = table.bbox[:, 3] - table.bbox[:, 1]
+    return (
+        (table.occluded <= MAX_OCCLUSION[level])
+        & (table.truncated <= MAX_TRUNCATION[level])
+        & (height >= MIN_HEIGHT[level])
+    )
+
+
+def _match_class(
+    gt: FrameObjects,
+    det: FrameObjects,
+    offsets: np.ndarray,
+    overlaps: np.ndarray,
+    name: str,
+    valid: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Match one class in every frame.
+
+    Args:
+        gt, det: :class:`FrameObjects` of ground truth and detections.
+        offsets: (F + 1,) pair offsets of ``overlaps`` (3, P) from :func:`frame_overlaps`.
+        valid: (G,) bool ground truth inside the difficulty.
+
+    Returns:
+        ``gt`` (V,) indices of the valid ground truth of the class; ``recalled_2d`` and
+        ``recalled_3d@t`` (V,) bool; ``tp_gt`` / ``tp_det`` (M,) indices of the 2D-matched valid
+        pairs; ``fp`` (K,) indices of false-positive detections.
+    """
+    gt_names = np.char.lower(gt.table.names.astype(str))
+    det_names = np.char.lower(det.table.names.astype(str))
+    thresholds = {"2d": (_IMAGE, MATCH_IOU_2D)} | {f"3d@{t}": (_BOX3D, t) for t in RECALL_IOU_3D}
+    recalled: dict[str, list[int]] = {key: [] for key in thresholds}
+    tp_gt, tp_det, fp = [], [], []
+    score = det.table.score if det.table.score is not None else np.zeros(len(det.table))
+    for f in range(len(gt)):
+        g0, g1, d0, d1 = gt.offsets[f], gt.offsets[f + 1], det.offsets[f], det.offsets[f + 1]
+        block = overlaps[:, offsets[f] : offsets[f + 1]].reshape(3, d1 - d0, g1 - g0)
+        cols = np.flatnonzero(gt_names[g0:g1] == name)  # the class's ground truth, file order
+        rows = np.flatnonzero(det_names[d0:d1] == name)
+        rows = rows[np.argsort(-score[d0 + rows], kind="stable")]
+        for key, (metric, min_overlap) in thresholds.items():
+            match = _greedy_match(block[metric][np.ix_(rows, cols)], min_overlap)
+            hit = g0 + cols[match[match >= 0]]
+            recalled[key] += hit[valid[hit]].tolist()
+            if key != "2d":
+                continue
+            for j, m in zip(rows, match, strict=True):
+                if m >= 0:
+                    if valid[g0 + cols[m]]:
+                        tp_gt.append(g0 + cols[m])
+                        tp_det.append(d0 + j)
+                elif not _ignored(block[_IMAGE][j], gt_names[g0:g1], name):
+                    fp.append(d0 + j)
+    of_class = np.flatnonzero((gt_names == name) & valid)
+    out = {"gt": of_class}
+    for key, hits in recalled.items():
+        out["recalled_" + key] = np.isin(of_class, hits)
+    out |= {"tp_gt": np.array(tp_gt, int), "tp_det": np.array(tp_det, int), "fp": np.array(fp, int)}
+    return out
+
+
+def _ignored(overlap_row: np.ndarray, gt_names: np.ndarray, name: str) -> bool:
+    """Whether an unmatched detection overlaps a neighbour-class box or a DontCare region.
+
+    ``overlap_row`` (G_f,) holds image IoU, and intersection / detection area for DontCare columns.
+    """
+    neighbour = gt_names == _NEIGHBOUR.get(name, "")
+    dontcare = gt_names == "dontcare"
+    return bool(
+        np.any(overlap_row[neighbour] >= MATCH_IOU_2D) or np.any(overlap_row[dontcare] > DONTCARE_OVERLAP)
+    )
+
+
+def _stats(values: np.ndarray, quantiles: dict[str, float]) -> dict[str, float | int | None]:
+    """``{"count": n, name: quantile, ...}``; None quantiles when empty."""
+    out: dict[str, float | int | None] = {"count": int(len(values))}
+    for key, q in quantiles.items():
+        out[key] = float(np.quantile(values, q)) if len(values) else None
+    return out
+
+
+_SPREAD = {"median": 0.5, "p90": 0.9}
+_SCORE_SPREAD = {"p10": 0.1, "median": 0.5, "p90": 0.9}
+
+
+def _pair_errors(gt: LabelTable, det: LabelTable) -> dict[str, dict]:
+    """Error summaries of matched pairs (rows of ``gt`` and ``det`` aligned)."""
+    dz = det.loc[:, 2] - gt.loc[:, 2]
+    heading = np.abs((det.rotation_y - gt.rotation_y + math.pi) % (2 * math.pi) - math.pi)  # [0, pi]
+    return {
+        "depth_abs_m": _stats(np.abs(dz), _SPREAD),
+        "depth_rel": _stats(np.abs(dz) / np.maximum(gt.loc[:, 2], 1e-6), _SPREAD),
+        "depth_bias_m": _stats(dz, {"median": 0.5}) | {"mean": float(dz.mean()) if len(dz) else None},
+        "lateral_abs_m": _stats(np.abs(det.loc[:, 0] - gt.loc[:, 0]), _SPREAD),
+        "size_abs_m": _stats(np.abs(det.dims - gt.dims).mean(axis=1), _SPREAD),
+        "heading_abs_rad": _stats(heading, _SPREAD),
+        "heading_mod_pi_rad": _stats(np.minimum(heading, math.pi - heading), _SPREAD),
+    }
+
+
+def _bin_labels(edges: Sequence[float]) -> list[str]:
+    return [f"{lo:g}+" if math.isinf(hi) else f"{lo:g}-{hi:g}" for lo, hi in pairwise(edges)]
+
+
+def _rows(table: LabelTable, index: np.ndarray) -> LabelTable:
+    return LabelTable(**{k: None if v is None else v[index] for k, v in vars(table).items()})
+
+
+def _cell(gt: FrameObjects, det: FrameObjects, m: dict[str, np.ndarray], gt_in, det_in) -> dict:
+    """One (class, distance bin) cell; ``gt_in`` / ``det_in`` select by the gt / detection depth."""
+    keep = gt_in(m["gt"])
+    n_gt = int(keep.sum())
+    recall = {
+        key.removeprefix("recalled_"): (float(m[key][keep].mean()) if n_gt else None)
+        for key in m
+        if key.startswith("recalled_")
+    }
+    pairs = gt_in(m["tp_gt"]) if len(m["tp_gt"]) else np.zeros(0, bool)
+    tp_gt, tp_det = m["tp_gt"][pairs], m["tp_det"][pairs]
+    fp = m["fp"][det_in(m["fp"])] if len(m["fp"]) else m["fp"]
+    score = det.table.score if det.table.score is not None else np.zeros(len(det.table))
+    return {
+        "num_gt": n_gt,
+        "num_tp": len(tp_gt),
+        "num_fp": len(fp),
+        "recall": {"2d@0.5" if k == "2d" else k: v for k, v in recall.items()},
+        **_pair_errors(_rows(gt.table, tp_gt), _rows(det.table, tp_det)),
+        "score_tp": _stats(score[tp_det], _SCORE_SPREAD),
+        "score_fp": _stats(score[fp], _SCORE_SPREAD),
+    }
+
+
+def analyse_errors(
+    gt_tables: Sequence[LabelTable] | FrameObjects,
+    det_tables: Sequence[LabelTable] | FrameObjects,
+    *,
+    classes: Sequence[str] = CLASSES,
+    distance_bins: Sequence[float] = (0.0, 20.0, 40.0, math.inf),
+    difficulty: str | None = "moderate",
+) -> dict:
+    """Match detections to ground truth and summarise the errors per class and distance bin.
+
+    Args:
+        gt_tables: ground truth of F frames (one :class:`LabelTable` per frame, as for
+            :func:`lib.eval.evaluate`), or a :class:`FrameObjects`.
+        det_tables: detections of the same F frames, same order (tables with ``score``).
+        classes: which classes to analyse (KITTI names).
+        distance_bins: increasing bin edges on the depth z (metres); ground truth and its errors
+            are binned by the ground truth's z, false positives by their own z.
+        difficulty: "easy", "moderate" or "hard" (the KITTI filter deciding which ground truth
+            counts), or None for every ground-truth object of the class.
+
+    Returns:
+        A JSON-serialisable dict: ``classes`` -> class -> bin label (``"0-20"``, ..., ``"all"``) ->
+        cell with ``num_gt``, ``num_tp``, ``num_fp``, ``recall`` (``2d@0.5``, ``3d@0.5``,
+        ``3d@0.7``; None without ground truth), error summaries (``count``, ``median``, ``p90``)
+        and score summaries of TPs and FPs.
+    """
+    gt = gt_tables if isinstance(gt_tables, FrameObjects) else FrameObjects.from_tables(list(gt_tables))
+    det = det_tables if isinstance(det_tables, FrameObjects) else FrameObjects.from_tables(list(det_tables))
+    edges = [float(e) for e in distance_bins]
+    if len(gt) != len(det):
+        raise ValueError(f"ground truth has {len(gt)} frames but detections have {len(det)}")
+    if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)):
+        raise ValueError(f"distance_bins must be at least two increasing edges, got {distance_bins}")
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, got {difficulty!r}")
+
+    def boxes3d(t: LabelTable) -> np.ndarray:
+        return np.concatenate([t.dims, t.loc, t.rotation_y[:, None]], axis=1)  # (N, 7) h w l x y z ry
+
+    g, d = gt.table, det.table
+    dontcare = np.char.lower(g.names.astype(str)) == "dontcare"
+    offsets, overlaps = frame_overlaps(
+        d.bbox, boxes3d(d), det.offsets, g.bbox, boxes3d(g), gt.offsets, dontcare
+    )
+    valid = _valid_gt(g, difficulty)
+    labels = _bin_labels(edges)
+    report_classes = {}
+    for name in classes:
+        m = _match_class(gt, det, offsets, overlaps, name.lower(), valid)
+        cells = {}
+        for label, (lo, hi) in zip(labels, pairwise(edges), strict=True):
+            cells[label] = _cell(
+                gt,
+                det,
+                m,
+                lambda i, lo=lo, hi=hi: (g.loc[i, 2] >= lo) & (g.loc[i, 2] < hi),
+                lambda j, lo=lo, hi=hi: (d.loc[j, 2] >= lo) & (d.loc[j, 2] < hi),
+            )
+        cells["all"] = _cell(gt, det, m, lambda i: np.ones(len(i), bool), lambda j: np.ones(len(j), bool))
+        report_classes[name] = cells
+    return {
+        "schema": SCHEMA,
+        "difficulty": difficulty or "all",
+        "match": f"greedy by descending score per frame and class, 2D IoU >= {MATCH_IOU_2D}",
+        "distance_bins_m": labels,
+        "num_frames": len(gt),
+        "classes": report_classes,
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+_COLUMNS = (
+    ("GT", 5, lambda c: str(c["num_gt"])),
+    ("R2D.5", 6, lambda c: _fmt(c["recall"]["2d@0.5"], ".2f")),
+    ("R3D.5", 6, lambda c: _fmt(c["recall"]["3d@0.5"], ".2f")),
+    ("R3D.7", 6, lambda c: _fmt(c["recall"]["3d@0.7"], ".2f")),
+    ("dz med", 7, lambda c: _fmt(c["depth_abs_m"]["median"], ".2f")),
+    ("dz p90", 7, lambda c: _fmt(c["depth_abs_m"]["p90"], ".2f")),
+    ("dz rel", 7, lambda c: _fmt(c["depth_rel"]["median"], ".3f")),
+    ("bias", 7, lambda c: _fmt(c["depth_bias_m"]["median"], "+.2f")),
+    ("dx med", 7, lambda c: _fmt(c["lateral_abs_m"]["median"], ".2f")),
+    ("size", 6, lambda c: _fmt(c["size_abs_m"]["median"], ".2f")),
+    ("head", 6, lambda c: _fmt(c["heading_abs_rad"]["median"], ".2f")),
+    ("h%pi", 6, lambda c: _fmt(c["heading_mod_pi_rad"]["median"], ".2f")),
+    ("TP", 5, lambda c: str(c["num_tp"])),
+    ("FP", 5, lambda c: str(c["num_fp"])),
+    ("s TP", 5, lambda c: _fmt(c["score_tp"]["median"], ".2f")),
+    ("s FP", 5, lambda c: _fmt(c["score_fp"]["median"], ".2f")),
+)
+
+
+def format_error_table(report: dict) -> str:
+    """A short text table of :func:`analyse_errors`: one row per class and distance bin.
+
+    Recalls are fractions; dz / dx / size in metres, heading in radians (medians unless marked
+    p90); ``bias`` is the median of ``z_det - z_gt``; ``s TP`` / ``s FP`` the median scores.
+    """
+    head = f"{'class':<11}{'range':<7}" + "".join(f"{t:>{w}}" for t, w, _ in _COLUMNS)
+    lines = [
+        f"Error analysis ({report['difficulty']}; {report['match']}; {report['num_frames']} frames)",
+        head,
+    ]
+    for name, cells in report["classes"].items():
+        for label, cell in cells.items():
+            lines.append(f"{name:<11}{label:<7}" + "".join(f"{f(cell):>{w}}" for _, w, f in _COLUMNS))
+    return "\n".join(lines) + "\n"
