@@ -24,7 +24,7 @@ import cv2
 from tqdm import tqdm
 
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti_io import KittiFormatError, read_split, write_depth_map
+from lib.datasets.kitti_io import KittiFormatError, find_split_file, read_split, write_depth_map
 
 # Thread pools of the maths libraries, one thread each in a worker process. N workers with a
 # pool of N threads each oversubscribe the CPU: OpenBLAS then spins, and the (points × 4) @ (4 × 3)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     folder = "testing" if args.split == "test" else "training"
     split_dir = args.data_dir / folder
-    split_file = args.data_dir / "ImageSets" / f"{args.split}.txt"
+    split_file = find_split_file(args.data_dir, args.split)  # ImageSets/, else data/splits/
     inputs = (split_file, split_dir / "velodyne", split_dir / "calib", split_dir / "image_2")
     missing = [p for p in inputs if not p.exists()]
     if missing:

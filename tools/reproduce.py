@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from lib.config import ConfigError, load_config
-from lib.datasets.kitti_io import read_split
+from lib.datasets.kitti_io import find_split_file, read_split
 from lib.eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results
 
@@ -137,7 +137,7 @@ def loose_reports(run_dir: Path) -> dict:
     """AP40 of a run's val results at the loose overlaps (Car BEV/3D 0.5)."""
     cfg = load_config(run_dir / "config.yaml")
     root = Path(cfg.dataset.root_dir)
-    frames = read_split(root / "ImageSets" / f"{cfg.tester.split}.txt")
+    frames = read_split(find_split_file(root, cfg.tester.split))
     gt = load_labels(root / "training" / "label_2", frames)
     det = load_results(run_dir / "results" / cfg.tester.split, frames)
     return evaluate(gt, det, [TABLE_CLASS], ap_modes=(40,), loose=True)

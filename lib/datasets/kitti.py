@@ -46,7 +46,15 @@ from torch.utils.data import Dataset
 from lib.config import Config
 from lib.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import augment_sample
-from lib.datasets.kitti_io import Calibration, Object3d, read_calib, read_depth_map, read_label, read_split
+from lib.datasets.kitti_io import (
+    Calibration,
+    Object3d,
+    find_split_file,
+    read_calib,
+    read_depth_map,
+    read_label,
+    read_split,
+)
 from lib.datasets.rpd import DepthBins
 from lib.datasets.targets import build_targets
 
@@ -185,7 +193,7 @@ class KittiDataset(Dataset):
         self.data_dir = self.root / ("testing" if split == "test" else "training")
         self.depth_dir = self.data_dir / depth_dir
 
-        split_file = self.root / "ImageSets" / f"{split}.txt"
+        split_file = find_split_file(self.root, split)  # ImageSets/, else data/splits/
         folders = ["image_2", "calib"] + (["label_2"] if self.has_labels else [])
         missing = [p for p in [split_file, *(self.data_dir / f for f in folders)] if not p.exists()]
         if missing:

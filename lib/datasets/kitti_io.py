@@ -316,6 +316,25 @@ def write_split(path: str | Path, frame_ids: list[int]) -> None:
     path.write_text("".join(f"{i:06d}\n" for i in frame_ids))
 
 
+# The standard KITTI 3D splits kept in the repository (train 3712, val 3769, trainval 7481,
+# test 7518 frame ids; docs/data.md), used for a dataset root without ImageSets/.
+STANDARD_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data" / "splits"
+
+
+def find_split_file(root: str | Path, split: str) -> Path:
+    """The split list of ``split`` for the dataset at ``root``.
+
+    ``root/ImageSets/<split>.txt`` when the dataset has an ``ImageSets/`` folder (its own lists
+    win); otherwise the repository's ``data/splits/<split>.txt`` when that exists. When neither
+    applies the ImageSets path is returned, so that the caller's "not found" names it.
+    """
+    image_sets = Path(root) / "ImageSets"
+    standard = STANDARD_SPLITS_DIR / f"{split}.txt"
+    if not image_sets.is_dir() and standard.is_file():
+        return standard
+    return image_sets / f"{split}.txt"
+
+
 def read_velodyne(path: str | Path) -> np.ndarray:
     """Read a Velodyne scan: (N, 4) float32 x, y, z (metres, Velodyne frame), reflectance.
 
