@@ -8,15 +8,20 @@ Example::
 By default every frame of the split is evaluated and a frame without a result file counts as having
 no detections. ``--only-result-frames`` evaluates only the frames that have a result file, as the
 official offline evaluator does (its numbers, but a missing file then silently drops that frame's
-ground truth). Prints AP|R40 and AP|R11 tables; ``--json`` writes ``{"ap40": ..., "ap11": ...}``.
+ground truth). Prints AP|R40 and AP|R11 tables and the error analysis
+(:mod:`lib.eval.error_analysis`: recall and box errors per distance); ``--json`` writes
+``{"ap40": ..., "ap11": ...}`` and the error analysis beside it as ``<name>.error_analysis.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from lib.datasets.kitti_io import KittiFormatError, read_split
+from lib.datasets.kitti_io import read_split
+from lib.errors import UserError, run_cli
+from lib.eval.error_analysis import analyse_errors, format_error_table
 from lib.eval.iou import DEVICES
 from lib.eval.kitti_eval import CLASSES, evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
@@ -37,34 +42,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--loose", action="store_true", help="loose overlaps: BEV/3D 0.5 Car, 0.25 Ped/Cyc")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="where BEV overlaps are computed")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not cuda_available():
+        parser.error("--device cuda: no CUDA GPU is available")
+    return args
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_json_target(args: argparse.Namespace) -> None:
+    """``--json`` may not replace an input: the split file or a file of the label / result folders."""
+    if args.json is None:
+        return
+    target = Path(args.json).resolve()
+    folders = [Path(args.label_dir).resolve(), Path(args.result_dir).resolve()]
+    if target == Path(args.split).resolve() or (
+        target.suffix == ".txt" and any(target.is_relative_to(d) for d in folders)
+    ):
+        raise UserError(f"{args.json}: --json would overwrite an input of the evaluation")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        split = read_split(args.split)
-        frames = split
-        if args.only_result_frames:
-            have = result_frame_ids(args.result_dir)
-            frames = [f for f in split if f in have]
-            rule = "only frames of the split that have a result file (official offline evaluator behaviour)"
-        else:
-            rule = "every frame of the split; a frame without a result file has no detections"
-        gt = load_labels(args.label_dir, frames, split_file=args.split)
-        det = load_results(args.result_dir, frames)
-        reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
-    except (KittiFormatError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_json_target(args)
+    split = read_split(args.split)
+    frames = split
+    if args.only_result_frames:
+        have = result_frame_ids(args.result_dir)
+        frames = [f for f in split if f in have]
+        rule = "only frames of the split that have a result file (official offline evaluator behaviour)"
+    else:
+        rule = "every frame of the split; a frame without a result file has no detections"
+    gt = load_labels(args.label_dir, frames, split_file=args.split)
+    det = load_results(args.result_dir, frames)
+    reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
+    errors = analyse_errors(gt, det, classes=args.classes)
     for report in reports.values():
         report["frames_evaluated_rule"] = rule
         report["num_frames_listed"] = len(split)
     print(format_table(reports), end="")
+    print(format_error_table(errors), end="")
     if args.json:
         write_json(args.json, reports)
+        json_path = Path(args.json)
+        write_json(json_path.with_name(json_path.stem + ".error_analysis.json"), errors)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

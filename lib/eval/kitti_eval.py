@@ -611,6 +611,32 @@ def _check_inputs(
         raise ValueError(f"unknown AP modes {bad_modes}; choose from {AP_MODES}")
 
 
+def ap_ceiling(num_gt: int, ap_mode: int) -> float:
+    """The largest AP (percent) the protocol can give with ``num_gt`` valid ground-truth objects.
+
+    Below 41 objects every true positive becomes one recall threshold (``getThresholds``), so the
+    precision curve is non-zero at sample points 0..num_gt-1 only: AP|R40 (points 1..40) is at
+    most (N - 1) / 40, AP|R11 (points 0, 4, ..., 40) at most (floor((N - 1) / 4) + 1) / 11.
+    """
+    if num_gt <= 0:
+        return 0.0
+    if num_gt >= NUM_SAMPLE_PTS:
+        return 100.0
+    points = num_gt - 1 if ap_mode == 40 else (num_gt - 1) // 4 + 1
+    return 100.0 * points / (NUM_SAMPLE_PTS - 1 if ap_mode == 40 else 11)
+
+
+def _few_ground_truth_warnings(num_gt: dict[str, dict[str, int]], ap_mode: int) -> list[str]:
+    """One line per class/difficulty with fewer than 41 valid objects, naming the AP ceiling."""
+    return [
+        f"{name} {level}: {n} ground-truth objects (< {NUM_SAMPLE_PTS}), so AP|R{ap_mode} cannot "
+        f"exceed {ap_ceiling(n, ap_mode):.2f} (one recall point per true positive; devkit protocol)"
+        for name, levels in num_gt.items()
+        for level, n in levels.items()
+        if n < NUM_SAMPLE_PTS
+    ]
+
+
 def evaluate(
     gt_annos: Sequence[LabelTable] | FrameObjects,
     det_annos: Sequence[LabelTable] | FrameObjects,
@@ -637,7 +663,9 @@ def evaluate(
         ``{"ap40": report, "ap11": report}`` (the requested modes), each report following the schema of
         ``shared/fixtures/kitti_eval`` (``ap`` and ``precision_curves`` nested class -> metric ->
         difficulty, None where the devkit outputs nothing; AP in percent, values rounded to the
-        6 decimals the devkit prints), plus ``min_overlap_3d`` (the BEV/3D thresholds).
+        6 decimals the devkit prints), plus ``min_overlap_3d`` (the BEV/3D thresholds),
+        ``num_ground_truth`` (valid objects per class and difficulty) and ``warnings`` (one line
+        per class/difficulty whose few objects cap the AP, see :func:`ap_ceiling`).
     """
     gt = _as_frame_objects(gt_annos)
     det = _as_frame_objects(det_annos)
@@ -682,6 +710,9 @@ def evaluate(
                 curves[name]["aos"][DIFFICULTIES[level]] = aos
 
     num_frames = len(gt)
+    num_gt: dict[str, dict[str, int]] = {name: {} for name in classes}
+    for k, (name, level) in enumerate(combos):
+        num_gt[name][DIFFICULTIES[level]] = int(np.count_nonzero(gt_status[k] == 0))
     reports = {}
     for mode in ap_modes:
         reports[f"ap{mode}"] = {
@@ -696,5 +727,7 @@ def evaluate(
             "num_frames_evaluated": num_frames,
             "ap": _map_curves(curves, lambda curve, mode=mode: _average_precision(curve, mode)),
             "precision_curves": _map_curves(curves, _printed),
+            "num_ground_truth": num_gt,
+            "warnings": _few_ground_truth_warnings(num_gt, mode),
         }
     return reports

@@ -37,6 +37,7 @@ def format_table(reports: dict[str, dict]) -> str:
                 cells = "-, -, -" if values is None else ", ".join(f"{v:.4f}" for v in values.values())
                 lines.append(f"{label} AP:{cells}")
             blocks.append("\n".join(lines))
+        blocks += [f"warning: {w}" for w in report.get("warnings", ())]
     return "\n".join(blocks) + "\n"
 
 

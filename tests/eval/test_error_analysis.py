@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import LabelTable
+from lib.datasets.kitti_io import LabelTable, read_split
 from lib.eval.error_analysis import analyse_errors, format_error_table
+from lib.eval.kitti_format import load_labels
+
+REPO = Path(__file__).resolve().parents[2]
 
 CAR_DIMS = (1.5, 1.6, 3.9)  # h, w, l metres
 
@@ -138,3 +144,26 @@ def test_custom_bins_table_and_bad_input():
         analyse_errors(gt, det, classes=["Car"], distance_bins=(10, 0))
     with pytest.raises(ValueError, match="difficulty"):
         analyse_errors(gt, det, classes=["Car"], difficulty="medium")
+
+
+def test_evaluate_cli_prints_and_writes_the_error_analysis(fixture_root, tmp_path):
+    """tools/evaluate.py on a devkit case: the table is printed and the JSON lies beside ap.json."""
+    case = fixture_root / "case_3"
+    cmd = [sys.executable, str(REPO / "tools" / "evaluate.py"), "--label-dir", str(case / "label_2")]
+    cmd += ["--result-dir", str(case / "pred"), "--split", str(case / "ImageSets" / "val.txt")]
+    done = subprocess.run(
+        [*cmd, "--json", str(tmp_path / "ap.json")], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Error analysis (moderate" in done.stdout and "Cyclist    all" in done.stdout
+    report = json.loads((tmp_path / "ap.error_analysis.json").read_text())
+    split = read_split(case / "ImageSets" / "val.txt")
+    gt = load_labels(case / "label_2", split)
+    moderate_cars = (
+        (gt.table.names == "Car")
+        & (gt.table.occluded <= 1)
+        & (gt.table.truncated <= 0.3)
+        & (gt.table.bbox[:, 3] - gt.table.bbox[:, 1] >= 25)
+    )
+    assert report["classes"]["Car"]["all"]["num_gt"] == int(moderate_cars.sum()) > 0
+    assert report["num_frames"] == len(split)
