@@ -1,0 +1,119 @@
+"""Golden fixtures of the network forward, the detection losses and the distillation terms.
+
+``generate`` runs the reference code (GUPNet, MonoSKD's DID-M3D, MonoSKD's and MonoDistill's
+distillation losses) on seeded weights and inputs, each computation in a child process inside
+its checkout (tools/parity/net_ref_driver.py), and writes the inputs and the reference outputs
+to ``tests/fixtures/parity/{net,loss,distill}_*.npz``. Weights and images are not stored: both
+sides re-create them from the seeds (tools/parity/net_common.py) and the fixture holds their
+checksums. Called by tools/parity/make_fixtures.py; the tests need only the fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import net_common  # noqa: E402  (this folder, not a package)
+
+DRIVER = HERE / "net_ref_driver.py"
+FEAT_HW = (INPUT_H, INPUT_W) = net_common.INPUT_SHAPE[2:]
+GRID_H, GRID_W = INPUT_H // 4, INPUT_W // 4
+
+# Two KITTI P2 matrices (frames 000000 and 000008 style) and crop windows in original px.
+CALIBS = np.array(
+    [
+        [
+            [721.5377, 0.0, 609.5593, 44.85728],
+            [0.0, 721.5377, 172.854, 0.2163791],
+            [0.0, 0.0, 1.0, 0.002745884],
+        ],
+        [
+            [707.0493, 0.0, 604.0814, 45.75831],
+            [0.0, 707.0493, 180.5066, -0.3454157],
+            [0.0, 0.0, 1.0, 0.004981016],
+        ],
+    ],
+    dtype=np.float32,
+)
+COORD_RANGES = np.array([[[0.0, 1.2], [1242.0, 373.8]], [[100.0, 20.0], [1100.0, 320.0]]], dtype=np.float32)
+
+
+def run_reference(task: str, ref_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``task`` of net_ref_driver.py inside ``ref_dir`` and return its output arrays."""
+    with tempfile.TemporaryDirectory(prefix="parity_") as tmp:
+        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        net_common.save_npz(in_path, inputs)
+        env = {**os.environ, "PYTHONPATH": str(ref_dir), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, str(DRIVER), task, str(ref_dir), str(in_path), str(out_path)]
+        proc = subprocess.run(cmd, cwd=ref_dir, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference task {task} failed in {ref_dir}:\n{proc.stderr[-4000:]}")
+        return net_common.load_npz(out_path)
+
+
+def roi_targets(rng: np.random.Generator, slots: int = 8) -> dict[str, np.ndarray]:
+    """GT RoI slots of the two images: cell indices, classes and mask_2d (some slots empty)."""
+    xs = rng.integers(4, GRID_W - 4, size=(2, slots))
+    ys = rng.integers(4, GRID_H - 4, size=(2, slots))
+    mask = np.zeros((2, slots), dtype=bool)
+    mask[0, [0, 1, 2, 4, 5]] = True
+    mask[1, [0, 1, 3]] = True
+    return {
+        "indices": (ys * GRID_W + xs).astype(np.int64),
+        "cls_ids": rng.integers(0, 3, size=(2, slots)).astype(np.int64),
+        "mask_2d": mask,
+    }
+
+
+def forward_inputs(weight_seed: int, image_seed: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeds, calibs, crop windows and GT RoI slots of a forward fixture."""
+    return {
+        "weight_seed": np.array(weight_seed),
+        "image_seed": np.array(image_seed),
+        "calib": CALIBS,
+        "coord_range": COORD_RANGES,
+        **roi_targets(rng),
+    }
+
+
+def _gupnet_forward(ref: Path) -> dict[str, np.ndarray]:
+    inputs = forward_inputs(1001, 2001, np.random.default_rng(11))
+    return {**inputs, **run_reference("gupnet_forward", ref, inputs)}
+
+
+# fixture file -> (reference key, builder)
+FIXTURES: dict[str, tuple[str, Callable[[Path], dict[str, np.ndarray]]]] = {
+    "net_gupnet.npz": ("gupnet", _gupnet_forward),
+}
+
+
+def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
+    """Write every fixture whose reference checkout is given; return the written paths.
+
+    Args:
+        refs: checkout roots by key: ``gupnet`` (SuperMHP/GUPNet, its ``code`` folder or the
+            repository root), ``did`` (unused here: the DID-M3D model is MonoSKD's copy),
+            ``monoskd`` (Senwang98/MonoSKD), ``monodistill`` (monster-ghost/MonoDistill).
+        out_dir: tests/fixtures/parity.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (key, build) in FIXTURES.items():
+        ref = refs.get(key)
+        if ref is None:
+            continue
+        ref = Path(ref)
+        if key == "gupnet" and (ref / "code" / "lib").is_dir():
+            ref = ref / "code"
+        path = out_dir / name
+        net_common.save_npz(path, build(ref))
+        written.append(path)
+    return written
