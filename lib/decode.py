@@ -1,11 +1,17 @@
-"""Decode the detector's eval outputs into KITTI 3D boxes (GUPNet decode, REFERENCE §4).
+"""Decode the detector's eval outputs into KITTI 3D boxes (docs/reference.md §4, docs/parity.md).
 
 The model already picks the top-K heatmap peaks per image in eval mode and runs its RoI
 heads on them (lib/models/detector.py: ``preds['topk']``, RoI rows in (image, peak) order). Decoding is
 pure numpy on the original image: feature-grid quantities are mapped back with the per-axis
 ``bbox_downsample_ratio`` (image size / feature size, GUPNet's approximation of the inverse
-affine, ~1 px off in y for a full KITTI frame, REFERENCE §9.10), and the 3D centre is
+affine, ~1 px off in y for a full KITTI frame, docs/reference.md §9.10), and the 3D centre is
 back-projected with the file calib.
+
+Which value the score threshold applies to depends on the model type, as in each reference's
+``lib/helpers/decode_helper.py`` (:data:`THRESHOLD_ON`): GUPNet keeps a peak when
+heatmap peak × depth confidence ≥ threshold; DID-M3D and MonoSKD keep it when the heatmap peak
+alone is ≥ threshold, and only then multiply by the depth confidence. The written score is
+peak × confidence in both.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 import torch
 
 from lib.constants import CLASSES, MEAN_SIZES, NUM_HEADING_BIN
-from lib.datasets.kitti_io import Object3d, write_label
+from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d, write_label
 from lib.datasets.targets import decode_heading
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
 
@@ -46,26 +52,85 @@ def heading_to_alpha(heading: np.ndarray) -> np.ndarray:
     return decode_heading(bins, residual)
 
 
+# Which value the score threshold applies to, per model type (``model.type``):
+#   "score": peak × depth confidence (GUPNet decode_helper: the product is thresholded);
+#   "peak":  the heatmap peak alone (DID-M3D / MonoSKD decode_helper: the product comes after).
+THRESHOLD_ON: dict[str, str] = {"gupnet": "score", "did": "peak"}
+
+# How the projected 3D centre (u, v) at depth z becomes a rect point (``tester.backprojection``):
+#   "exact": the inverse of P2 with its P2[2, 3] term (lib/geometry.unproject_to_rect: rect z = z);
+#   "reference": GUPNet / DID-M3D / MonoSKD's Calibration.img_to_rect, x = (u - cu)·z/fu + tx with
+#   tx = -P2[0, 3]/fu (y likewise), which ignores P2[2, 3] (~2.7 mm in KITTI: x, y off by a few mm).
+BACKPROJECTIONS = ("exact", "reference")
+
+
+def score_rule(model_type: str) -> str:
+    """The :data:`THRESHOLD_ON` entry of ``model_type`` (a clear error for an unknown type)."""
+    if model_type not in THRESHOLD_ON:
+        raise ValueError(f"decode: unknown model type {model_type!r} (known: {', '.join(THRESHOLD_ON)})")
+    return THRESHOLD_ON[model_type]
+
+
+def back_project(uv: np.ndarray, depth: np.ndarray, P: np.ndarray, formula: str = "exact") -> np.ndarray:
+    """Pixels (N, 2) at rect depths z (N,) → rect points (N, 3) by ``formula`` (:data:`BACKPROJECTIONS`)."""
+    if formula == "exact":
+        return unproject_to_rect(uv, depth + P[2, 3], P)
+    if formula == "reference":
+        fu, fv, cu, cv = P[0, 0], P[1, 1], P[0, 2], P[1, 2]
+        x = (uv[:, 0] - cu) * depth / fu - P[0, 3] / fu
+        y = (uv[:, 1] - cv) * depth / fv - P[1, 3] / fv
+        return np.stack([x, y, depth], axis=1)
+    raise ValueError(f"tester.backprojection: {formula!r} is not one of {', '.join(BACKPROJECTIONS)}")
+
+
+def _gather(preds: Mapping[str, Any], num_images: int, k: int) -> dict[str, np.ndarray]:
+    """Per-peak arrays (B, K, ...) of the eval outputs: dense 2D heads read at the peak cells,
+    RoI rows (B·K, ...) reshaped."""
+    topk = preds["topk"]
+    out = {
+        "peak": _to_numpy(topk["scores"]),
+        "cls": _to_numpy(topk["cls"]).astype(np.int64),
+        "cell": np.stack([np.rint(_to_numpy(topk[a])).astype(np.int64) for a in ("xs", "ys")], axis=-1),
+    }
+    rows, xs, ys = np.arange(num_images)[:, None], out["cell"][..., 0], out["cell"][..., 1]
+    for name in ("offset_2d", "size_2d"):
+        out[name] = _to_numpy(preds[name])[rows, :, ys, xs]  # (B, K, 2)
+    if "depth_confidence" not in preds:
+        raise ValueError("decode_detections: preds has no 'depth_confidence' (the model's eval outputs)")
+    for name in ("offset_3d", "size_3d", "heading", "depth", "depth_confidence"):
+        value = _to_numpy(preds[name])
+        if value.shape[0] != num_images * k:
+            raise ValueError(
+                f"decode_detections: preds['{name}'] has {value.shape[0]} rows, "
+                f"expected B·K = {num_images * k}"
+            )
+        out[name] = value.reshape(num_images, k, *value.shape[1:])
+    return out
+
+
 def decode_detections(
     preds: Mapping[str, Any],
     *,
     calib: Any,
     info: Mapping[str, Any],
+    model_type: str,
     threshold: float = 0.2,
+    backprojection: str = "exact",
     classes: Sequence[str] = CLASSES,
     mean_sizes: np.ndarray = MEAN_SIZES,
 ) -> list[list[Object3d]]:
     """KITTI objects of every image of an eval batch.
 
-    Per peak (cell x, y of class c, heatmap score s): 2D centre = (x, y) + offset_2d and 2D
+    Per peak (cell x, y of class c, heatmap peak s): 2D centre = (x, y) + offset_2d and 2D
     size = size_2d, both × ``bbox_downsample_ratio``; projected 3D centre = (x, y) +
     offset_3d, scaled the same way, back-projected at the predicted depth z with the calib
-    (rect z = predicted z exactly: the inverse of :func:`lib.geometry.project_to_image`),
-    then y += h/2 for the bottom centre; dims = residuals + class mean (peaks with a negative
-    dim are dropped); alpha from the heading bins, ry = alpha + atan2(u_2D - cu, fu) with the
-    2D box centre u_2D. Score = s × depth confidence; peaks with score < ``threshold`` are
-    dropped (REFERENCE §4). Peaks with a non-finite box, position or score (a diverged or
-    barely trained model) are dropped with a warning: a result file must not hold NaN.
+    (:func:`back_project`), then y += h/2 for the bottom centre; dims = residuals + class mean
+    (peaks with a negative dim are dropped); alpha from the heading bins, ry = alpha +
+    atan2(u_2D - cu, fu) with the 2D box centre u_2D. Score = s × depth confidence; a peak is
+    kept when the value named by :data:`THRESHOLD_ON` for ``model_type`` is ≥ ``threshold``
+    (docs/reference.md §4, docs/parity.md). Peaks with a non-finite box, position or score
+    (a diverged or barely trained model) are dropped with a warning: a result file must not
+    hold NaN.
 
     Args:
         preds: eval outputs (lib/models/detector.py): ``topk`` {scores, cls, xs, ys: (B, K)}, dense
@@ -74,37 +139,20 @@ def decode_detections(
             ``depth_confidence`` (·,) (gupnet exp(-σ), did Σp²/Σp).
         calib: (B, 3, 4) P2 of the ORIGINAL images (the files' calib), numpy or tensor.
         info: batch info with ``bbox_downsample_ratio`` (B, 2) (original size / feature size).
-        threshold: minimal score kept.
+        model_type: ``gupnet`` or ``did`` (``model.type``): selects the threshold rule.
+        threshold: minimal peak (did) or score (gupnet) kept.
+        backprojection: ``exact`` or ``reference`` (:data:`BACKPROJECTIONS`).
         classes: class names in heatmap-channel order.
         mean_sizes: (num_classes, 3) class mean h, w, l (metres), same order.
 
     Returns:
         B lists of :class:`Object3d` (truncation 0, occlusion 0, score set), peak order.
     """
-    topk = preds["topk"]
-    scores = _to_numpy(topk["scores"])  # (B, K)
-    num_images, k = scores.shape
-    cls_ids = _to_numpy(topk["cls"]).astype(np.int64)
-    xs = np.rint(_to_numpy(topk["xs"])).astype(np.int64)  # (B, K) feature cells
-    ys = np.rint(_to_numpy(topk["ys"])).astype(np.int64)
-    rows = np.arange(num_images)[:, None]
-    offset_2d = _to_numpy(preds["offset_2d"])[rows, :, ys, xs]  # (B, K, 2)
-    size_2d = _to_numpy(preds["size_2d"])[rows, :, ys, xs]  # (B, K, 2)
-
-    def roi(name: str) -> np.ndarray:  # RoI rows (B·K, ...) → (B, K, ...)
-        value = _to_numpy(preds[name])
-        if value.shape[0] != num_images * k:
-            raise ValueError(
-                f"decode_detections: preds['{name}'] has {value.shape[0]} rows, "
-                f"expected B·K = {num_images * k}"
-            )
-        return value.reshape(num_images, k, *value.shape[1:])
-
-    if "depth_confidence" not in preds:
-        raise ValueError("decode_detections: preds has no 'depth_confidence' (the model's eval outputs)")
-    offset_3d, size_3d, heading = roi("offset_3d"), roi("size_3d"), roi("heading")
-    depth = roi("depth")[..., 0]  # (B, K) z, metres
-    final_scores = scores * roi("depth_confidence").reshape(num_images, k)
+    rule = score_rule(model_type)
+    num_images, k = _to_numpy(preds["topk"]["scores"]).shape
+    g = _gather(preds, num_images, k)
+    scores = g["peak"] * g["depth_confidence"].reshape(num_images, k)
+    gated = scores if rule == "score" else g["peak"]
     calibs = _to_numpy(calib).reshape(num_images, 3, 4)
     ratios = _to_numpy(info["bbox_downsample_ratio"]).reshape(num_images, 2)
     mean_sizes = np.asarray(mean_sizes, dtype=np.float64)
@@ -112,16 +160,16 @@ def decode_detections(
     results: list[list[Object3d]] = []
     for i in range(num_images):
         P, ratio = calibs[i], ratios[i]
-        centre_2d = (np.stack([xs[i], ys[i]], axis=1) + offset_2d[i]) * ratio  # (K, 2) pixels
-        half_2d = size_2d[i] * ratio / 2
+        centre_2d = (g["cell"][i] + g["offset_2d"][i]) * ratio  # (K, 2) pixels
+        half_2d = g["size_2d"][i] * ratio / 2
         boxes = np.concatenate([centre_2d - half_2d, centre_2d + half_2d], axis=1)  # (K, 4)
-        dims = size_3d[i] + mean_sizes[cls_ids[i]]  # (K, 3) h, w, l
-        centre_3d_px = (np.stack([xs[i], ys[i]], axis=1) + offset_3d[i]) * ratio  # (K, 2)
-        pos = unproject_to_rect(centre_3d_px, depth[i] + P[2, 3], P)  # (K, 3) 3D centre, rect
+        dims = g["size_3d"][i] + mean_sizes[g["cls"][i]]  # (K, 3) h, w, l
+        centre_3d_px = (g["cell"][i] + g["offset_3d"][i]) * ratio  # (K, 2)
+        pos = back_project(centre_3d_px, g["depth"][i][:, 0], P, backprojection)  # (K, 3) rect
         pos[:, 1] += dims[:, 0] / 2  # bottom centre
-        alpha = heading_to_alpha(heading[i])
+        alpha = heading_to_alpha(g["heading"][i])
         ry = alpha_to_ry_pixel(alpha, centre_2d[:, 0], P)
-        finite = np.isfinite(np.concatenate([boxes, dims, pos, np.stack([ry, final_scores[i]], 1)], 1)).all(1)
+        finite = np.isfinite(np.concatenate([boxes, dims, pos, np.stack([ry, scores[i]], 1)], 1)).all(1)
         if not finite.all():
             logger.warning(
                 "decode_detections: dropped %d of %d peaks of image %d with a non-finite box or score "
@@ -130,11 +178,11 @@ def decode_detections(
                 k,
                 i,
             )
-        keep = finite & (final_scores[i] >= threshold) & (dims >= 0).all(axis=1)
+        keep = finite & (gated[i] >= threshold) & (dims >= 0).all(axis=1)
         results.append(
             [
                 Object3d(
-                    cls_type=classes[cls_ids[i, j]],
+                    cls_type=classes[g["cls"][i, j]],
                     truncation=0.0,
                     occlusion=0,
                     alpha=float(alpha[j]),
@@ -144,7 +192,7 @@ def decode_detections(
                     l=float(dims[j, 2]),
                     pos=pos[j],
                     ry=float(ry[j]),
-                    score=float(final_scores[i, j]),
+                    score=float(scores[i, j]),
                 )
                 for j in np.flatnonzero(keep)
             ]
@@ -153,11 +201,17 @@ def decode_detections(
 
 
 def write_kitti_results(
-    output_dir: str | Path, img_ids: Sequence[int], detections: Sequence[list[Object3d]]
+    output_dir: str | Path,
+    img_ids: Sequence[int],
+    detections: Sequence[list[Object3d]],
+    *,
+    score_decimals: int = SCORE_DECIMALS,
 ) -> None:
-    """Write ``<output_dir>/<img_id:06d>.txt`` per image in KITTI result format (REFERENCE §4).
+    """Write ``<output_dir>/<img_id:06d>.txt`` per image in KITTI result format (docs/reference.md §4).
 
-    An image without detections gets an empty file, so the evaluator scores it.
+    An image without detections gets an empty file, so the evaluator scores it. Geometry gets 2
+    decimals, the score ``score_decimals`` (``tester.score_decimals``; the references write 2,
+    which ties the low scores of a young model, docs/parity.md).
     """
     if len(img_ids) != len(detections):
         raise ValueError(
@@ -165,4 +219,4 @@ def write_kitti_results(
         )
     output_dir = Path(output_dir)
     for img_id, objects in zip(img_ids, detections, strict=True):
-        write_label(output_dir / f"{int(img_id):06d}.txt", objects)
+        write_label(output_dir / f"{int(img_id):06d}.txt", objects, score_decimals=score_decimals)

@@ -12,7 +12,7 @@ import torch
 
 from lib.constants import CLASSES, MEAN_SIZES
 from lib.datasets.kitti_io import read_label_table, write_split
-from lib.decode import decode_detections, heading_to_alpha, write_kitti_results
+from lib.decode import back_project, decode_detections, heading_to_alpha, write_kitti_results
 from lib.geometry import (
     affine_transform,
     box3d_corners,
@@ -136,7 +136,7 @@ def round_trip(img_size: np.ndarray, seed: int) -> tuple[list[list[Gt]], list[li
             np.stack([img_size / (FEAT_W, FEAT_H)] * 2), dtype=torch.float32
         ),
     }
-    dets = decode_detections(preds, calib=np.stack([P2, P2]), info=info, threshold=0.2)
+    dets = decode_detections(preds, model_type="gupnet", calib=np.stack([P2, P2]), info=info, threshold=0.2)
     return batch, encoded, dets
 
 
@@ -186,8 +186,16 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
         "depth_confidence": torch.tensor([0.3, 0.5, 1.0]),
     }
     info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
-    dets = decode_detections(preds, calib=torch.tensor(P2[None]), info=info, threshold=0.2)
-    assert len(dets) == 1 and len(dets[0]) == 1  # 0.5 x 0.3 = 0.15 < 0.2; w < 0 dropped
+    dets = decode_detections(
+        preds, model_type="gupnet", calib=torch.tensor(P2[None]), info=info, threshold=0.2
+    )
+    assert len(dets) == 1 and len(dets[0]) == 1  # gupnet: 0.5 x 0.3 = 0.15 < 0.2; w < 0 dropped
+    did = decode_detections(preds, model_type="did", calib=P2[None], info=info, threshold=0.2)[0]
+    # did: the peak 0.5 >= 0.2 keeps the first box, written with score 0.5 x 0.3 (MonoSKD's rule)
+    assert [(d.cls_type, d.score) for d in did] == [
+        ("Car", pytest.approx(0.15)),
+        ("Pedestrian", pytest.approx(0.25)),
+    ]
     (kept,) = dets[0]
     assert kept.cls_type == "Pedestrian" and kept.score == pytest.approx(0.25)
     np.testing.assert_allclose(kept.box2d, [60, 140, 100, 180])  # (20 ± 5, 40 ± 5) x 4
@@ -196,7 +204,9 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
     assert kept.pos[1] == pytest.approx(y_centre + 1.76255119 / 2)
     assert kept.alpha == 0.0  # uniform bin logits: argmax bin 0, residual 0
     assert kept.ry == pytest.approx(np.arctan2(80 - 609.5593, 721.5377))  # 2D centre u = 80
-    (same,) = decode_detections(preds, calib=P2[None], info=info, threshold=0.2)[0]  # numpy calib
+    (same,) = decode_detections(preds, model_type="gupnet", calib=P2[None], info=info, threshold=0.2)[
+        0
+    ]  # numpy calib
     np.testing.assert_allclose(same.pos, kept.pos)
 
 
@@ -218,7 +228,7 @@ def test_non_finite_peaks_are_dropped_with_a_warning(caplog) -> None:
     }
     info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
     with caplog.at_level("WARNING", logger="lib.decode"):
-        (dets,) = decode_detections(preds, calib=P2[None], info=info, threshold=0.0)
+        (dets,) = decode_detections(preds, model_type="gupnet", calib=P2[None], info=info, threshold=0.0)
     assert [d.pos[2] for d in dets] == [pytest.approx(14.0)]  # NaN depth and infinite width dropped
     assert "dropped 2 of 3 peaks of image 0 with a non-finite" in caplog.text
 
@@ -251,10 +261,10 @@ def test_decode_errors() -> None:
     info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
     bad = {**preds, "size_3d": preds["size_3d"][:-1]}
     with pytest.raises(ValueError, match=r"preds\['size_3d'\] has 9 rows, expected B·K = 10"):
-        decode_detections(bad, calib=P2[None], info=info)
+        decode_detections(bad, model_type="gupnet", calib=P2[None], info=info)
     no_conf = {k: v for k, v in preds.items() if k != "depth_confidence"}
     with pytest.raises(ValueError, match="no 'depth_confidence'"):
-        decode_detections(no_conf, calib=P2[None], info=info)
+        decode_detections(no_conf, model_type="gupnet", calib=P2[None], info=info)
 
 
 # ---------------------------------------------------------------- integration: targets → decode → AP
@@ -313,7 +323,7 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
     preds = predictions_from_targets(batch["targets"])
     img_ids = batch["info"]["img_id"].tolist()
     calib = np.stack([dataset.get_calib(i).P2 for i in img_ids])  # the files' calib (no flip at eval)
-    dets = decode_detections(preds, calib=calib, info=batch["info"], threshold=0.2)
+    dets = decode_detections(preds, model_type="gupnet", calib=calib, info=batch["info"], threshold=0.2)
     assert sum(map(len, dets)) == int(batch["targets"]["mask_2d"].sum())
 
     for frame_id, found in zip(img_ids, dets, strict=True):
@@ -340,3 +350,60 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
     for metric in ("bbox", "bev", "3d"):
         for level in ("moderate", "hard"):
             assert report["ap"]["Car"][metric][level] == pytest.approx(100.0), (metric, level)
+
+
+def test_threshold_rule_per_model_type_and_unknown_type() -> None:
+    preds = {
+        "topk": {
+            "scores": torch.tensor([[0.25, 0.19, 0.9]]),
+            "cls": torch.tensor([[1, 1, 1]]),
+            "xs": torch.tensor([[10, 20, 30]]),
+            "ys": torch.tensor([[40, 40, 40]]),
+        },
+        "offset_2d": torch.zeros(1, 2, FEAT_H, FEAT_W),
+        "size_2d": torch.full((1, 2, FEAT_H, FEAT_W), 10.0),
+        "offset_3d": torch.zeros(3, 2),
+        "size_3d": torch.zeros(3, 3),
+        "heading": torch.zeros(3, 24),
+        "depth": torch.tensor([[10.0, 0.0], [12.0, 0.0], [14.0, 0.0]]),
+        "depth_confidence": torch.tensor([0.1, 1.0, 0.2]),
+    }
+    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+
+    def kept(model_type: str) -> list[float]:
+        (dets,) = decode_detections(preds, calib=P2[None], info=info, model_type=model_type, threshold=0.2)
+        return [round(d.score, 6) for d in dets]
+
+    assert kept("did") == [0.025, 0.18]  # peaks 0.25 and 0.9 pass; 0.19 does not (conf 1 or not)
+    assert kept("gupnet") == []  # products 0.025, 0.19, 0.18 are all < 0.2
+    with pytest.raises(ValueError, match="unknown model type 'monodle'"):
+        kept("monodle")
+
+
+def test_backprojection_switch_and_its_size() -> None:
+    uv = np.array([[100.0, 50.0], [1200.0, 300.0]])
+    z = np.array([5.0, 60.0])
+    exact = back_project(uv, z, P2, "exact")
+    ref = back_project(uv, z, P2, "reference")
+    # by hand, the references' Calibration.img_to_rect: x = (u - cu) z / fu + tx, tx = -P[0,3] / fu
+    fu, cu, fv, cv = P2[0, 0], P2[0, 2], P2[1, 1], P2[1, 2]
+    np.testing.assert_allclose(ref[:, 0], (uv[:, 0] - cu) * z / fu - P2[0, 3] / fu)
+    np.testing.assert_allclose(ref[:, 1], (uv[:, 1] - cv) * z / fv - P2[1, 3] / fv)
+    np.testing.assert_allclose(exact[:, 2], z) and np.testing.assert_allclose(ref[:, 2], z)
+    # exact is the inverse of the projection with P2[2, 3]; the difference is u·P2[2,3]/fu: mm
+    reprojected, _ = project_to_image(exact, P2)
+    np.testing.assert_allclose(reprojected, uv, atol=1e-9)
+    np.testing.assert_allclose(exact[:, 0] - ref[:, 0], uv[:, 0] * P2[2, 3] / fu, atol=1e-12)
+    assert np.abs(exact - ref).max() < 5e-3
+    with pytest.raises(ValueError, match="tester.backprojection: 'approx' is not one of exact, reference"):
+        back_project(uv, z, P2, "approx")
+
+
+def test_score_decimals_switch(tmp_path: Path) -> None:
+    _, _, dets = round_trip(RESOLUTION.copy(), seed=4)
+    dets[0][0].score = 0.123456789
+    write_kitti_results(tmp_path / "six", [0], dets[:1])
+    write_kitti_results(tmp_path / "two", [0], dets[:1], score_decimals=2)
+    six = (tmp_path / "six" / "000000.txt").read_text().splitlines()[0]
+    two = (tmp_path / "two" / "000000.txt").read_text().splitlines()[0]
+    assert six.endswith(" 0.123457") and two.endswith(" 0.12") and six[:-9] == two[:-5]

@@ -6,9 +6,11 @@ Examples::
     python tools/inspect_model.py --config configs/base.yaml model.type=gupnet model.depth_branch=false \\
         --checkpoint gupnet_release.pth --json outputs/inspect.json
 
-The backbone's ImageNet weights are not loaded unless ``--pretrained`` is given. A checkpoint may be
-a GUPNet / MonoSKD ``{"model_state": ...}`` dict, one of ours, or a plain state_dict; it is loaded
-strictly, except that the training-only depth branch may be absent (reported). Exit status: 0 when
+The backbone's ImageNet weights are not loaded unless ``--pretrained`` is given. A checkpoint is
+read by the same reader as ``train_val.py -e`` and ``export_student.py``
+(lib/models/checkpoint_io.py: ours, GUPNet, MonoSKD's baselines and distillation wrapper,
+MonoDistill, a plain state_dict) and loaded strictly, except that the training-only depth
+branch may be absent (reported). Exit status: 0 when
 the checkpoint fits (or none was given), 1 when it does not (missing / unexpected / mis-shaped keys
 listed) or cannot be read (also the --pretrained weights), 2 for a bad command line or config.
 """
@@ -24,6 +26,7 @@ from torch import nn
 
 from lib.config import ConfigError, load_config
 from lib.models import CheckpointMismatchError, build_detector, load_model_state
+from lib.models.checkpoint_io import CheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             load = {"checkpoint": args.checkpoint, **err.report.to_dict()}
             print(f"error: {err}", file=sys.stderr)
             status = 1
-        except (OSError, ValueError) as err:  # absent or unreadable file, not a state_dict
+        except CheckpointError as err:  # absent or unreadable file, unknown layout
             load = {"checkpoint": args.checkpoint, "ok": False, "error": str(err)}
             print(f"error: {err}", file=sys.stderr)
             status = 1

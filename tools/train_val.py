@@ -145,7 +145,8 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
     )
     htl = None
     if cfg.loss.htl:
-        htl = HierarchicalTaskLearning(num_epochs=cfg.trainer.max_epoch, window=cfg.loss.htl_window)
+        horizon = cfg.loss.htl_horizon if cfg.loss.htl_horizon is not None else cfg.trainer.max_epoch
+        htl = HierarchicalTaskLearning(num_epochs=horizon, window=cfg.loss.htl_window)
     classes = list(cfg.dataset.writelist)
 
     def evaluate_fn(module: torch.nn.Module, epoch: int) -> tuple[float, dict[str, Any]]:
@@ -158,6 +159,8 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
             classes=classes,
             topk=cfg.tester.topk,
             threshold=cfg.tester.threshold,
+            backprojection=cfg.tester.backprojection,
+            score_decimals=cfg.tester.score_decimals,
         )
         return key_metric(reports), ap_summary(reports)
 
@@ -209,6 +212,8 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
         classes=list(cfg.dataset.writelist),
         topk=cfg.tester.topk,
         threshold=cfg.tester.threshold,
+        backprojection=cfg.tester.backprojection,
+        score_decimals=cfg.tester.score_decimals,
     )
     logger.info("evaluated %s on %s; results in %s", path, split, out_dir)
     if reports is not None:

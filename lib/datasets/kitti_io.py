@@ -93,7 +93,7 @@ class Object3d:
     ry: float
     score: float | None = None
 
-    def to_line(self) -> str:
+    def to_line(self, score_decimals: int = SCORE_DECIMALS) -> str:
         """The KITTI line of this object (16 columns when it has a score).
 
         Geometry has the 2 decimals of KITTI's files; the score gets :data:`SCORE_DECIMALS`,
@@ -108,7 +108,7 @@ class Object3d:
             f"{x:.2f} {y:.2f} {z:.2f} {self.ry:.2f}"
         )
         if self.score is not None:
-            line += f" {self.score:.{SCORE_DECIMALS}f}"
+            line += f" {self.score:.{score_decimals}f}"
         return line
 
 
@@ -195,11 +195,11 @@ def read_label(path: str | Path) -> list[Object3d]:
     ]
 
 
-def write_label(path: str | Path, objects: list[Object3d]) -> None:
+def write_label(path: str | Path, objects: list[Object3d], *, score_decimals: int = SCORE_DECIMALS) -> None:
     """Write objects as a KITTI label/result file (an empty file when there are none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(obj.to_line() + "\n" for obj in objects))
+    path.write_text("".join(obj.to_line(score_decimals) + "\n" for obj in objects))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safe loading, and the detector weights inside any of them.
+"""Checkpoint files: atomic writes and loading (the reader itself: lib/models/checkpoint_io.py).
 
 A training checkpoint (written by :class:`lib.engine.trainer.Trainer`) is a dict:
 ``{"model_state": the evaluated (student) detector's state_dict, "model": the unwrapped task's
@@ -20,21 +20,18 @@ import contextlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lib.errors import UserError
+# The reading path lives in lib/models/checkpoint_io.py (one reader for every tool); the error
+# and the layout reader are re-exported for the engine's callers.
+from lib.models.checkpoint_io import CheckpointError as CheckpointError
+from lib.models.checkpoint_io import detector_state_from_checkpoint as detector_state_from_checkpoint
+from lib.models.checkpoint_io import read_checkpoint_file
 
 TEMP_SUFFIX = ".tmp"
-# The student's keys in MonoSKD's distillation wrapper (REFERENCE §6.1).
-SKD_STUDENT_PREFIX = "centernet_rgb."
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -85,46 +82,14 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint dict with ``torch.load(weights_only=True)``.
+    """Read a checkpoint dict (``weights_only=True``) with the one reader of
+    :func:`lib.models.checkpoint_io.read_checkpoint_file`; the detector inside any layout is
+    :func:`lib.models.checkpoint_io.detector_state_from_checkpoint`.
 
     Raises:
-        CheckpointError: the file is missing, is not a dict, or holds non-tensor objects that
-            ``weights_only`` refuses (e.g. a legacy pickle).
+        CheckpointError: the file is missing, is not a dict, or holds non-tensor objects.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError here
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({err})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
-    return ckpt
-
-
-def detector_state_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> dict:
-    """The (student) detector's state_dict inside a checkpoint of any supported layout.
-
-    Every layout keeps the detector under ``model_state`` (REFERENCE §7): our training
-    checkpoints (the student's weights, next to the whole task's state under ``model``),
-    exported students, GUPNet / MonoSKD files, and MonoDistill files whose keys start with
-    ``module.`` (removed). In a MonoSKD distillation file the student is the ``centernet_rgb.*``
-    part (REFERENCE §6.1).
-
-    Raises:
-        CheckpointError: no ``model_state``, or it is not a state_dict.
-    """
-    state = ckpt.get("model_state")
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = ", ".join(map(str, ckpt)) or "none"
-        raise CheckpointError(
-            f"{source}: unknown checkpoint layout (top-level keys: {keys}); "
-            "expected a 'model_state' state_dict"
-        )
-    state = {_strip(k, "module."): v for k, v in state.items()}
-    student = {k[len(SKD_STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(SKD_STUDENT_PREFIX)}
-    return student or state
+    return read_checkpoint_file(path, map_location=map_location)
 
 
 def git_sha(repo_dir: str | Path | None = None) -> str | None:
@@ -137,10 +102,6 @@ def git_sha(repo_dir: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def _strip(key: str, prefix: str) -> str:
-    return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def _fsync_dir(folder: Path) -> None:

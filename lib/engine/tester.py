@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lib.datasets.kitti_io import Object3d
+from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d
 from lib.decode import decode_detections, write_kitti_results
 from lib.engine.trainer import move_to_device
 from lib.eval import evaluate
@@ -32,6 +32,7 @@ from lib.eval.kitti_eval import CLASSES as EVAL_CLASSES
 from lib.eval.kitti_eval import DIFFICULTIES, METRICS
 from lib.eval.kitti_format import load_labels, load_results
 from lib.eval.report import format_table
+from lib.models.build import DETECTORS
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,18 @@ def predict_split(
     device: torch.device,
     topk: int = 50,
     threshold: float = 0.2,
+    backprojection: str = "exact",
     progress: bool = True,
 ) -> dict[int, list[Object3d]]:
     """Detections of every frame of ``loader.dataset`` (a ``KittiDataset``), keyed by frame id.
 
     The detector reads ``batch[detector.input_key]`` and keeps its top-``topk`` peaks; decoding
-    back-projects with the frame's calib file and keeps scores >= ``threshold`` (REFERENCE §4).
+    back-projects with the frame's calib file (``backprojection``, lib/decode.py) and applies
+    ``threshold`` with the rule of the detector's model type (lib/decode.py ``THRESHOLD_ON``).
     The detector's train/eval mode is restored afterwards.
     """
     dataset = loader.dataset
+    model_type = model_type_of(detector)
     was_training = detector.training
     detector.eval()
     results: dict[int, list[Object3d]] = {}
@@ -66,20 +70,37 @@ def predict_split(
             batch[detector.input_key], calib=batch["calib"], coord_range=batch["coord_range"], topk=topk
         )
         calib = np.stack([dataset.get_calib(i).P2 for i in ids])  # (B, 3, 4) the files' P2
-        detections = decode_detections(preds, calib=calib, info=batch["info"], threshold=threshold)
+        detections = decode_detections(
+            preds,
+            calib=calib,
+            info=batch["info"],
+            model_type=model_type,
+            threshold=threshold,
+            backprojection=backprojection,
+        )
         results.update(zip(ids, detections, strict=True))
     detector.train(was_training)
     return results
 
 
-def write_results(result_dir: str | Path, results: Mapping[int, list[Object3d]]) -> Path:
+def model_type_of(detector: nn.Module) -> str:
+    """The ``model.type`` name of a detector instance (lib/models/build.py ``DETECTORS``)."""
+    for name, cls in DETECTORS.items():
+        if isinstance(detector, cls):
+            return name
+    raise TypeError(f"{type(detector).__name__} is none of the detectors {', '.join(DETECTORS)}")
+
+
+def write_results(
+    result_dir: str | Path, results: Mapping[int, list[Object3d]], *, score_decimals: int = SCORE_DECIMALS
+) -> Path:
     """Write KITTI result files into ``result_dir/data`` (old ``.txt`` files there are removed)."""
     data_dir = Path(result_dir) / RESULT_SUBDIR
     data_dir.mkdir(parents=True, exist_ok=True)
     for old in data_dir.glob("*.txt"):
         old.unlink()
     ids = sorted(results)
-    write_kitti_results(data_dir, ids, [results[i] for i in ids])
+    write_kitti_results(data_dir, ids, [results[i] for i in ids], score_decimals=score_decimals)
     return data_dir
 
 
@@ -156,6 +177,8 @@ def run_test(
     classes: Sequence[str],
     topk: int = 50,
     threshold: float = 0.2,
+    backprojection: str = "exact",
+    score_decimals: int = SCORE_DECIMALS,
     progress: bool = True,
 ) -> dict[str, dict] | None:
     """Predict a split, write its result files under ``out_dir/data`` and, for labelled splits,
@@ -166,9 +189,15 @@ def run_test(
     """
     dataset = loader.dataset
     results = predict_split(
-        detector, loader, device=device, topk=topk, threshold=threshold, progress=progress
+        detector,
+        loader,
+        device=device,
+        topk=topk,
+        threshold=threshold,
+        backprojection=backprojection,
+        progress=progress,
     )
-    data_dir = write_results(out_dir, results)
+    data_dir = write_results(out_dir, results, score_decimals=score_decimals)
     logger.info("wrote %d result files to %s", len(results), data_dir)
     if not dataset.has_labels:
         return None

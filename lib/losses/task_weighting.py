@@ -1,4 +1,4 @@
-"""Hierarchical Task Learning: per-epoch weights of the detection terms (GUPNet, REFERENCE §2.1).
+"""Hierarchical Task Learning: per-epoch weights of the detection terms (GUPNet, docs/reference.md §2.1).
 
 A dependent task (3D offset, size, heading, depth) starts training only once its pre-tasks
 (2D box, then 3D size for depth) have stopped improving quickly. At epoch t, from a window of
@@ -7,12 +7,13 @@ K (``window``) epoch-mean losses L[0..K-1] (oldest first):
     trend_j   = mean_{i=0..K-3} (L_j[i] - L_j[i+2])            (signed, as GUPNet's code)
     ls_j      = 1 - relu(trend_j / trend_j(first window))       learning situation
     α_i       = Π_{j ∈ pre(i)} ls_j
-    w_i(t)    = clip((t - K) / (T - K), 0, 1) ^ max(1 - α_i, 0)  T = num_epochs
+    w_i(t)    = clip((t - K) / (T - K), 0, 1) ^ max(1 - α_i, 0)  T = num_epochs (the horizon)
 
 Tasks without pre-tasks always weigh 1; dependent tasks weigh 0 until a window exists.
 
 Call order in the trainer: optionally ``update(e0)`` with GUPNet's "epoch 0" pass (mean losses
-of one pass over the train loader before training); then per epoch t: ``compute_weights(t)``
+of one pass over the train loader before training; ``trainer.htl_init_pass``: GUPNet pushes it,
+MonoSKD does not); then per epoch t: ``compute_weights(t)``
 → train → ``update(means of epoch t)``. GUPNet computes epoch t's weights before it pushes
 epoch t-1's means, so its window is the K means *before the latest one*; this class keeps that
 one-epoch lag, so the weights equal GUPNet's (with the e0 pass) and MonoSKD's (without: MonoSKD
@@ -21,7 +22,10 @@ skips the e0 push) epoch for epoch: 0 for epochs 0..K, then (1/(T-K))^(1-α) at 
 Followed from GUPNet's code: signed differences (the paper writes |L'|); the heatmap is not
 a pre-task (the paper lists it); ls is not clipped to [0, 1] (a trend steeper than the first
 one gives ls < 0, hence α < 0 and a smaller weight); the time factor's offset equals K.
-Fixed (REFERENCE §9.7): T is ``num_epochs`` instead of a hard-coded 140; a first trend of 0
+T is a config key, ``loss.htl_horizon`` (null = ``trainer.max_epoch``); GUPNet and MonoSKD
+hard-code 140, which every shipped config that follows them sets (docs/parity.md: weights equal
+to the reference's over a 30-epoch history, fixture schedule_decode_htl).
+Fixed (docs/reference.md §9.7; none occurs on that history): a first trend of 0
 (a pre-task loss flat over the first window) counts as learned (ls = 1) instead of dividing
 by zero; the exponent 1 - α is clipped at 0, so two pre-tasks with ls < 0 (α > 1) give
 weight 1 instead of a weight above 1 that overflows when a first trend was tiny; the time
@@ -63,7 +67,8 @@ class HierarchicalTaskLearning:
     ) -> None:
         """
         Args:
-            num_epochs: training length T (epochs); the time factor reaches 1 at t = T.
+            num_epochs: the horizon T (epochs): the time factor reaches 1 at t = T (GUPNet and
+                MonoSKD: 140, whatever the training length).
             window: K, the number of epoch means in the FIFO (≥ 3 for a two-epoch trend).
             pre_tasks: task → names of its pre-tasks; every pre-task must itself be a task.
         """

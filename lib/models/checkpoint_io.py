@@ -1,16 +1,25 @@
-"""Reading model weights: detector checkpoints (strict) and ImageNet backbone weights.
+"""Reading model weights: THE reader of detector checkpoints (strict) and ImageNet backbone weights.
 
-Detector checkpoints come in three layouts (REFERENCE §7): GUPNet / MonoSKD ``{"model_state": sd,
-"optimizer_state": ..., "epoch": ...}``, ours (also ``{"model_state": sd, ...}``) and a plain
-state_dict. Loading is strict: every model key present with its shape and no extra key, except
-that the training-only depth branch (METHOD §1) may be absent from the checkpoint (the model keeps
+Every tool that reads a detector from a checkpoint file (``tools/train_val.py -e``,
+``tools/inspect_model.py``, ``tools/export_student.py``, the distiller's teacher and student)
+goes through :func:`read_checkpoint_file` and :func:`detector_state_from_checkpoint`, so a file
+that one of them accepts, all accept (docs/reference.md §7, docs/parity.md "checkpoint layouts"):
+
+* ours: ``{"model_state": the (student) detector, "model": the whole task, ...}``;
+* GUPNet and MonoSKD's RGB / depth baselines: ``{"model_state", "optimizer_state", "epoch"}``;
+* MonoSKD's distillation wrapper: ``model_state`` keys ``centernet_rgb.*`` (the student, read),
+  ``centernet_depth.*`` (teacher), ``rgb_fs.*``, ``adapt_layer*`` (dropped); any other key is
+  an error;
+* MonoDistill: every key prefixed ``module.`` (removed); a plain state_dict.
+
+Loading is strict: every model key present with its shape and no extra key, except that the
+training-only depth branch (docs/method.md §1) may be absent from the checkpoint (the model keeps
 its initialisation) or present for a model built without it (ignored). Every such case is reported.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +37,15 @@ logger = logging.getLogger(__name__)
 OPTIONAL_PREFIXES = (f"{DEPTH_BRANCH_NAME}.",)
 MODEL_STATE_KEY = "model_state"
 DATA_PARALLEL_PREFIX = "module."
+# MonoSKD's distillation wrapper (docs/reference.md §6.1): the student, and the other parts.
+SKD_STUDENT_PREFIX = "centernet_rgb."
+SKD_OTHER_PREFIXES = ("centernet_depth.", "rgb_fs.", "adapt_layer")
 CLASSIFIER_PREFIX = "fc."
 BN_COUNTER_SUFFIX = ".num_batches_tracked"  # the backbone's ImageNet classifier, never used by the detector
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
@@ -101,32 +117,61 @@ class LoadReport:
         }
 
 
-def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The model state_dict inside a loaded checkpoint (``model_state`` or plain), ``module.`` stripped.
+def read_checkpoint_file(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint dict with ``torch.load(weights_only=True)`` (no code from the file runs).
 
-    MonoDistill saves DataParallel-wrapped models whose keys all start with ``module.`` (REFERENCE §7).
+    Raises:
+        CheckpointError: the file is missing, is not a dict, or holds objects that
+            ``weights_only`` refuses (a legacy pickle).
     """
-    state = checkpoint.get(MODEL_STATE_KEY, checkpoint)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: expected a state_dict or a dict with '{MODEL_STATE_KEY}' holding one")
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError here
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({err})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def detector_state_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> dict:
+    """The (student) detector's state_dict inside a checkpoint of any supported layout (module
+    docstring): ``model_state`` or a plain state_dict, ``module.`` removed, and of a MonoSKD
+    distillation wrapper the ``centernet_rgb.`` part with that prefix removed.
+
+    Raises:
+        CheckpointError: neither ``model_state`` nor a plain state_dict, or a wrapper file with
+            keys outside the known wrapper parts.
+    """
+    state = ckpt.get(MODEL_STATE_KEY, ckpt)
+    if not _is_state_dict(state):
+        keys = ", ".join(map(str, ckpt)) or "none"
+        raise CheckpointError(
+            f"{source}: unknown checkpoint layout (top-level keys: {keys}); "
+            f"expected a '{MODEL_STATE_KEY}' state_dict or a plain state_dict"
+        )
     if state and all(k.startswith(DATA_PARALLEL_PREFIX) for k in state):
         state = {k[len(DATA_PARALLEL_PREFIX) :]: v for k, v in state.items()}
-    return dict(state)
+    if not any(k.startswith(SKD_STUDENT_PREFIX) for k in state):
+        return dict(state)
+    unknown = [k for k in state if not k.startswith((SKD_STUDENT_PREFIX, *SKD_OTHER_PREFIXES))]
+    if unknown:
+        raise CheckpointError(
+            f"{source}: a MonoSKD distillation layout ('{SKD_STUDENT_PREFIX}*') with unknown keys "
+            f"({len(unknown)}): {', '.join(unknown[:5])}"
+        )
+    return {k[len(SKD_STUDENT_PREFIX) :]: v for k, v in state.items() if k.startswith(SKD_STUDENT_PREFIX)}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint file on CPU (``weights_only=True``) and return its model state_dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return extract_state_dict(_torch_load(path), str(path))
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({err})") from err
+    """The detector state_dict of a checkpoint file, on CPU (:func:`detector_state_from_checkpoint`)."""
+    return detector_state_from_checkpoint(read_checkpoint_file(path), source=str(path))
 
 
 def compare_state_dict(
@@ -174,7 +219,10 @@ def load_model_state(
         CheckpointMismatchError: missing, unexpected or mis-shaped keys (all listed).
     """
     name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
-    state = read_checkpoint(source) if isinstance(source, (str, Path)) else extract_state_dict(source, name)
+    if isinstance(source, (str, Path)):
+        state = read_checkpoint(source)
+    else:
+        state = detector_state_from_checkpoint(source, source=name)
     report = compare_state_dict(model, state, optional_prefixes=optional_prefixes)
     if not report.ok:
         raise CheckpointMismatchError(report, name)
@@ -193,7 +241,7 @@ def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
                 "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth) to that path, point "
                 "model.backbone_weights at the file, or set model.pretrained=false."
             )
-        return extract_state_dict(_torch_load(path), str(path))
+        return detector_state_from_checkpoint(read_checkpoint_file(path), source=str(path))
     file_name = path_or_url.rsplit("/", 1)[-1]
     try:
         state = torch.hub.load_state_dict_from_url(
@@ -206,7 +254,7 @@ def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
             f"and either put it at {cache} (the torch hub cache) or anywhere and set "
             f"model.backbone_weights=/path/to/{file_name}; model.pretrained=false trains from scratch."
         ) from err
-    return extract_state_dict(state, path_or_url)
+    return detector_state_from_checkpoint(state, source=path_or_url)
 
 
 def load_pretrained_backbone(model: nn.Module, path_or_url: str) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from lib.models import CheckpointMismatchError, build_detector, load_model_state, load_pretrained_backbone
 from lib.models.backbones import DLA34
+from lib.models.checkpoint_io import CheckpointError
 
 
 def _small(model_type: str = "did", **kwargs) -> torch.nn.Module:
@@ -100,10 +101,24 @@ def test_partial_depth_branch_is_an_error() -> None:
 def test_unreadable_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pth: not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pth: cannot be read as a weights-only checkpoint"):
         load_model_state(_small(), path)
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model_state(_small(), tmp_path / "absent.pth")
+
+
+def test_skd_wrapper_gives_the_student_and_refuses_unknown_parts() -> None:
+    student, teacher = _small(depth_branch=False), _small(depth_branch=False)
+    wrapper = {f"centernet_rgb.{k}": v for k, v in student.state_dict().items()}
+    wrapper |= {f"centernet_depth.{k}": v + 1 for k, v in teacher.state_dict().items()}
+    wrapper["adapt_layer8.0.weight"] = torch.zeros(1)
+    wrapper["rgb_fs.0.conv.weight"] = torch.zeros(1)
+    dst = _small(depth_branch=False)
+    load_model_state(dst, {"model_state": wrapper, "epoch": 150})
+    _assert_same_state(student, dst)
+    wrapper["discriminator.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"MonoSKD distillation layout .* unknown keys \(1\): discrim"):
+        load_model_state(dst, {"model_state": wrapper})
 
 
 @pytest.fixture(scope="module")
