@@ -64,17 +64,34 @@ def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
 
 
 def time_setting(
-    config: str, overrides: list[str], *, device: torch.device, amp: str, steps: int, warmup: int
+    config: str,
+    overrides: list[str],
+    *,
+    device: torch.device,
+    amp: str,
+    steps: int,
+    warmup: int,
+    channels_last: bool = False,
+    compile_model: bool = False,
 ) -> dict:
+    """Time ``steps`` training steps of one config after ``warmup`` untimed ones.
+
+    ``channels_last`` stores the weights (and so the activations) NHWC; ``compile_model`` wraps
+    the task in ``torch.compile`` (its compilation happens in the warm-up steps). On CUDA the
+    peak allocated memory of the timed steps is reported in MiB.
+    """
     cfg = load_config(REPO / config, overrides)
     dataset = build_dataset(cfg, cfg.dataset.train_split, train=True)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=True, num_workers=cfg.dataset.num_workers
     )
-    task, built = build_task(cfg)
-    task.to(device).train()
-    named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
-    optimizer = build_optimizer(named or task.named_parameters(), name="adam", lr=1e-4, weight_decay=0.0)
+    module, built = build_task(cfg)
+    module.to(device).train()
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    named = module.named_trainable_parameters() if hasattr(module, "named_trainable_parameters") else None
+    optimizer = build_optimizer(named or module.named_parameters(), name="adam", lr=1e-4, weight_decay=0.0)
+    task = torch.compile(module) if compile_model else module
     dtype = resolve_amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     data_s, step_s, cpu_s = [], [], []
@@ -97,6 +114,8 @@ def time_setting(
         scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if i == warmup - 1 and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         if i >= warmup:  # allocations, kernel selection, the allocator's growth
             data_s.append(loaded - start)
             step_s.append(time.perf_counter() - loaded)
@@ -110,6 +129,8 @@ def time_setting(
         "step": step,
         "step_cpu": sum(cpu_s) / steps,
         "images_per_s": batch_size / (data + step),
+        "images_per_s_step": batch_size / step,  # the model alone (loader overlapped by workers)
+        "peak_mem_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
     }
 
 
