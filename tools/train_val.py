@@ -106,6 +106,7 @@ def trainer_settings(cfg: Config) -> TrainerSettings:
         max_iters_per_epoch=t.max_iters_per_epoch,
         htl_init_pass=t.htl_init_pass,
         seed=cfg.experiment.seed,
+        accumulate_steps=t.accumulate_steps,
     )
 
 

@@ -6,7 +6,8 @@ Read top to bottom like nanoGPT's ``train.py``: :meth:`Trainer.fit` runs the epo
 losses; the trainer only weights, sums, back-propagates and logs them (STYLE "Models, losses").
 
 Per epoch ``t`` (0-based): HTL weights for ``t`` (the 7 detection tasks; every other loss term
-weighs 1) → steps → epoch-mean losses pushed to HTL → ``scheduler.step()`` (per-epoch schedule,
+weighs 1) → steps (one optimizer step per ``accumulate_steps`` batches,
+:func:`accumulation_step`) → epoch-mean losses pushed to HTL → ``scheduler.step()`` (per-epoch schedule,
 ``lib/engine/optim.py``) → evaluation every ``eval_frequency`` epochs from ``eval_start`` and
 at the last epoch → checkpoints (``last.pth`` always, ``checkpoint_epoch_<N>.pth`` every
 ``save_frequency`` epochs, ``best.pth`` on a new best Car 3D Moderate AP40), N = epochs done.
@@ -67,8 +68,11 @@ class TrainerSettings:
     max_iters_per_epoch: int = 0
     htl_init_pass: bool = True
     seed: int = 444
+    accumulate_steps: int = 1
 
     def __post_init__(self) -> None:
+        if self.accumulate_steps < 1:
+            raise ValueError(f"trainer.accumulate_steps must be >= 1, got {self.accumulate_steps}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"trainer.amp: unknown mode {self.amp!r} (choose from {', '.join(AMP_MODES)})")
         if self.max_epoch < 1:
@@ -90,6 +94,24 @@ def resolve_amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16":
         return torch.float16
     raise ValueError(f"trainer.amp: unknown mode {amp!r} (choose from {', '.join(AMP_MODES)})")
+
+
+def accumulation_step(step: int, total: int, accumulate_steps: int) -> tuple[float, bool]:
+    """Gradient accumulation: how loader batch ``step`` (0-based, of ``total``) enters an update.
+
+    Batches are grouped in runs of ``accumulate_steps`` (the last run of an epoch may be shorter);
+    each batch's loss is scaled by 1 / (its run's length), so the summed gradients are those of the
+    mean loss over the run's samples: one update equals one step of a batch ``accumulate_steps``
+    times larger (same per-epoch lr schedule). BatchNorm is the exception: it normalises with, and
+    updates its running statistics from, each micro-batch, so a network with BatchNorm in train
+    mode gets close to, not exactly, the full-batch step.
+
+    Returns:
+        (loss scale, whether the optimizer steps after this batch).
+    """
+    first = step - step % accumulate_steps
+    size = min(accumulate_steps, total - first)
+    return 1.0 / size, step == first + size - 1
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
@@ -291,22 +313,19 @@ class Trainer:
             disable=not self.dist.is_main,
         )
         start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar):
             batch = move_to_device(batch, self.device)
-            with self._autocast():
-                losses = self.model(batch)
-            losses = {name: value.float() for name, value in losses.items()}  # weighted sum in fp32
-            total_loss = sum(weights.get(name, 1.0) * value for name, value in losses.items())
-            self._check_finite(losses, total_loss, epoch=epoch, step=step, batch=batch)
-
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total_loss).backward()
-            if self.settings.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.iteration += 1
+            loss_scale, update = accumulation_step(step, total, self.settings.accumulate_steps)
+            with self._sync_gradients(update):
+                with self._autocast():
+                    losses = self.model(batch)
+                losses = {name: value.float() for name, value in losses.items()}  # weighted sum in fp32
+                total_loss = sum(weights.get(name, 1.0) * value for name, value in losses.items())
+                self._check_finite(losses, total_loss, epoch=epoch, step=step, batch=batch)
+                self.scaler.scale(total_loss * loss_scale).backward()
+            if update:
+                self._optimizer_step()
 
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach()
@@ -353,6 +372,22 @@ class Trainer:
         names = sorted(sums)
         means = dist_utils.all_reduce_mean(torch.stack([sums[n] / max(count, 1) for n in names]))
         return {n: float(v) for n, v in zip(names, means.tolist(), strict=True)}
+
+    def _sync_gradients(self, update: bool) -> contextlib.AbstractContextManager:
+        """DDP all-reduces gradients only on the micro-step that ends an update (``no_sync`` before)."""
+        if update or not isinstance(self.model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def _optimizer_step(self) -> None:
+        """Clip (if set), step the optimizer on the accumulated gradients, then clear them."""
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
