@@ -1,0 +1,167 @@
+"""tools/make_submission.py on synthetic result folders, and the test-split path that feeds it:
+train on trainval without evaluation, ``-e`` on a split without labels, zip."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lib.datasets.kitti_io import write_split
+from lib.datasets.synthetic import write_dataset
+from lib.errors import run_cli
+from lib.utils.logging import LOGGER_NAMES
+from tools.make_submission import main
+from tools.train_val import main as train_val_main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CAR = "Car -1 -1 -1.57 100.00 150.00 200.00 250.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50 0.87\n"
+PEDESTRIAN = "Pedestrian -1 -1 0.20 600.00 160.00 640.00 260.00 1.76 0.66 0.84 -2.00 1.60 12.00 0.10 0.41\n"
+
+
+def submit(*args: str | Path) -> int:
+    return run_cli(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A result folder of the whole KITTI test split: 7518 files in data/, three with objects."""
+    data = tmp_path / "results" / "test" / "data"
+    data.mkdir(parents=True)
+    for i in range(7518):
+        (data / f"{i:06d}.txt").touch()
+    (data / "000000.txt").write_text(CAR + PEDESTRIAN)
+    (data / "000007.txt").write_text(CAR)
+    (data / "007517.txt").write_text(CAR + CAR)
+    return tmp_path / "results" / "test"
+
+
+def test_good_folder_gives_a_flat_zip_of_every_test_frame(results: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sub" / "monommkd.zip"
+    assert submit(results, "--out", out) == 0
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        assert names == [f"{i:06d}.txt" for i in range(7518)]  # top level, no folder, frame order
+        assert archive.read("000000.txt").decode() == CAR + PEDESTRIAN
+        assert archive.read("007517.txt").decode() == CAR + CAR
+        assert archive.read("000001.txt") == b""
+    printed = capsys.readouterr().out
+    assert "7518 frames checked (7515 without detections); detections: Car 4, Pedestrian 1" in printed
+    assert not list(out.parent.glob("*.partial"))
+
+    assert submit(results, "--out", out) == 2  # an existing zip is kept
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert submit(results, "--out", out, "--overwrite") == 0
+    assert submit(results / "data") == 0  # the files' own folder works too
+    assert (results / "data" / "submission.zip").is_file()
+
+
+def test_missing_frames_are_named(results: Path, tmp_path: Path, capsys) -> None:
+    (results / "data" / "000005.txt").unlink()
+    (results / "data" / "007517.txt").unlink()
+    assert submit(results, "--out", tmp_path / "s.zip") == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{results / 'data'}: 2 of the 7518 frames of " in err
+        and "have no result file: 000005 007517 (" in err
+    )
+    assert not (tmp_path / "s.zip").exists()
+
+
+def test_a_file_of_another_frame_is_refused(results: Path, tmp_path: Path, capsys) -> None:
+    (results / "data" / "007518.txt").touch()
+    assert submit(results, "--out", tmp_path / "s.zip") == 2
+    assert "result files of frames that are not in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (CAR + CAR.rsplit(" ", 1)[0] + "\n", "000007.txt:2: expected 16 columns, got 15"),
+        (CAR.replace("Car", "car"), "000007.txt:1: unknown object type 'car'"),
+        (PEDESTRIAN + CAR.replace("20.00", "nan"), "000007.txt:2: NaN or infinite value"),
+        (CAR.replace("1.60", "1,60"), "000007.txt:1: non-numeric field"),
+    ],
+)
+def test_malformed_line_names_file_and_line(results: Path, tmp_path: Path, capsys, text, message) -> None:
+    (results / "data" / "000007.txt").write_text(text)
+    assert submit(results, "--out", tmp_path / "s.zip") == 2
+    err = capsys.readouterr().err
+    assert str(results / "data" / "000007.txt") in err and message in err
+    assert not (tmp_path / "s.zip").exists()
+
+
+TRAINVAL_CONFIG = """\
+_base_: {base}
+experiment:
+  name: trainval
+  seed: 3
+dataset:
+  root_dir: {data}
+  train_split: trainval
+  writelist: [Car]
+  resolution: [128, 64]
+  batch_size: 2
+  num_workers: 0
+  check_split_sizes: false
+model:
+  type: gupnet
+  input: rgb
+  backbone: resnet18
+  pretrained: false
+  head_conv: 16
+  depth_branch: false
+lr_scheduler:
+  warmup_epochs: 1
+trainer:
+  max_epoch: 1
+  eval_frequency: 0
+tester:
+  split: test
+  threshold: 0.0
+"""
+
+
+@pytest.fixture
+def restore_loggers():
+    yield
+    for name in LOGGER_NAMES:  # train_val attaches file handlers to the run folder
+        for handler in list(logging.getLogger(name).handlers):
+            logging.getLogger(name).removeHandler(handler)
+            handler.close()
+
+
+def test_trainval_run_then_test_split_then_zip(tmp_path: Path, restore_loggers, monkeypatch, capsys) -> None:
+    """The submission path on a synthetic set: training/ (6 labelled frames, all of them
+    trainval) and testing/ (4 frames without labels listed in ImageSets/test.txt)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = tmp_path / "data"
+    write_dataset(data, frames=6, seed=2, image_size=(320, 96))
+    for folder in ("image_2", "calib"):
+        shutil.copytree(data / "training" / folder, data / "testing" / folder)
+    write_split(data / "ImageSets" / "test.txt", [0, 2, 3, 5])
+    config = tmp_path / "trainval.yaml"
+    config.write_text(TRAINVAL_CONFIG.format(base=REPO_ROOT / "configs" / "base.yaml", data=data))
+    outputs = f"experiment.output_dir={tmp_path / 'outputs'}"
+
+    assert run_cli(train_val_main, ["--config", str(config), outputs]) == 0
+    run_dir = tmp_path / "outputs" / "trainval"
+    assert (run_dir / "checkpoints" / "last.pth").is_file() and not (run_dir / "results").exists()
+    assert run_cli(train_val_main, ["--config", str(config), "-e", outputs]) == 0  # tester.split: test
+    results = run_dir / "results" / "test"
+    assert sorted(p.name for p in (results / "data").iterdir()) == [
+        "000000.txt",
+        "000002.txt",
+        "000003.txt",
+        "000005.txt",
+    ]
+    assert not (results / "ap.json").exists()  # no labels, no AP
+
+    capsys.readouterr()
+    assert submit(results, "--split", data / "ImageSets" / "test.txt", "--out", tmp_path / "s.zip") == 0
+    with zipfile.ZipFile(tmp_path / "s.zip") as archive:
+        assert archive.namelist() == ["000000.txt", "000002.txt", "000003.txt", "000005.txt"]
+        assert archive.read("000003.txt") == (results / "data" / "000003.txt").read_bytes()
