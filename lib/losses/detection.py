@@ -29,6 +29,10 @@ MODEL_TYPES: tuple[str, ...] = ("did", "gupnet")
 # CornerNet focal loss clamps the heatmap probability away from 0 and 1 (REFERENCE §2).
 HEATMAP_EPS = 1e-4
 
+# √2 of the Laplacian loss, exact; GUPNet and MonoSKD write the literal 1.4142 (up to 3e-5
+# relative on a loss term, docs/parity.md).
+LAPLACE_SQRT2 = math.sqrt(2.0)
+
 
 def safe_mean(x: Tensor) -> Tensor:
     """Mean of all elements, 0 for an empty tensor (still part of the graph)."""
@@ -77,7 +81,7 @@ def laplacian_uncertainty_loss(pred: Tensor, target: Tensor, log_variance: Tenso
     """
     log_variance = log_variance.float()
     residual = (pred.float() - target.float()).abs()
-    return safe_mean(math.sqrt(2.0) * torch.exp(-0.5 * log_variance) * residual + 0.5 * log_variance)
+    return safe_mean(LAPLACE_SQRT2 * torch.exp(-0.5 * log_variance) * residual + 0.5 * log_variance)
 
 
 def size3d_loss_gupnet(pred: Tensor, target: Tensor, h_log_variance: Tensor) -> Tensor:

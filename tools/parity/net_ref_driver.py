@@ -121,7 +121,55 @@ def gupnet_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-TASKS = {"gupnet_forward": gupnet_forward}
+LOSS_TERMS = ("seg", "offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
+PRED_KEYS = {
+    "gupnet": ("depth", "offset_3d", "size_3d", "h3d_log_variance", "heading"),
+    "did": ("offset_3d", "size_3d", "heading", "vis_depth", "att_depth")
+    + ("vis_depth_uncer", "att_depth_uncer"),
+}
+TARGET_KEYS = {
+    "gupnet": ("heatmap", "indices", "mask_2d", "offset_2d", "size_2d", "offset_3d", "size_3d", "depth")
+    + ("heading_bin", "heading_res"),
+}
+TARGET_KEYS["did"] = TARGET_KEYS["gupnet"] + ("vis_depth", "att_depth", "depth_mask")
+
+
+def _loss_case(loss_cls, model_type: str, inp: dict[str, np.ndarray], case: str) -> np.ndarray:
+    """The 7 loss terms of one case (prefix ``case/`` in ``inp``), NaN for a missing term."""
+    preds = {k: _t(inp[f"{case}/pred/{k}"]).clone() for k in ("heatmap", "offset_2d", "size_2d")}
+    preds.update({k: _t(inp[f"{case}/pred/{k}"]) for k in PRED_KEYS[model_type]})
+    targets = {k: _t(inp[f"{case}/target/{k}"]) for k in TARGET_KEYS[model_type]}
+    targets["mask_2d"] = targets["mask_2d"].bool()
+    if "depth_mask" in targets:
+        targets["depth_mask"] = targets["depth_mask"].bool()
+    preds["train_tag"] = torch.ones(int(targets["mask_2d"].sum()), dtype=torch.bool)
+    if model_type == "did":  # the model's own sums, as DID.py returns them
+        preds["ins_depth"] = preds["vis_depth"] + preds["att_depth"]
+        stacked = torch.stack([preds["vis_depth_uncer"], preds["att_depth_uncer"]], -1)
+        preds["ins_depth_uncer"] = torch.logsumexp(stacked, -1)
+    loss = loss_cls(epoch=0)
+    loss(preds, targets)
+    return np.array([float(loss.stat[f"{name}_loss"]) for name in LOSS_TERMS], dtype=np.float64)
+
+
+def _losses(module_name: str, class_name: str, model_type: str, inp: dict[str, np.ndarray]) -> dict:
+    module = importlib.import_module(module_name)
+    loss_cls = getattr(module, class_name)
+    cases = sorted({k.split("/")[0] for k in inp})
+    return {f"{case}/ref_terms": _loss_case(loss_cls, model_type, inp, case) for case in cases}
+
+
+def gupnet_loss(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """GupnetLoss (lib/losses/loss_function.py): the 7 terms per case, in LOSS_TERMS order."""
+    return _losses("lib.losses.loss_function", "GupnetLoss", "gupnet", inp)
+
+
+def did_loss(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """MonoSKD DIDLoss (lib/losses/loss_function.py): the 7 terms per case."""
+    return _losses("lib.losses.loss_function", "DIDLoss", "did", inp)
+
+
+TASKS = {"gupnet_forward": gupnet_forward, "gupnet_loss": gupnet_loss, "did_loss": did_loss}
 
 
 def main(argv: list[str]) -> None:

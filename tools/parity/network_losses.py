@@ -89,9 +89,93 @@ def _gupnet_forward(ref: Path) -> dict[str, np.ndarray]:
     return {**inputs, **run_reference("gupnet_forward", ref, inputs)}
 
 
+def loss_case(rng: np.random.Generator, model_type: str, mask: np.ndarray, *, positives: bool = True) -> dict:
+    """Random network outputs and targets of a (2, 3, 12, 20) grid with ``mask`` (B, M) objects.
+
+    The heatmap target is a random field in [0, 0.9] with an exact 1 at each object cell when
+    ``positives``; DID targets have ~70 % LiDAR cells, one object none.
+    """
+    b, m = mask.shape
+    h, w, n = 12, 20, int(mask.sum())
+    cells = rng.choice(h * w, size=(b, m), replace=False)
+    heat = rng.uniform(0.0, 0.9, size=(b, 3, h, w)) ** 3
+    cls = rng.integers(0, 3, size=(b, m))
+    if positives:
+        for i, j in zip(*np.nonzero(mask), strict=True):
+            heat[i, cls[i, j], cells[i, j] // w, cells[i, j] % w] = 1.0
+    depth = rng.uniform(5.0, 60.0, size=(b, m, 1))
+    case = {
+        "pred/heatmap": rng.normal(-1.0, 2.0, size=(b, 3, h, w)),
+        "pred/offset_2d": rng.normal(0.5, 0.3, size=(b, 2, h, w)),
+        "pred/size_2d": rng.normal(8.0, 3.0, size=(b, 2, h, w)),
+        "pred/offset_3d": rng.normal(0.5, 0.4, size=(n, 2)),
+        "pred/size_3d": rng.normal(0.0, 0.2, size=(n, 3)),
+        "pred/heading": rng.normal(0.0, 1.0, size=(n, 24)),
+        "target/heatmap": heat,
+        "target/indices": cells.astype(np.int64),
+        "target/mask_2d": mask,
+        "target/offset_2d": rng.uniform(0.0, 1.0, size=(b, m, 2)),
+        "target/size_2d": rng.uniform(2.0, 20.0, size=(b, m, 2)),
+        "target/offset_3d": rng.uniform(-0.5, 1.5, size=(b, m, 2)),
+        "target/size_3d": rng.normal(0.0, 0.2, size=(b, m, 3)),
+        "target/depth": depth,
+        "target/heading_bin": rng.integers(0, 12, size=(b, m, 1)).astype(np.int64),
+        "target/heading_res": rng.uniform(-0.26, 0.26, size=(b, m, 1)),
+    }
+    if model_type == "gupnet":
+        case["pred/depth"] = np.stack([rng.uniform(5.0, 60.0, n), rng.normal(0.0, 1.0, n)], axis=1)
+        case["pred/h3d_log_variance"] = rng.normal(-1.0, 0.5, size=(n, 1))
+        return case
+    lidar = depth[..., None] + rng.normal(0.0, 1.0, size=(b, m, 7, 7))
+    depth_mask = rng.uniform(size=(b, m, 7, 7)) < 0.7
+    depth_mask[0, 0] = False  # an object without LiDAR cells
+    case.update(
+        {
+            "pred/vis_depth": rng.uniform(5.0, 60.0, size=(n, 7, 7)),
+            "pred/att_depth": rng.normal(0.0, 1.0, size=(n, 7, 7)),
+            "pred/vis_depth_uncer": rng.normal(0.0, 1.0, size=(n, 7, 7)),
+            "pred/att_depth_uncer": rng.normal(-1.0, 1.0, size=(n, 7, 7)),
+            "target/vis_depth": np.where(depth_mask, lidar, 0.0),
+            "target/att_depth": np.where(depth_mask, depth[..., None] - lidar, 0.0),
+            "target/depth_mask": depth_mask,
+        }
+    )
+    return case
+
+
+def _loss_inputs(model_type: str, seed: int) -> dict[str, np.ndarray]:
+    """Cases ``main`` (objects, positives), ``nopos`` (no heatmap peak of 1), ``empty`` (no
+    object); DID also ``nolidar`` (no LiDAR cell in the whole batch)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((2, 6), dtype=bool)
+    mask[0, [0, 1, 3]] = True
+    mask[1, [0, 2, 4, 5]] = True
+    cases = {
+        "main": loss_case(rng, model_type, mask),
+        "nopos": loss_case(rng, model_type, mask, positives=False),
+        "empty": loss_case(rng, model_type, np.zeros_like(mask)),
+    }
+    if model_type == "did":
+        cases["nolidar"] = loss_case(rng, model_type, mask)
+        cases["nolidar"]["target/depth_mask"][:] = False
+    return {f"{case}/{k}": v for case, arrays in cases.items() for k, v in arrays.items()}
+
+
+def _gupnet_loss(ref: Path) -> dict[str, np.ndarray]:
+    inputs = _loss_inputs("gupnet", 21)
+    return {**inputs, **run_reference("gupnet_loss", ref, inputs)}
+
+
+def _did_loss(ref: Path) -> dict[str, np.ndarray]:
+    inputs = _loss_inputs("did", 22)
+    return {**inputs, **run_reference("did_loss", ref, inputs)}
+
+
 # fixture file -> (reference key, builder)
 FIXTURES: dict[str, tuple[str, Callable[[Path], dict[str, np.ndarray]]]] = {
     "net_gupnet.npz": ("gupnet", _gupnet_forward),
+    "loss_gupnet.npz": ("gupnet", _gupnet_loss),
+    "loss_did.npz": ("monoskd", _did_loss),
 }
 
 
