@@ -256,3 +256,31 @@ def compose_panel(
     if side is None:
         return left
     return np.concatenate([left, resize_to(side, height=left.shape[0])], axis=1)
+
+
+def render_detections(
+    image: np.ndarray,
+    objects: Sequence[Object3d],
+    P2: np.ndarray,
+    *,
+    width: int = 960,
+    title: str = "",
+    z_range: tuple[float, float] = (0.0, 70.0),
+) -> np.ndarray:
+    """Detections of one frame without LiDAR: red 3D boxes with scores on the image (``width``
+    wide) and, on its right, their footprints from above at the image's height.
+
+    Args:
+        image: (H, W, 3) uint8 RGB. objects: detections in the image's camera. P2: (3, 4) its projection.
+        title: written on the image. z_range: metres ahead shown in the bird's-eye view.
+
+    Returns:
+        (h, width + bev width, 3) uint8 RGB, h = H · width / W.
+    """
+    boxes = resize_to(draw_boxes_3d(image, objects, P2, colour=PRED_COLOUR, show_score=True), width=width)
+    if title:
+        boxes = add_title(boxes, title)
+    P = np.repeat(np.asarray(P2, np.float64)[None], 4, axis=0)
+    camera = Calibration(P=P, R0=np.eye(3), V2C=np.eye(3, 4))  # no scan to place: only P is read
+    bev = draw_bev(np.zeros((0, 3)), camera, pred=objects, z_range=z_range)
+    return compose_panel([boxes], bev, width=width)

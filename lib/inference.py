@@ -1,0 +1,416 @@
+"""Run a trained detector on any image with any camera: input preparation, backends, decoding.
+
+The path of one frame (docs/reference.md §4, as ``tools/train_val.py -e`` runs it):
+
+1. :func:`prepare_input`: an image whose aspect ratio (H/W) differs from the network input's by
+   more than :data:`ASPECT_TOLERANCE` is first padded with black, centred, to that aspect ratio,
+   and its camera adjusted (the principal point moves by the padding). The (padded) frame is
+   then made into the network input exactly as in evaluation: the whole image warped to the
+   resolution by the evaluation affine (lib/datasets/augment.py ``augment_sample`` without a
+   generator), ImageNet normalisation, the file's P2, the crop window = the whole frame.
+   The evaluation affine scales by the width only while the crop window (and decoding's
+   ``bbox_downsample_ratio``) maps rows as if the whole height filled the input: nearly true
+   for KITTI frames at 1280×384 (0.6 %), 10 % off at the demo's 384×128, and for a 16:9 frame
+   the input would hold only its middle band. Within the tolerance, frames are treated exactly
+   as the model was trained and evaluated (KITTI frames are never padded, even at 384×128);
+   beyond it, the padding makes the mapping exact.
+2. A backend runs :class:`InferenceGraph` (backbone, neck, heads, top-K peaks, RoI heads, depth
+   and its confidence): :class:`TorchBackend` in PyTorch, :class:`OnnxBackend` the file that
+   :func:`export_onnx` wrote. Both return the same named numpy arrays (:data:`OUTPUT_NAMES`).
+3. :func:`decode_outputs`: the shared box decoding (:func:`lib.decode.decode_detections`) with
+   the (padded) frame's camera, then the 2D boxes moved back by the padding.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.config import Config
+from lib.datasets.augment import augment_sample
+from lib.datasets.kitti import normalize_image
+from lib.datasets.kitti_io import Object3d, read_calib
+from lib.decode import decode_detections
+from lib.errors import UserError
+from lib.models.build import build_detector
+from lib.models.checkpoint_io import load_model_state
+from lib.models.detector import Detector
+
+ASPECT_TOLERANCE = 0.15  # relative difference of H/W from the input's beyond which a frame is padded
+INPUT_NAMES = ("images", "calib", "coord_range")
+# Every output has the batch first; K = top-K peaks, Hf, Wf = the stride-4 feature map.
+OUTPUT_NAMES = (
+    "scores",  # (B, K) heatmap score of each peak
+    "cls",  # (B, K) int64 class id
+    "xs",  # (B, K) int64 peak column, feature cells
+    "ys",  # (B, K) int64 peak row
+    "offset_2d",  # (B, 2, Hf, Wf) dense 2D centre offset, feature px
+    "size_2d",  # (B, 2, Hf, Wf) dense 2D box size, feature px
+    "offset_3d",  # (B, K, 2) projected 3D centre offset, feature px
+    "size_3d",  # (B, K, 3) h, w, l residuals to the class mean, metres
+    "heading",  # (B, K, 24) 12 bin logits + 12 residuals
+    "depth",  # (B, K, 2) depth (m), its log-variance
+    "depth_confidence",  # (B, K) the decoding's depth confidence
+)
+ROI_OUTPUTS = ("offset_3d", "size_3d", "heading", "depth", "depth_confidence")
+ONNX_OPSET = 17
+RAW_CALIB_KEY = "P_rect_02"  # the left colour camera in KITTI raw's calib_cam_to_cam.txt
+
+
+class CameraError(UserError, ValueError):
+    """A missing or malformed camera: the message names the file or the option."""
+
+
+def intrinsics_projection(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(3, 4) projection [K | 0] of a pinhole camera (pixels), the rect frame = the camera frame."""
+    if not (fx > 0 and fy > 0 and np.isfinite([fx, fy, cx, cy]).all()):
+        raise CameraError(
+            f"--intrinsics: fx and fy must be positive and all values finite, got {fx, fy, cx, cy}"
+        )
+    return np.array([[fx, 0.0, cx, 0.0], [0.0, fy, cy, 0.0], [0.0, 0.0, 1.0, 0.0]])
+
+
+def parse_intrinsics(text: str) -> np.ndarray:
+    """``"fx,fy,cx,cy"`` (pixels) → (3, 4) projection (:func:`intrinsics_projection`)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise CameraError(f"--intrinsics: expected four numbers fx,fy,cx,cy, got {text!r}")
+    return intrinsics_projection(*values)
+
+
+def read_projection(path: str | Path) -> np.ndarray:
+    """The left colour camera's (3, 4) projection from a KITTI calib file (``P2``, with
+    ``R0_rect`` and ``Tr_velo_to_cam`` as :func:`lib.datasets.kitti_io.read_calib` requires) or
+    a KITTI raw ``calib_cam_to_cam.txt`` (``P_rect_02``).
+
+    Raises:
+        FileNotFoundError: no such file. CameraError / KittiFormatError: malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"calib file not found: {path}")
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        key, _, rest = line.partition(":")
+        if key.strip() != RAW_CALIB_KEY:
+            continue
+        try:
+            values = np.array([float(v) for v in rest.split()])
+        except ValueError:
+            values = np.zeros(0)
+        if values.size != 12 or not np.isfinite(values).all() or values[0] <= 0:
+            raise CameraError(f"{path}:{lineno}: {RAW_CALIB_KEY} needs 12 finite values with fx > 0")
+        return values.reshape(3, 4)
+    P2 = read_calib(path).P2
+    if not (P2[0, 0] > 0 and P2[1, 1] > 0):
+        raise CameraError(f"{path}: P2 has a non-positive focal length")
+    return P2
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image to run on: a name (result file stem), (H, W, 3) uint8 RGB, (3, 4) projection."""
+
+    name: str
+    image: np.ndarray
+    P2: np.ndarray
+
+
+@dataclass(frozen=True)
+class NetworkInput:
+    """A frame made into the network's input (see the module docstring).
+
+    Attributes:
+        rgb: (3, H_in, W_in) float32, ImageNet-normalised.
+        calib: (3, 4) float64 projection of the padded frame (= the file's without padding).
+        coord_range: (2, 2) crop window [[x0, y0], [x1, y1]] in padded-frame px.
+        ratio: (2,) bbox_downsample_ratio, padded frame size / feature size.
+        pad: (2,) px of black added left and on top.
+    """
+
+    rgb: np.ndarray
+    calib: np.ndarray
+    coord_range: np.ndarray
+    ratio: np.ndarray
+    pad: np.ndarray
+
+
+def pad_to_aspect(
+    image: np.ndarray, P2: np.ndarray, resolution: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad an image with black, centred, to the aspect ratio of ``resolution`` (W, H) when its own
+    differs by more than :data:`ASPECT_TOLERANCE`; the projection follows the pixels.
+
+    Returns:
+        The (padded) image, its (3, 4) projection (u' = u + pad_x: P' = [[1, 0, px], [0, 1, py],
+        [0, 0, 1]] · P) and the (2,) int padding (left, top).
+    """
+    height, width = image.shape[:2]
+    target = resolution[1] / resolution[0]  # H / W of the network input
+    pad = np.zeros(2, np.int64)
+    if abs(height / width - target) > ASPECT_TOLERANCE * target:
+        if height / width > target:  # too tall: pad the sides
+            pad[0] = (round(height / target) - width) // 2
+        else:
+            pad[1] = (round(width * target) - height) // 2
+    if not pad.any():
+        return image, np.asarray(P2, np.float64).copy(), pad
+    padded = np.zeros((height + 2 * pad[1], width + 2 * pad[0], 3), np.uint8)
+    padded[pad[1] : pad[1] + height, pad[0] : pad[0] + width] = image
+    shift = np.array([[1.0, 0.0, pad[0]], [0.0, 1.0, pad[1]], [0.0, 0.0, 1.0]])
+    return padded, shift @ np.asarray(P2, np.float64), pad
+
+
+def prepare_input(
+    image: np.ndarray, P2: np.ndarray, *, resolution: tuple[int, int], downsample: int
+) -> NetworkInput:
+    """One frame → the network input, as ``KittiDataset`` makes an evaluation sample.
+
+    Args:
+        image: (H, W, 3) uint8 RGB. P2: (3, 4) its projection.
+        resolution: network input (W_in, H_in). downsample: feature stride.
+    """
+    image, P2, pad = pad_to_aspect(image, P2, resolution)
+    aug = augment_sample(image, None, [], P2, None, resolution=resolution)
+    size = np.array([image.shape[1], image.shape[0]], np.float64)
+    feature_size = np.array([resolution[0] // downsample, resolution[1] // downsample])
+    return NetworkInput(
+        rgb=normalize_image(aug.image),
+        calib=aug.P2,
+        coord_range=np.stack([aug.center - aug.crop_size / 2, aug.center + aug.crop_size / 2]),
+        ratio=(size / feature_size).astype(np.float32),
+        pad=pad,
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Frames and their network inputs; ``arrays`` holds the :data:`INPUT_NAMES` float32 arrays."""
+
+    frames: list[Frame]
+    inputs: list[NetworkInput]
+    arrays: dict[str, np.ndarray]
+
+
+def make_batch(frames: Sequence[Frame], *, resolution: tuple[int, int], downsample: int) -> Batch:
+    """Prepare and stack frames; each is made into the same input size on its own, so a batch
+    may mix image sizes (KITTI's do), each frame with its own camera."""
+    if not frames:
+        raise ValueError("make_batch needs at least one frame")
+    inputs = [prepare_input(f.image, f.P2, resolution=resolution, downsample=downsample) for f in frames]
+    arrays = {
+        "images": np.stack([i.rgb for i in inputs]),
+        "calib": np.stack([i.calib for i in inputs]).astype(np.float32),
+        "coord_range": np.stack([i.coord_range for i in inputs]).astype(np.float32),
+    }
+    return Batch(frames=list(frames), inputs=inputs, arrays=arrays)
+
+
+class InferenceGraph(nn.Module):
+    """The exported inference graph: detector in eval mode with its top-K peaks → the
+    :data:`OUTPUT_NAMES` tensors in that order, RoI outputs reshaped to (B, K, ...)."""
+
+    def __init__(self, detector: Detector, *, topk: int) -> None:
+        super().__init__()
+        self.detector = detector
+        self.topk = topk
+
+    def forward(
+        self, images: torch.Tensor, calib: torch.Tensor, coord_range: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        preds = self.detector(images, calib=calib, coord_range=coord_range, topk=self.topk)
+        b, k = images.shape[0], self.topk
+        peaks = preds["topk"]
+        roi = [preds[name].reshape(b, k, *preds[name].shape[1:]) for name in ROI_OUTPUTS]
+        return (
+            peaks["scores"],
+            peaks["cls"],
+            peaks["xs"],
+            peaks["ys"],
+            preds["offset_2d"],
+            preds["size_2d"],
+            *roi,
+        )
+
+
+class TorchBackend:
+    """Runs :class:`InferenceGraph` in PyTorch (no_grad, eval mode) on a device.
+
+    Args:
+        detector: the network. topk: peaks per image. device: where it runs.
+        channels_last: NHWC memory format for the model and the images.
+        autocast_dtype: run under ``torch.autocast`` with this dtype (fp16 / bf16), None: fp32.
+        compile: wrap the graph in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        topk: int,
+        device: torch.device,
+        channels_last: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool = False,
+    ) -> None:
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.autocast_dtype = autocast_dtype
+        graph = InferenceGraph(detector.eval(), topk=topk).to(device, memory_format=self.memory_format)
+        self.graph = torch.compile(graph) if compile else graph
+
+    @torch.no_grad()
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n])).to(self.device) for n in INPUT_NAMES]
+        inputs[0] = inputs[0].contiguous(memory_format=self.memory_format)
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
+            outputs = self.graph(*inputs)
+        return {
+            n: t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+            for n, t in zip(OUTPUT_NAMES, outputs, strict=True)
+        }
+
+
+class OnnxBackend:
+    """Runs an exported graph (:func:`export_onnx`) with ONNX Runtime.
+
+    Args:
+        path: the .onnx file. providers: ONNX Runtime execution providers (default: CPU).
+        threads: intra-op threads (None: ONNX Runtime's default).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort  # only this backend needs it
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as err:  # ONNX Runtime raises its own exception types for unreadable files
+            raise UserError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        if tuple(names) != OUTPUT_NAMES:
+            raise UserError(
+                f"{path}: outputs {names} are not those of tools/export_onnx.py ({list(OUTPUT_NAMES)})"
+            )
+        self.resolution = tuple(self.session.get_inputs()[0].shape[:1:-1])  # (W, H) of (B, 3, H, W)
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(
+            None, {n: np.ascontiguousarray(arrays[n], np.float32) for n in INPUT_NAMES}
+        )
+        return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+
+
+def decode_outputs(
+    outputs: Mapping[str, np.ndarray],
+    batch: Batch,
+    *,
+    model_type: str,
+    threshold: float,
+    backprojection: str = "exact",
+) -> list[list[Object3d]]:
+    """KITTI objects of every frame of a batch from a backend's outputs (shared by both backends).
+
+    Decoding (:func:`lib.decode.decode_detections`, with the threshold rule of ``model_type`` and
+    the ``backprojection`` formula) back-projects with the padded frame's camera; the 2D boxes
+    are then moved back into the frame's own pixels.
+    """
+    b, k = outputs["scores"].shape
+    preds = {
+        "topk": {n: outputs[n] for n in ("scores", "cls", "xs", "ys")},
+        "offset_2d": outputs["offset_2d"],
+        "size_2d": outputs["size_2d"],
+        **{n: outputs[n].reshape(b * k, *outputs[n].shape[2:]) for n in ROI_OUTPUTS},
+    }
+    calib = np.stack([i.calib for i in batch.inputs])
+    info = {"bbox_downsample_ratio": np.stack([i.ratio for i in batch.inputs])}
+    detections = decode_detections(
+        preds,
+        calib=calib,
+        info=info,
+        model_type=model_type,
+        threshold=threshold,
+        backprojection=backprojection,
+    )
+    out = []
+    for inp, objects in zip(batch.inputs, detections, strict=True):
+        shift = np.tile(inp.pad, 2).astype(np.float64)  # (4,) left, top, left, top
+        out.append([replace(o, box2d=o.box2d - shift) for o in objects] if inp.pad.any() else objects)
+    return out
+
+
+def load_detector(cfg: Config, checkpoint: str | Path) -> Detector:
+    """The config's detector (no backbone download) with a checkpoint's weights, in eval mode.
+
+    The one place where inference reads a checkpoint, through the project's checkpoint reader
+    (lib/models/checkpoint_io.py: every layout it accepts). Only RGB networks run on images.
+
+    Raises:
+        CheckpointMismatchError (and the reader's errors): weights of another network, unreadable file.
+    """
+    if cfg.model.input != "rgb":
+        raise UserError(
+            f"config: model.input is {cfg.model.input!r} (a teacher); inference runs RGB networks"
+        )
+    detector = build_detector(cfg, pretrained=False, input_key="rgb")
+    load_model_state(detector, Path(checkpoint))
+    return detector.eval()
+
+
+def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, int], topk: int) -> None:
+    """Write the :class:`InferenceGraph` of a detector as ONNX (opset :data:`ONNX_OPSET`), with a
+    dynamic batch axis and the input resolution (W, H) fixed; atomically (a temporary file, then
+    a rename).
+
+    The TorchScript-based exporter (``dynamo=False``) is used: it needs no package beyond onnx and
+    exports torchvision's RoIAlign (``sampling_ratio=-1``, adaptive, becomes ONNX's 0, also
+    adaptive). Its tracer warnings about Python-side shape checks are silenced: those checks hold
+    for every input of the exported shape.
+    """
+    path = Path(path)
+    width, height = resolution
+    graph = InferenceGraph(detector.eval(), topk=topk)
+    example = (
+        torch.zeros(1, 3, height, width),
+        torch.tensor([[[700.0, 0.0, width / 2, 0.0], [0.0, 700.0, height / 2, 0.0], [0.0, 0.0, 1.0, 0.0]]]),
+        torch.tensor([[[0.0, 0.0], [float(width), float(height)]]]),
+    )
+    axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*RoIAlign.*sampling_ratio.*")
+            warnings.filterwarnings("ignore", message=".*aten::index.*")
+            torch.onnx.export(
+                graph, example, tmp, dynamo=False, opset_version=ONNX_OPSET,
+                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+            )  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,163 @@
+"""Run a trained detector on your own images, folders or videos, with your camera.
+
+    python tools/infer.py --config configs/student.yaml --checkpoint outputs/student/checkpoints/best.pth \\
+        --input my_images/ --intrinsics 721.5,721.5,609.6,172.9 --out outputs/infer
+
+``--input`` is an image, a folder of images or a video. The camera is ``--calib`` (a KITTI calib
+file, a KITTI raw ``calib_cam_to_cam.txt``, or a folder of calib files named like the images) or
+``--intrinsics fx,fy,cx,cy`` in pixels. Any image size: the network input is made as in
+evaluation, after padding frames of another aspect ratio (lib/inference.py). Writes
+``<out>/data/<name>.txt`` (KITTI result lines) and ``<out>/vis/<name>.png`` (3D boxes and the
+bird's-eye view), or with ``--video-out FILE`` one MP4 of the rendered frames. ``--backend onnx``
+runs a file written by tools/export_onnx.py (then ``--checkpoint`` names the .onnx file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lib.config import load_config
+from lib.datasets.kitti_io import write_label
+from lib.errors import UserError, run_cli
+from lib.inference import (
+    Frame,
+    OnnxBackend,
+    TorchBackend,
+    decode_outputs,
+    load_detector,
+    make_batch,
+    parse_intrinsics,
+)
+from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, video_fps
+from lib.visualize import render_detections
+
+DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's camera rate)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", type=Path, required=True, help="the model's config (resolution, model type)"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help=".pth checkpoint, or .onnx with --backend onnx"
+    )
+    parser.add_argument("--input", type=Path, required=True, help="an image, a folder of images or a video")
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--calib", type=Path, help="KITTI calib file, raw calib_cam_to_cam.txt, or a folder")
+    camera.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels")
+    parser.add_argument("--out", type=Path, default=Path("outputs/infer"), help="output folder")
+    parser.add_argument("--score-threshold", type=float, help="default: the config's tester.threshold")
+    parser.add_argument(
+        "--video-out", type=Path, help="write the rendered frames into this MP4 instead of PNGs"
+    )
+    parser.add_argument("--no-render", action="store_true", help="write the result files only")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--width", type=int, default=960, help="width of the rendered image, pixels")
+    parser.add_argument(
+        "--force", action="store_true", help="write into a non-empty --out / over --video-out"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    """Consecutive lists of ``size`` frames (the last may be shorter)."""
+    iterator = iter(frames)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def build_backend(args: argparse.Namespace, cfg, device: torch.device) -> TorchBackend | OnnxBackend:
+    """The torch network of a checkpoint, or an ONNX Runtime session of an exported file."""
+    if args.backend == "torch":
+        return TorchBackend(load_detector(cfg, args.checkpoint), topk=cfg.tester.topk, device=device)
+    backend = OnnxBackend(args.checkpoint)
+    if backend.resolution != tuple(cfg.dataset.resolution):
+        raise UserError(
+            f"{args.checkpoint}: exported for input {backend.resolution}, the config says "
+            f"{tuple(cfg.dataset.resolution)} (dataset.resolution)"
+        )
+    return backend
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse to write into a user's non-empty folder or over a video unless --force."""
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+        raise UserError(f"{args.out}: the output folder is not empty (--force to write into it)")
+    if args.video_out is not None and args.video_out.exists() and not args.force:
+        raise UserError(f"{args.video_out}: exists (--force to overwrite)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
+    camera = Camera.from_options(args.calib, intrinsics)
+    check_outputs(args)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    backend = build_backend(args, cfg, device)
+    threshold = cfg.tester.threshold if args.score_threshold is None else args.score_threshold
+    resolution, downsample = tuple(cfg.dataset.resolution), cfg.dataset.downsample
+    render = not args.no_render
+    video = VideoWriter(args.video_out, fps=video_fps(args.input, DEFAULT_FPS)) if args.video_out else None
+    total, boxes = 0, 0
+    bar = tqdm(total=count_frames(args.input), unit="frame", desc="inference", disable=args.no_progress)
+    with bar, video or nullcontext():
+        for frames in batched(iter_frames(args.input, camera), args.batch_size):
+            batch = make_batch(frames, resolution=resolution, downsample=downsample)
+            detections = decode_outputs(
+                backend(batch.arrays),
+                batch,
+                model_type=cfg.model.type,
+                threshold=threshold,
+                backprojection=cfg.tester.backprojection,
+            )
+            for frame, objects in zip(frames, detections, strict=True):
+                write_label(
+                    args.out / "data" / f"{frame.name}.txt", objects, score_decimals=cfg.tester.score_decimals
+                )
+                if render:
+                    panel = render_detections(
+                        frame.image, objects, frame.P2, width=args.width, title=frame.name
+                    )
+                    _save_render(panel, frame.name, args.out, video)
+                total, boxes = total + 1, boxes + len(objects)
+            bar.update(len(frames))
+    where = f"{args.out / 'data'}" + (
+        f", {args.video_out}" if video else f", {args.out / 'vis'}" if render else ""
+    )
+    print(f"{total} frames, {boxes} objects with score >= {threshold:g}: {where}")
+    return 0
+
+
+def _save_render(panel: np.ndarray, name: str, out: Path, video: VideoWriter | None) -> None:
+    if video is not None:
+        video.write(panel)
+        return
+    path = out / "vis" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(panel[..., ::-1])):
+        raise UserError(f"{path}: could not write the image")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
