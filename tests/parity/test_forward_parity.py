@@ -20,6 +20,7 @@ from tools.parity.net_common import load_npz, seeded_images, seeded_state_dict, 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 RTOL, ATOL = 1e-5, 1e-5  # float32 through ~40 layers; values are O(1)-O(100)
+INPUT_W = 320  # width of the seeded images (tools/parity/net_common.py INPUT_SHAPE)
 
 HEADS_2D = ("heatmap", "offset_2d", "size_2d")
 GUPNET_KEYS = (*HEADS_2D, "depth", "offset_3d", "size_3d", "h3d_log_variance", "heading")
@@ -101,3 +102,54 @@ def test_gupnet_forward_eval_mode(gupnet_fixture: dict) -> None:
     _close("eval/topk_scores", out["topk"]["scores"], fx["eval/topk_scores"])
     for key in GUPNET_KEYS:
         _close(f"eval/{key}", out[key], fx[f"eval/{key}"])
+
+
+DID_KEYS = (*HEADS_2D, "offset_3d", "size_3d", "heading", "vis_depth", "att_depth", "ins_depth")
+DID_KEYS += ("vis_depth_uncer", "att_depth_uncer", "ins_depth_uncer")
+
+
+@pytest.fixture(scope="module")
+def did_fixture() -> dict:
+    return load_npz(FIXTURES / "net_did.npz")
+
+
+def _check_features(features: list[torch.Tensor], fixture: dict, mode: str) -> None:
+    """Our neck maps [s4, s8, s16, s32] against the per-(image, channel) mean / std of MonoSKD's
+    ``fusion_features`` (raw level 5, then the three IDA stages)."""
+    for f in features:
+        stride = INPUT_W // f.shape[-1]
+        flat = f.detach().flatten(2)
+        _close(f"{mode}/s{stride}_mean", flat.mean(-1), fixture[f"{mode}/s{stride}_mean"])
+        _close(f"{mode}/s{stride}_std", flat.std(-1), fixture[f"{mode}/s{stride}_std"])
+
+
+def test_did_forward_train_mode(did_fixture: dict) -> None:
+    fx = did_fixture
+    model, images, kwargs = _setup(fx, "did")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = model(images, targets=_targets(fx), **kwargs)
+    for key in DID_KEYS:
+        _close(f"train/{key}", out[key], fx[f"train/{key}"])
+    _check_features(out["features"], fx, "train")
+    _check_bn_running(model, fx["train/bn_running"], before)
+
+
+def test_did_forward_eval_mode(did_fixture: dict) -> None:
+    """Eval mode, plus the per-RoI depth and confidence that MonoSKD's decoding merges from the
+    49 cells (``extract_dets_from_outputs``: p = exp(-sigma), depth = sum(p d) / sum(p),
+    confidence = sum(p^2) / sum(p)); our network returns them as ``depth`` / ``depth_confidence``."""
+    fx = did_fixture
+    model, images, kwargs = _setup(fx, "did")
+    model.eval()
+    with torch.no_grad():
+        out = model(images, topk=50, **kwargs)
+    assert all(len(np.unique(scores)) == 50 for scores in fx["eval/topk_scores"])
+    np.testing.assert_array_equal(out["topk"]["indices"].numpy(), fx["eval/topk_indices"])
+    np.testing.assert_array_equal(out["topk"]["cls"].numpy(), fx["eval/topk_cls"])
+    _close("eval/topk_scores", out["topk"]["scores"], fx["eval/topk_scores"])
+    for key in DID_KEYS:
+        _close(f"eval/{key}", out[key], fx[f"eval/{key}"])
+    _check_features(out["features"], fx, "eval")
+    _close("eval/merged_depth", out["depth"][:, 0], fx["eval/merged_depth"])
+    _close("eval/merged_conf", out["depth_confidence"], fx["eval/merged_conf"])

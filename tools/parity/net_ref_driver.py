@@ -121,6 +121,49 @@ def gupnet_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+DID_KEYS = ("heatmap", "offset_2d", "size_2d", "offset_3d", "size_3d", "heading", "vis_depth", "att_depth")
+DID_KEYS += ("ins_depth", "vis_depth_uncer", "att_depth_uncer", "ins_depth_uncer")
+
+
+def _feature_stats(features: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per (image, channel) mean and std of each neck map, keyed by stride (compact checks)."""
+    out = {}
+    for f in features:
+        stride = common.INPUT_SHAPE[-1] // f.shape[-1]
+        flat = f.detach().flatten(2)
+        out[f"s{stride}_mean"], out[f"s{stride}_std"] = _np(flat.mean(-1)), _np(flat.std(-1))
+    return out
+
+
+def did_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """MonoSKD's DID in train and eval mode; eval adds the decode-time merged depth and confidence."""
+    import lib.models.DID as did
+    from lib.helpers.decode_helper import _nms, _topk, extract_dets_from_outputs
+
+    model, out = _build(did.DID, did, inp)
+    images = {"rgb": common.seeded_images(int(inp["image_seed"]))}
+    args = _forward_inputs(inp)
+    model.train()
+    _, ret, feats = model(images, args["coord_range"], args["calib"], targets=args["targets"], mode="train")
+    out.update({f"train/{k}": _np(ret[k]) for k in DID_KEYS})
+    out.update({f"train/{k}": v for k, v in _feature_stats(feats).items()})
+    out["train/bn_running"] = _bn_running(model)
+    model.load_state_dict(common.seeded_state_dict(model.state_dict(), int(inp["weight_seed"])))
+    model.eval()
+    with torch.no_grad():
+        _, ret, feats = model(images, args["coord_range"], args["calib"], targets=None, K=50, mode="val")
+        peaks = _topk(_nms(torch.clamp(ret["heatmap"].sigmoid(), min=1e-4, max=1 - 1e-4)), K=50)
+        dets = extract_dets_from_outputs({**ret, "heatmap": ret["heatmap"].clone()}, K=50)
+    out.update({f"eval/{k}": _np(ret[k]) for k in DID_KEYS})
+    out.update({f"eval/{k}": v for k, v in _feature_stats(feats).items()})
+    out["eval/topk_indices"] = _np(peaks[1]).astype(np.int64)
+    out["eval/topk_cls"] = _np(peaks[2]).astype(np.int64)
+    out["eval/topk_scores"] = _np(peaks[0])
+    out["eval/merged_depth"] = _np(dets[:, :, -2]).reshape(-1)
+    out["eval/merged_conf"] = _np(dets[:, :, -1]).reshape(-1)
+    return out
+
+
 LOSS_TERMS = ("seg", "offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
 PRED_KEYS = {
     "gupnet": ("depth", "offset_3d", "size_3d", "h3d_log_variance", "heading"),
@@ -169,7 +212,12 @@ def did_loss(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return _losses("lib.losses.loss_function", "DIDLoss", "did", inp)
 
 
-TASKS = {"gupnet_forward": gupnet_forward, "gupnet_loss": gupnet_loss, "did_loss": did_loss}
+TASKS = {
+    "gupnet_forward": gupnet_forward,
+    "did_forward": did_forward,
+    "gupnet_loss": gupnet_loss,
+    "did_loss": did_loss,
+}
 
 
 def main(argv: list[str]) -> None:

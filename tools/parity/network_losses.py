@@ -89,6 +89,11 @@ def _gupnet_forward(ref: Path) -> dict[str, np.ndarray]:
     return {**inputs, **run_reference("gupnet_forward", ref, inputs)}
 
 
+def _did_forward(ref: Path) -> dict[str, np.ndarray]:
+    inputs = forward_inputs(1004, 2002, np.random.default_rng(12))
+    return {**inputs, **run_reference("did_forward", ref, inputs)}
+
+
 def loss_case(rng: np.random.Generator, model_type: str, mask: np.ndarray, *, positives: bool = True) -> dict:
     """Random network outputs and targets of a (2, 3, 12, 20) grid with ``mask`` (B, M) objects.
 
@@ -174,6 +179,7 @@ def _did_loss(ref: Path) -> dict[str, np.ndarray]:
 # fixture file -> (reference key, builder)
 FIXTURES: dict[str, tuple[str, Callable[[Path], dict[str, np.ndarray]]]] = {
     "net_gupnet.npz": ("gupnet", _gupnet_forward),
+    "net_did.npz": ("monoskd", _did_forward),
     "loss_gupnet.npz": ("gupnet", _gupnet_loss),
     "loss_did.npz": ("monoskd", _did_loss),
 }
