@@ -109,9 +109,11 @@ def _match_class(
     score = det.table.score if det.table.score is not None else np.zeros(len(det.table))
     for f in range(len(gt)):
         g0, g1, d0, d1 = gt.offsets[f], gt.offsets[f + 1], det.offsets[f], det.offsets[f + 1]
+        rows = np.flatnonzero(det_names[d0:d1] == name)
+        if len(rows) == 0:
+            continue  # no detection of the class: nothing matched, no false positive
         block = overlaps[:, offsets[f] : offsets[f + 1]].reshape(3, d1 - d0, g1 - g0)
         cols = np.flatnonzero(gt_names[g0:g1] == name)  # the class's ground truth, file order
-        rows = np.flatnonzero(det_names[d0:d1] == name)
         rows = rows[np.argsort(-score[d0 + rows], kind="stable")]
         for key, (metric, min_overlap) in thresholds.items():
             match = _greedy_match(block[metric][np.ix_(rows, cols)], min_overlap)
