@@ -384,10 +384,11 @@ def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, 
     dynamic batch axis and the input resolution (W, H) fixed; atomically (a temporary file, then
     a rename).
 
-    The TorchScript-based exporter (``dynamo=False``) is used: it needs no package beyond onnx and
-    exports torchvision's RoIAlign (``sampling_ratio=-1``, adaptive, becomes ONNX's 0, also
-    adaptive). Its tracer warnings about Python-side shape checks are silenced: those checks hold
-    for every input of the exported shape.
+    The TorchScript-based exporter (``dynamo=False``) is used: it needs no package beyond onnx
+    (the torch.export-based default needs onnxscript) and exports torchvision's RoIAlign
+    (``sampling_ratio=-1``, adaptive, becomes ONNX's 0, also adaptive). torch 2.9+ calls it
+    deprecated; the pinned torch 2.14.1 runs it. Its tracer warnings about Python-side shape
+    checks are silenced: those checks hold for every input of the exported shape.
     """
     path = Path(path)
     width, height = resolution
@@ -406,6 +407,8 @@ def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, 
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*RoIAlign.*sampling_ratio.*")
             warnings.filterwarnings("ignore", message=".*aten::index.*")
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message="The feature will be removed.*")
             torch.onnx.export(
                 graph, example, tmp, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=axes,

@@ -1,0 +1,52 @@
+"""Export a trained detector's inference graph to ONNX (for ONNX Runtime, TensorRT, ...).
+
+    python tools/export_onnx.py --config configs/student.yaml \\
+        --checkpoint outputs/student/checkpoints/best.pth --out student.onnx
+
+The graph (lib/inference.py ``InferenceGraph``): backbone, neck, 2D heads, top-K peaks, RoI heads,
+depth and its confidence; inputs ``images`` (B, 3, H, W) ImageNet-normalised, ``calib`` (B, 3, 4),
+``coord_range`` (B, 2, 2); the batch axis is dynamic, H and W are the config's
+``dataset.resolution``. The box decoding stays in Python, shared with the PyTorch path:
+``python tools/infer.py --backend onnx --checkpoint student.onnx ...`` runs the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lib.config import load_config
+from lib.errors import UserError, run_cli
+from lib.inference import export_onnx, load_detector
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="the model's config")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the trained weights (.pth)")
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--topk", type=int, help="peaks per image (default: the config's tester.topk)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.out.exists() and not args.force:
+        raise UserError(f"{args.out}: exists (--force to overwrite)")
+    cfg = load_config(args.config, args.overrides)
+    detector = load_detector(cfg, args.checkpoint)
+    resolution = tuple(cfg.dataset.resolution)
+    topk = args.topk or cfg.tester.topk
+    export_onnx(detector, args.out, resolution=resolution, topk=topk)
+    size = args.out.stat().st_size / 2**20
+    print(
+        f"wrote {args.out} ({size:.1f} MiB; input {resolution[0]}x{resolution[1]}, top-{topk}, dynamic batch)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
