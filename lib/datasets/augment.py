@@ -7,6 +7,12 @@ depth targets and the 3D labels stay aligned with the RGB pixels (METHOD §1, §
 Pixel convention: integer coordinates are pixel centres (OpenCV's and the KITTI labels'), so
 ``np.fliplr`` maps u to W − 1 − u and boxes and P2 are mirrored about W − 1. GUPNet mirrors
 about W because its PIL images put pixel centres at i + 0.5; the difference is one pixel.
+
+Reference switches (docs/parity.md; config keys of ``dataset``): ``flip_about_width`` mirrors
+about W as GUPNet does; ``projection: reference`` fits the flipped P2 with GUPNet's projection
+u = P2[0]·X / z (no P2[2, 3] in the division: p03' = −p03 instead of W·p23 − p03);
+``image_warp: pil`` warps with PIL (pixel centres at i + 0.5, PIL's bilinear) as both
+references do; ``depth_warp: bilinear`` interpolates the depth map as MonoSKD.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import cv2
 import numpy as np
 
 from lib.datasets.kitti_io import Object3d
+from lib.datasets.targets import PROJECTIONS
 from lib.geometry import get_affine_transform, unproject_to_rect, wrap_angle
 
 # Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", REFERENCE §3): a grid of
@@ -42,7 +49,13 @@ PCA_EIGVEC = np.array(
 )[::-1]
 
 
-def flip_projection(P: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+IMAGE_WARPS = ("cv2", "pil")
+DEPTH_WARPS = ("nearest", "bilinear")
+
+
+def flip_projection(
+    P: np.ndarray, image_size: tuple[int, int], *, about_width: bool = False, projection: str = "exact"
+) -> np.ndarray:
     """Projection matrix of the mirrored image, re-fitted by least squares (REFERENCE §3).
 
     Sample pixels on a 4 × 2 grid over the image at depths 2..78 m, back-project them with P,
@@ -53,19 +66,28 @@ def flip_projection(P: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
 
     Args:
         P: (3, 4) rect → image projection (P2). image_size: (width, height) pixels.
+        about_width: mirror about W (u → W − u, GUPNet) instead of W − 1.
+        projection: ``exact`` or ``reference`` (GUPNet divides by rect z, not z + p23: the
+            fit then gives p03' = −p03; module docstring).
 
     Returns:
         (3, 4) float64 projection for the flipped image.
     """
+    if projection not in PROJECTIONS:
+        raise ValueError(f"dataset.projection: {projection!r} is not one of {PROJECTIONS}")
     width, height = image_size
+    axis = width if about_width else width - 1  # u → axis − u
+    p23 = P[2, 3] if projection == "exact" else 0.0  # the reference model has no P2[2, 3]
+    P = np.asarray(P, dtype=np.float64)
+    model = np.concatenate([P[:2], [[0.0, 0.0, 1.0, p23]]])
     n = FLIP_FIT_COLUMNS * FLIP_FIT_ROWS
     u, v = np.meshgrid(np.linspace(0, width - 1, FLIP_FIT_COLUMNS), np.linspace(0, height - 1, FLIP_FIT_ROWS))
     uv = np.stack([u.ravel(), v.ravel()], axis=1)  # (n, 2)
     depth = np.linspace(*FLIP_FIT_DEPTHS, n)  # (n,) one depth per sample point
-    pts = unproject_to_rect(uv, depth, P) * np.array([-1.0, 1.0, 1.0])  # (n, 3) mirrored rect points
-    uv_mirrored = np.stack([width - 1 - uv[:, 0], uv[:, 1]], axis=1)  # (n, 2)
+    pts = unproject_to_rect(uv, depth, model) * np.array([-1.0, 1.0, 1.0])  # (n, 3) mirrored rect points
+    uv_mirrored = np.stack([axis - uv[:, 0], uv[:, 1]], axis=1)  # (n, 2)
     x, y, z = pts.T
-    d = z + P[2, 3]  # depth along P's third row, unchanged by the mirror
+    d = z + p23  # depth along the model's third row, unchanged by the mirror
     # Unknowns [fu, fv, cu, cv, p03, p13]: u·d = fu·x + cu·z + p03, v·d = fv·y + cv·z + p13.
     zeros, ones = np.zeros(n), np.ones(n)
     a = np.concatenate(
@@ -79,15 +101,17 @@ def flip_projection(P: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return np.array([[fu, 0.0, cu, p03], [0.0, fv, cv, p13], [0.0, 0.0, 1.0, P[2, 3]]])
 
 
-def flip_objects(objects: list[Object3d], image_width: int) -> list[Object3d]:
-    """Mirror labels: box x about W − 1, x → −x, ry → π − ry and alpha → π − alpha (wrapped)."""
+def flip_objects(objects: list[Object3d], image_width: int, *, about_width: bool = False) -> list[Object3d]:
+    """Mirror labels: box x about W − 1 (W with ``about_width``), x → −x, ry → π − ry and
+    alpha → π − alpha (wrapped)."""
+    axis = image_width if about_width else image_width - 1
     flipped = []
     for obj in objects:
         x1, y1, x2, y2 = obj.box2d
         flipped.append(
             replace(
                 obj,
-                box2d=np.array([image_width - 1 - x2, y1, image_width - 1 - x1, y2]),
+                box2d=np.array([axis - x2, y1, axis - x1, y2]),
                 pos=obj.pos * np.array([-1.0, 1.0, 1.0]),
                 ry=float(wrap_angle(np.pi - obj.ry)),
                 alpha=float(wrap_angle(np.pi - obj.alpha)),
@@ -114,19 +138,66 @@ def sample_crop(
     return center, crop_size
 
 
-def warp_image(image: np.ndarray, trans: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-    """Bilinear affine warp of an (H, W, C) image to out_size = (W', H'); zeros outside."""
+def _warp_pil(array: np.ndarray, trans: np.ndarray, out_size: tuple[int, int], bilinear: bool) -> np.ndarray:
+    """The references' warp: PIL's affine transform (pixel centres at i + 0.5), zeros outside.
+
+    PIL takes the output → source map. It is solved, as GUPNet's get_affine_transform does, from
+    three float32 point pairs (output centre, the point half a width above it, and the one half a
+    width left of that): the sampling positions are then bit-identical to the references' (a
+    float64 inverse moves ~2e-5 of the pixels by one grey level).
+    """
+    from PIL import Image
+
+    w, h = (float(v) for v in out_size)
+    dst = np.array([[w / 2, h / 2], [w / 2, h / 2 - w / 2], [0.0, h / 2 - w / 2]])  # (3, 2)
+    src = cv2.transform(dst[None], cv2.invertAffineTransform(np.asarray(trans, dtype=np.float64)))[0]
+    inverse = cv2.getAffineTransform(np.float32(dst), np.float32(src))  # (2, 3) output → source
+    resample = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
+    size = tuple(int(v) for v in out_size)
+    warped = Image.fromarray(array).transform(
+        size, Image.Transform.AFFINE, data=tuple(inverse.ravel()), resample=resample
+    )
+    return np.asarray(warped, dtype=array.dtype)
+
+
+def warp_image(
+    image: np.ndarray, trans: np.ndarray, out_size: tuple[int, int], *, engine: str = "cv2"
+) -> np.ndarray:
+    """Bilinear affine warp of an (H, W, C) image to out_size = (W', H'); zeros outside.
+
+    ``engine``: ``cv2`` (pixel centres at integers, as the labels) or ``pil`` (GUPNet /
+    MonoSKD: PIL puts them at i + 0.5, a sub-pixel shift of (1/s − 1)/2 source px at scale s).
+    """
+    if engine not in IMAGE_WARPS:
+        raise ValueError(f"dataset.image_warp: {engine!r} is not one of {IMAGE_WARPS}")
+    if engine == "pil":
+        return _warp_pil(image, trans, out_size, bilinear=True)
     return cv2.warpAffine(image, trans, tuple(out_size), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def warp_depth(depth: np.ndarray, trans: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour affine warp of an (H, W) depth map (metres, 0 = none); zeros outside.
+def warp_depth(
+    depth: np.ndarray,
+    trans: np.ndarray,
+    out_size: tuple[int, int],
+    *,
+    interpolation: str = "nearest",
+    engine: str = "cv2",
+) -> np.ndarray:
+    """Affine warp of an (H, W) depth map (metres, 0 = none); zeros outside.
 
-    Nearest, not bilinear as MonoSKD: an interpolated depth between a surface and an empty
-    pixel, or between a car and the wall behind it, is a depth that exists nowhere in the
-    scene, and METHOD §2.3 keeps empty pixels out of the depth targets.
+    Nearest by default, not bilinear as MonoSKD: an interpolated depth between a surface and
+    an empty pixel, or between a car and the wall behind it, is a depth that exists nowhere in
+    the scene, and METHOD §2.3 keeps empty pixels out of the depth targets. ``interpolation``:
+    ``nearest`` or ``bilinear``; ``engine`` as :func:`warp_image`.
     """
-    return cv2.warpAffine(depth, trans, tuple(out_size), flags=cv2.INTER_NEAREST, borderValue=0)
+    if interpolation not in DEPTH_WARPS:
+        raise ValueError(f"dataset.depth_warp: {interpolation!r} is not one of {DEPTH_WARPS}")
+    if engine not in IMAGE_WARPS:
+        raise ValueError(f"dataset.image_warp: {engine!r} is not one of {IMAGE_WARPS}")
+    if engine == "pil":
+        return _warp_pil(depth.astype(np.float32), trans, out_size, bilinear=interpolation == "bilinear")
+    flags = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
+    return cv2.warpAffine(depth, trans, tuple(out_size), flags=flags, borderValue=0)
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -200,6 +271,10 @@ def augment_sample(
     scale: float = 0.4,
     shift: float = 0.1,
     color_aug: bool = False,
+    flip_about_width: bool = False,
+    projection: str = "exact",
+    image_warp: str = "cv2",
+    depth_warp: str = "nearest",
 ) -> AugmentedSample:
     """Flip, crop and warp a frame to the network resolution (REFERENCE §3).
 
@@ -212,6 +287,8 @@ def augment_sample(
         image: (H, W, 3) uint8 RGB. depth: (H, W) float32 metres or None.
         objects: the frame's labels. P2: (3, 4). rng: the sample's generator, or None.
         resolution: network input (W', H').
+        flip_about_width, projection, image_warp, depth_warp: the reference switches of the
+            module docstring (:func:`flip_projection`, :func:`warp_image`, :func:`warp_depth`).
 
     Returns:
         The :class:`AugmentedSample`.
@@ -221,8 +298,8 @@ def augment_sample(
     if flipped:
         image = cv2.flip(image, 1)  # = np.fliplr, u → W − 1 − u
         depth = None if depth is None else cv2.flip(depth, 1)
-        objects = flip_objects(objects, width)
-        P2 = flip_projection(P2, (width, height))
+        objects = flip_objects(objects, width, about_width=flip_about_width)
+        P2 = flip_projection(P2, (width, height), about_width=flip_about_width, projection=projection)
     else:
         objects = list(objects)
         P2 = np.asarray(P2, dtype=np.float64).copy()
@@ -234,12 +311,14 @@ def augment_sample(
             (width, height), rng, random_crop=random_crop, scale=scale, shift=shift
         )
     trans = get_affine_transform(center, crop_size, np.asarray(resolution))
-    warped = warp_image(image, trans, resolution).astype(np.float32) / 255.0  # (H', W', 3)
+    warped = warp_image(image, trans, resolution, engine=image_warp).astype(np.float32) / 255.0  # (H', W', 3)
     if color_aug and rng is not None:
         warped = color_jitter(warped, rng)
     return AugmentedSample(
         image=warped,
-        depth=None if depth is None else warp_depth(depth, trans, resolution),
+        depth=None
+        if depth is None
+        else warp_depth(depth, trans, resolution, interpolation=depth_warp, engine=image_warp),
         objects=objects,
         P2=P2,
         trans=trans,

@@ -127,6 +127,12 @@ class KittiDataset(Dataset):
         supervise_beyond: bool = False,
         check_split_sizes: bool = True,
         seed: int = 0,
+        flip_about_width: bool = False,
+        projection: str = "exact",
+        image_warp: str = "cv2",
+        depth_warp: str = "nearest",
+        heatmap_cell: str = "floor",
+        depth_downsample: str = "valid_mean",
     ) -> None:
         """Index the split's frames and check the folder layout.
 
@@ -152,6 +158,9 @@ class KittiDataset(Dataset):
             supervise_beyond: RPD cells without depth go to the extra bin (METHOD §2.2).
             check_split_sizes: log a warning when a KITTI split's frame count is not the standard.
             seed: base seed of the per-sample generators.
+            flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
+                depth_downsample: switches that restore GUPNet's / MonoSKD's behaviour where ours
+                differs on purpose (docs/parity.md; lib/datasets/augment.py, targets.py).
 
         Raises:
             FileNotFoundError: a missing folder or split file (the message shows the expected
@@ -181,7 +190,18 @@ class KittiDataset(Dataset):
         self.class_merging = class_merging
         self.max_objs = max_objs
         self.augment_args = dict(
-            random_flip=random_flip, random_crop=random_crop, scale=scale, shift=shift, color_aug=color_aug
+            random_flip=random_flip,
+            random_crop=random_crop,
+            scale=scale,
+            shift=shift,
+            color_aug=color_aug,
+            flip_about_width=flip_about_width,
+            projection=projection,
+            image_warp=image_warp,
+            depth_warp=depth_warp,
+        )
+        self.target_args = dict(
+            heatmap_cell=heatmap_cell, projection=projection, depth_downsample=depth_downsample
         )
         self.load_depth = load_depth
         self.depth_scale = depth_scale
@@ -291,6 +311,7 @@ class KittiDataset(Dataset):
                 max_objs=self.max_objs,
                 writelist=self.writelist,
                 class_merging=self.class_merging,
+                **self.target_args,
             )
         return sample
 
@@ -339,4 +360,10 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         supervise_beyond=r.supervise_beyond,
         check_split_sizes=d.check_split_sizes,
         seed=cfg.experiment.seed,
+        flip_about_width=d.flip_about_width,
+        projection=d.projection,
+        image_warp=d.image_warp,
+        depth_warp=d.depth_warp,
+        heatmap_cell=d.heatmap_cell,
+        depth_downsample=d.depth_downsample,
     )

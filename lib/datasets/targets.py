@@ -9,12 +9,17 @@
 
 Frames: objects and P2 are in the (flipped) original image; ``trans`` maps original pixels to
 network-input pixels; targets are in feature pixels (input pixels / ``downsample``).
+
+Reference switches (docs/parity.md; config keys of ``dataset``): ``heatmap_cell: trunc``
+(GUPNet's int cast), ``projection: reference`` (GUPNet's u = P2[0]·X / z without P2[2, 3]),
+``depth_downsample: area`` (MonoSKD: cv2 INTER_AREA and RoIAlign with empty pixels as 0 m).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torchvision.ops import roi_align
@@ -35,6 +40,11 @@ MAX_OCCLUSION = 2
 MERGED_CLASSES = {"Van": "Car", "Truck": "Car"}
 ROI_SIZE = 7  # DID-M3D RoI depth maps are 7 × 7 (REFERENCE §1.9)
 DID_DEPTH_TOLERANCE = 3.0  # m: RoI cells whose LiDAR depth is farther from z are not the object
+HEATMAP_CELLS = ("floor", "trunc")
+# exact: pixels = P2·X divided by P2's third row (z + P2[2, 3]); reference: divided by rect z
+# (GUPNet's Calibration.rect_to_img; the centres move by u·P2[2, 3]/z, ~0.2 px at 10 m).
+PROJECTIONS = ("exact", "reference")
+DEPTH_DOWNSAMPLES = ("valid_mean", "area")
 
 
 def gaussian_radius(width: float, height: float, *, min_overlap: float = HEATMAP_MIN_OVERLAP) -> float:
@@ -100,6 +110,17 @@ def has_difficulty(obj: Object3d) -> bool:
     )
 
 
+def projection_model(P2: np.ndarray, projection: str) -> np.ndarray:
+    """P2 as the targets project with it: unchanged (``exact``) or with P2[2, 3] = 0, so that
+    u = P2[0]·X / z (``reference``, :data:`PROJECTIONS`)."""
+    if projection not in PROJECTIONS:
+        raise ValueError(f"dataset.projection: {projection!r} is not one of {PROJECTIONS}")
+    P = np.array(P2, dtype=np.float64)
+    if projection == "reference":
+        P[2, 3] = 0.0
+    return P
+
+
 def _affine_box(box: np.ndarray, trans: np.ndarray) -> np.ndarray:
     """(4,) x1, y1, x2, y2 through a scale + translation affine (corners stay corners)."""
     return np.concatenate([affine_transform(box[:2], trans), affine_transform(box[2:], trans)])
@@ -115,6 +136,8 @@ def build_detection_targets(
     max_objs: int = 50,
     writelist: Sequence[str] = CLASSES,
     class_merging: bool = False,
+    heatmap_cell: str = "floor",
+    projection: str = "exact",
 ) -> dict[str, np.ndarray]:
     """GUPNet's detection targets (REFERENCE §3).
 
@@ -129,6 +152,8 @@ def build_detection_targets(
         P2: (3, 4) projection of the image the labels are in. trans: (2, 3) original →
             input pixels. feature_size: (W_f, H_f). downsample: input px per feature px.
         writelist: trained classes, a subset of CLASSES.
+        heatmap_cell: ``floor`` or ``trunc`` (GUPNet: centres in (−1, 0) go to cell 0).
+        projection: ``exact`` or ``reference`` (:data:`PROJECTIONS`).
 
     Returns:
         heatmap (3, H_f, W_f) float32; with M = max_objs: indices (M,) int64 (y·W_f + x),
@@ -142,6 +167,10 @@ def build_detection_targets(
         raise ValueError(
             f"writelist classes {unknown} are not among {CLASSES} (Van/Truck: use class_merging)"
         )
+    if heatmap_cell not in HEATMAP_CELLS:
+        raise ValueError(f"dataset.heatmap_cell: {heatmap_cell!r} is not one of {HEATMAP_CELLS}")
+    to_cell = np.floor if heatmap_cell == "floor" else np.trunc
+    P_model = projection_model(P2, projection)
     wf, hf = feature_size
     m = max_objs
     t = {
@@ -168,8 +197,9 @@ def build_detection_targets(
         box = _affine_box(np.asarray(obj.box2d, dtype=np.float64), trans) / downsample  # (4,) feature px
         center_2d = (box[:2] + box[2:]) / 2
         center_3d_rect = np.asarray(obj.pos, dtype=np.float64) + [0.0, -obj.h / 2, 0.0]
-        center_3d = affine_transform(project_to_image(center_3d_rect[None], P2)[0][0], trans) / downsample
-        cell = np.floor(center_3d).astype(np.int64)  # (2,) x, y
+        center_3d_px = project_to_image(center_3d_rect[None], P_model)[0][0]
+        center_3d = affine_transform(center_3d_px, trans) / downsample
+        cell = to_cell(center_3d).astype(np.int64)  # (2,) x, y
         if not (0 <= cell[0] < wf and 0 <= cell[1] < hf):
             continue
         width, height = box[2] - box[0], box[3] - box[1]
@@ -204,6 +234,7 @@ def build_did_depth_targets(
     *,
     roi_size: int = ROI_SIZE,
     tolerance: float = DID_DEPTH_TOLERANCE,
+    valid_only: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DID-M3D's per-RoI depth targets (REFERENCE §1.9, §6.2).
 
@@ -211,7 +242,8 @@ def build_did_depth_targets(
     1, adaptive sampling, aligned=False, as MonoSKD) over each GT box. Empty cells are not
     mixed in: the depth and its validity are aligned together and divided, so each RoI cell
     is the mean of the valid depths it samples (identical to MonoSKD on a dense map). A cell
-    is kept when 0 < d and |d − z| < ``tolerance``.
+    is kept when 0 < d and |d − z| < ``tolerance``. ``valid_only=False`` aligns the map as it
+    is, empty pixels counting as 0 m (MonoSKD; a cell half on an empty region halves its depth).
 
     Args:
         depth_map: (H_f, W_f) metres, 0 = none (not scaled by the crop), or None.
@@ -230,7 +262,7 @@ def build_did_depth_targets(
     slots = np.flatnonzero(mask)
     if depth_map is None or slots.size == 0:
         return vis, att, keep
-    valid = (depth_map > 0).astype(np.float32)
+    valid = (depth_map > 0 if valid_only else np.ones(depth_map.shape, dtype=bool)).astype(np.float32)
     feature = torch.from_numpy(np.stack([depth_map * valid, valid]))[None]  # (1, 2, H_f, W_f)
     rois = torch.from_numpy(np.asarray(boxes, dtype=np.float32)[slots])  # (K, 4)
     out = roi_align(
@@ -290,6 +322,9 @@ def build_targets(
     max_objs: int = 50,
     writelist: Sequence[str] = CLASSES,
     class_merging: bool = False,
+    heatmap_cell: str = "floor",
+    projection: str = "exact",
+    depth_downsample: str = "valid_mean",
 ) -> dict[str, np.ndarray]:
     """Every target of one frame (``targets`` of the batch layout, lib/datasets/kitti.py).
 
@@ -298,6 +333,10 @@ def build_targets(
         depth: (H_f·downsample, W_f·downsample) warped depth map, metres (0 = none), or None.
         crop_scale: crop width / image width of the sample's augmentation.
         feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (METHOD §2.2).
+        heatmap_cell, projection: as :func:`build_detection_targets`.
+        depth_downsample: ``valid_mean`` (:func:`lib.datasets.rpd.downsample_depth`) or
+            ``area`` (MonoSKD: cv2 INTER_AREA, empty pixels averaged in as 0 m, and the DID RoI
+            depths aligned the same way).
 
     Returns:
         The :func:`build_detection_targets` dict plus vis_depth, att_depth, depth_mask
@@ -315,10 +354,20 @@ def build_targets(
         max_objs=max_objs,
         writelist=writelist,
         class_merging=class_merging,
+        heatmap_cell=heatmap_cell,
+        projection=projection,
     )
-    depth_feature = None if depth is None else downsample_depth(depth, downsample)  # (H_f, W_f)
+    if depth_downsample not in DEPTH_DOWNSAMPLES:
+        raise ValueError(f"dataset.depth_downsample: {depth_downsample!r} is not one of {DEPTH_DOWNSAMPLES}")
+    area = depth_downsample == "area"
+    if depth is None:
+        depth_feature = None
+    elif area:
+        depth_feature = cv2.resize(depth, (wf, hf), interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        depth_feature = downsample_depth(depth, downsample)  # (H_f, W_f)
     t["vis_depth"], t["att_depth"], t["depth_mask"] = build_did_depth_targets(
-        depth_feature, t["box2d"], t["depth"], t["mask_2d"]
+        depth_feature, t["box2d"], t["depth"], t["mask_2d"], valid_only=not area
     )
     t["rpd_depth"], t["rpd_mask"] = build_rpd_depth(
         depth_feature,
