@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
+from numba import njit
 
 from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
@@ -46,26 +47,50 @@ _NEIGHBOUR = {"car": "van", "pedestrian": "person_sitting"}
 _IMAGE, _BOX3D = 0, 2  # rows of frame_overlaps' output
 
 
-def _greedy_match(overlap: np.ndarray, min_overlap: float) -> np.ndarray:
-    """One-to-one greedy matching.
+@njit(cache=True)
+def _greedy_match(gt_offsets, det_offsets, pair_offsets, overlap, gt_mask, det_mask, det_order, min_overlap):
+    """One-to-one greedy matching in every frame (detections by descending score).
 
-    Args:
-        overlap: (D, G) overlaps, rows in descending detection score.
-        min_overlap: a pair needs overlap >= this.
+    Each detection in ``det_mask``, in ``det_order``, takes the untaken ground truth in ``gt_mask`` of
+    its frame with the largest ``overlap`` (the first in file order on ties), if that is >=
+    ``min_overlap``. ``overlap`` (P,) is one row of :func:`frame_overlaps`' output.
 
     Returns:
-        (D,) int64 column matched to each row, -1 for none.
+        (D,) int64 global index of the ground truth matched to each detection, -1 for none.
     """
-    num_det, num_gt = overlap.shape
-    match = np.full(num_det, -1, dtype=np.int64)
-    taken = np.zeros(num_gt, dtype=bool)
-    for j in range(num_det if num_gt else 0):
-        free = np.where(taken, -np.inf, overlap[j])
-        best = int(np.argmax(free))
-        if free[best] >= min_overlap:
-            match[j] = best
-            taken[best] = True
+    match = np.full(det_mask.shape[0], -1, dtype=np.int64)
+    taken = np.zeros(gt_mask.shape[0], dtype=np.bool_)
+    for f in range(gt_offsets.shape[0] - 1):
+        g0, g1, d0 = gt_offsets[f], gt_offsets[f + 1], det_offsets[f]
+        for k in range(d0, det_offsets[f + 1]):
+            j = det_order[k]
+            if not det_mask[j]:
+                continue
+            best = -1
+            best_overlap = -np.inf
+            for i in range(g0, g1):
+                ov = overlap[pair_offsets[f] + (j - d0) * (g1 - g0) + (i - g0)]
+                if gt_mask[i] and not taken[i] and ov > best_overlap:
+                    best = i
+                    best_overlap = ov
+            if best >= 0 and best_overlap >= min_overlap:
+                match[j] = best
+                taken[best] = True
     return match
+
+
+@njit(cache=True)
+def _max_overlap(gt_offsets, det_offsets, pair_offsets, overlap, gt_mask):
+    """(D,) largest ``overlap`` of each detection with a ground truth in ``gt_mask`` of its frame
+    (-inf when none)."""
+    out = np.full(det_offsets[-1], -np.inf)
+    for f in range(gt_offsets.shape[0] - 1):
+        g0, g1, d0 = gt_offsets[f], gt_offsets[f + 1], det_offsets[f]
+        for j in range(d0, det_offsets[f + 1]):
+            for i in range(g0, g1):
+                if gt_mask[i]:
+                    out[j] = max(out[j], overlap[pair_offsets[f] + (j - d0) * (g1 - g0) + (i - g0)])
+    return out
 
 
 def _valid_gt(table: LabelTable, difficulty: str | None) -> np.ndarray:
@@ -94,6 +119,7 @@ def _match_class(
     Args:
         gt, det: :class:`FrameObjects` of ground truth and detections.
         offsets: (F + 1,) pair offsets of ``overlaps`` (3, P) from :func:`frame_overlaps`.
+        name: the class, lower case.
         valid: (G,) bool ground truth inside the difficulty.
 
     Returns:
@@ -103,49 +129,30 @@ def _match_class(
     """
     gt_names = np.char.lower(gt.table.names.astype(str))
     det_names = np.char.lower(det.table.names.astype(str))
-    thresholds = {"2d": (_IMAGE, MATCH_IOU_2D)} | {f"3d@{t}": (_BOX3D, t) for t in RECALL_IOU_3D}
-    recalled: dict[str, list[int]] = {key: [] for key in thresholds}
-    tp_gt, tp_det, fp = [], [], []
     score = det.table.score if det.table.score is not None else np.zeros(len(det.table))
-    for f in range(len(gt)):
-        g0, g1, d0, d1 = gt.offsets[f], gt.offsets[f + 1], det.offsets[f], det.offsets[f + 1]
-        rows = np.flatnonzero(det_names[d0:d1] == name)
-        if len(rows) == 0:
-            continue  # no detection of the class: nothing matched, no false positive
-        block = overlaps[:, offsets[f] : offsets[f + 1]].reshape(3, d1 - d0, g1 - g0)
-        cols = np.flatnonzero(gt_names[g0:g1] == name)  # the class's ground truth, file order
-        rows = rows[np.argsort(-score[d0 + rows], kind="stable")]
-        for key, (metric, min_overlap) in thresholds.items():
-            match = _greedy_match(block[metric][np.ix_(rows, cols)], min_overlap)
-            hit = g0 + cols[match[match >= 0]]
-            recalled[key] += hit[valid[hit]].tolist()
-            if key != "2d":
-                continue
-            for j, m in zip(rows, match, strict=True):
-                if m >= 0:
-                    if valid[g0 + cols[m]]:
-                        tp_gt.append(g0 + cols[m])
-                        tp_det.append(d0 + j)
-                elif not _ignored(block[_IMAGE][j], gt_names[g0:g1], name):
-                    fp.append(d0 + j)
-    of_class = np.flatnonzero((gt_names == name) & valid)
-    out = {"gt": of_class}
-    for key, hits in recalled.items():
-        out["recalled_" + key] = np.isin(of_class, hits)
-    out |= {"tp_gt": np.array(tp_gt, int), "tp_det": np.array(tp_det, int), "fp": np.array(fp, int)}
+    frame = np.repeat(np.arange(len(det)), np.diff(det.offsets))
+    order = np.lexsort((-score, frame))  # (D,) by frame, then descending score (stable)
+    frames = (gt.offsets, det.offsets, offsets)
+    of_class, det_of_class = gt_names == name, det_names == name
+    thresholds = {"2d": (_IMAGE, MATCH_IOU_2D)} | {f"3d@{t}": (_BOX3D, t) for t in RECALL_IOU_3D}
+    counted = np.flatnonzero(of_class & valid)
+    out = {"gt": counted}
+    for key, (metric, min_overlap) in thresholds.items():
+        match = _greedy_match(*frames, overlaps[metric], of_class, det_of_class, order, min_overlap)
+        out["recalled_" + key] = np.isin(counted, match[match >= 0])
+        if key == "2d":
+            match_2d = match
+    tp = np.flatnonzero(match_2d >= 0)
+    tp = tp[valid[match_2d[tp]]]  # a match with ground truth outside the difficulty is neither TP nor FP
+    neighbour = _max_overlap(*frames, overlaps[_IMAGE], gt_names == _NEIGHBOUR.get(name, ""))
+    dontcare = _max_overlap(*frames, overlaps[_IMAGE], gt_names == "dontcare")  # intersection / det area
+    ignored = (neighbour >= MATCH_IOU_2D) | (dontcare > DONTCARE_OVERLAP)
+    out |= {
+        "tp_gt": match_2d[tp],
+        "tp_det": tp,
+        "fp": np.flatnonzero(det_of_class & (match_2d < 0) & ~ignored),
+    }
     return out
-
-
-def _ignored(overlap_row: np.ndarray, gt_names: np.ndarray, name: str) -> bool:
-    """Whether an unmatched detection overlaps a neighbour-class box or a DontCare region.
-
-    ``overlap_row`` (G_f,) holds image IoU, and intersection / detection area for DontCare columns.
-    """
-    neighbour = gt_names == _NEIGHBOUR.get(name, "")
-    dontcare = gt_names == "dontcare"
-    return bool(
-        np.any(overlap_row[neighbour] >= MATCH_IOU_2D) or np.any(overlap_row[dontcare] > DONTCARE_OVERLAP)
-    )
 
 
 def _stats(values: np.ndarray, quantiles: dict[str, float]) -> dict[str, float | int | None]:
