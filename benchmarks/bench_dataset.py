@@ -1,6 +1,6 @@
 """Throughput of KittiDataset.__getitem__ in one process (= one DataLoader worker).
 
-Runs on a copy of the three sample frames (shared/data/kitti_sample) with dense depth maps
+Runs on a copy of the three sample frames (tests/data/kitti_sample) with dense depth maps
 made by lib.datasets.depth_maps, at the training resolution, with augmentation and every
 target (teacher depth input, DID-M3D and RPD depth targets). Also times the stages of one
 sample so the expensive ones are visible.
@@ -25,7 +25,7 @@ from lib.datasets.kitti import KittiDataset
 from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.targets import build_detection_targets, build_targets
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kitti_sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "kitti_sample"
 
 
 def prepare(root: Path) -> None:

@@ -5,7 +5,7 @@ the median rate of each: read (scan, calib, image size), project (sparse map), d
 (uint16 PNG), and the end-to-end sparse and dense pipelines. OpenCV runs on one thread, as in
 each of the tool's worker processes.
 
-    python benchmarks/bench_depth_maps.py [--data-dir ../shared/data/kitti_sample] [--repeats 20]
+    python benchmarks/bench_depth_maps.py [--data-dir tests/data/kitti_sample] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import cv2
 from lib.datasets.depth_maps import densify, project_scan, read_image_size
 from lib.datasets.kitti_io import read_calib, read_split, read_velodyne, write_depth_map
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kitti_sample"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "kitti_sample"
 
 
 def frames_per_second(step: Callable[[int], object], num_frames: int, repeats: int) -> tuple[float, float]:

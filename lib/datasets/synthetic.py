@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # --- camera -------------------------------------------------------------------------------------
 IMAGE_SIZE = (1242, 375)  # (width, height) of the calibration below
-# KITTI drive 2011_09_26 (training frame 000001 of shared/data/kitti_sample): the most common
+# KITTI drive 2011_09_26 (training frame 000001 of tests/data/kitti_sample): the most common
 # KITTI calibration, whose focal length 721.54 px is also the RPD reference focal (METHOD §2.2).
 _KITTI_P = np.array(
     [

@@ -4,7 +4,7 @@ This is our numba reimplementation of the official KITTI object devkit's offline
 (``evaluate_object_3d_offline.cpp`` by Andreas Geiger et al., in its ``_ap40`` / ``_ap11`` variants
 as copied in github.com/SuperMHP/GUPNet ``code/tools/kitti_eval``), written from the protocol; its
 results equal the devkit's printed numbers (tested against golden values in
-``shared/fixtures/kitti_eval``). What it reproduces, per class (Car, Pedestrian, Cyclist) and
+``tests/data/kitti_eval``). What it reproduces, per class (Car, Pedestrian, Cyclist) and
 difficulty (easy, moderate, hard):
 
 * Difficulty filters on the ground truth in double arithmetic: ignored when ``y2 - y1 < 40/25/25`` px,
@@ -661,7 +661,7 @@ def evaluate(
 
     Returns:
         ``{"ap40": report, "ap11": report}`` (the requested modes), each report following the schema of
-        ``shared/fixtures/kitti_eval`` (``ap`` and ``precision_curves`` nested class -> metric ->
+        ``tests/data/kitti_eval`` (``ap`` and ``precision_curves`` nested class -> metric ->
         difficulty, None where the devkit outputs nothing; AP in percent, values rounded to the
         6 decimals the devkit prints), plus ``min_overlap_3d`` (the BEV/3D thresholds),
         ``num_ground_truth`` (valid objects per class and difficulty) and ``warnings`` (one line
