@@ -48,6 +48,7 @@ from lib.models import build_detector, load_model_state
 logger = logging.getLogger(__name__)
 
 TEACHER_BN_MODES = ("eval", "train")
+FEATURE_CELL_RULES = ("cover", "truncate")  # distill.feature_cells (feature_box_masks)
 STUDENT_INPUT, TEACHER_INPUT = "rgb", "depth"  # batch keys (METHOD §1)
 
 
@@ -88,10 +89,15 @@ class DistillSettings:
     spearman_mode: str = "skd"
     response_weight: float = 0.0
     teacher_bn: str = "eval"
+    feature_cells: str = "cover"
 
     def __post_init__(self) -> None:
         if self.teacher_bn not in TEACHER_BN_MODES:
             raise ValueError(f"distill.teacher_bn must be one of {TEACHER_BN_MODES}, got {self.teacher_bn!r}")
+        if self.feature_cells not in FEATURE_CELL_RULES:
+            raise ValueError(
+                f"distill.feature_cells must be one of {FEATURE_CELL_RULES}, got {self.feature_cells!r}"
+            )
         if self.spearman_mode not in SPEARMAN_MODES:
             raise ValueError(
                 f"distill.spearman_mode must be one of {SPEARMAN_MODES}, got {self.spearman_mode!r}"
@@ -295,7 +301,13 @@ class Distiller(nn.Module):
             ]
             teacher_feats = teacher_out["features"]
             if cfg.feature_weight > 0:
-                masks = self._box_masks(student_feats, targets)
+                masks = feature_box_masks(
+                    targets["box2d"],
+                    targets["mask_2d"],
+                    [tuple(f.shape[-2:]) for f in student_feats],
+                    grid_width=student_out["offset_2d"].shape[-1],
+                    cells=cfg.feature_cells,
+                )
                 losses["feature"] = cfg.feature_weight * foreground_feature_loss(
                     student_feats, teacher_feats, masks
                 )
@@ -334,20 +346,34 @@ class Distiller(nn.Module):
             mode=cfg.mode,
         )
 
-    @staticmethod
-    def _box_masks(feats: Sequence[Tensor], targets: Mapping[str, Tensor]) -> list[Tensor]:
-        """Per level (B, H, W) cells inside a GT 2D box (the shared foreground helper).
 
-        ``box2d`` is in stride-4 feature px, so level ℓ uses stride (its cells per s4 cell).
-        """
-        base_w = feats[0].shape[-1]
-        return [
-            foreground_mask(
-                targets["box2d"],
-                height=f.shape[-2],
-                width=f.shape[-1],
-                stride=base_w / f.shape[-1],
-                valid=targets["mask_2d"],
-            )
-            for f in feats
-        ]
+def feature_box_masks(
+    box2d: Tensor,
+    valid: Tensor,
+    sizes: Sequence[tuple[int, int]],
+    *,
+    grid_width: int,
+    cells: str = "cover",
+) -> list[Tensor]:
+    """Per level (B, H, W) bool: the cells inside a GT 2D box, for the foreground feature term.
+
+    ``cover`` (ours): every cell that a box overlaps (lib/datasets/masks.py). ``truncate``
+    (MonoDistill's ``calculate_box_mask``): cells [int(x1/s), int(x2/s)) x [int(y1/s), int(y2/s)),
+    which drops partly covered edge cells and can mark nothing for a small box (docs/parity.md).
+
+    Args:
+        box2d: (B, M, 4) x1, y1, x2, y2 in the px of a grid ``grid_width`` cells wide
+            (``targets['box2d']``: stride-4 feature px).
+        valid: (B, M) rows to use (``targets['mask_2d']``).
+        sizes: (H, W) of each level; a level of width W has stride grid_width / W box units.
+        cells: cover | truncate (``distill.feature_cells``).
+    """
+    if cells not in FEATURE_CELL_RULES:
+        raise ValueError(f"distill.feature_cells must be one of {FEATURE_CELL_RULES}, got {cells!r}")
+    masks = []
+    for h, w in sizes:
+        stride = grid_width / w
+        # truncated corners are whole cells, where the cover rule's floor / ceil change nothing
+        boxes = box2d if cells == "cover" else torch.trunc(box2d.float() / stride) * stride
+        masks.append(foreground_mask(boxes, height=h, width=w, stride=stride, valid=valid))
+    return masks

@@ -212,7 +212,72 @@ def did_loss(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return _losses("lib.losses.loss_function", "DIDLoss", "did", inp)
 
 
+LEVELS = ("s4", "s8", "s16", "s32")
+HEAD_TERMS = ("offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
+
+
+def _features(inp: dict[str, np.ndarray], side: str, levels: tuple[str, ...]) -> list[torch.Tensor]:
+    return [_t(inp[f"{side}/{level}"]) for level in levels]
+
+
+def skd_distill(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """MonoSKD's affinity, Spearman and head (response) distillation on given features / outputs.
+
+    Student features stand for the adapted student neck maps, teacher features for the
+    teacher's (MonoSKD ``DID_Distill.forward``, ``dlaup_kd`` path): [s4, s8, s16, s32].
+    """
+    from lib.losses.feature_distill_loss import compute_backbone_resize_affinity_loss
+    from lib.losses.head_distill_loss import calculate_box_mask_gaussian, compute_head_distill_loss
+    from lib.losses.myloss import spearman_loss
+
+    student, teacher = _features(inp, "student", LEVELS), _features(inp, "teacher", LEVELS)
+    out = {
+        "affinity": np.array(float(compute_backbone_resize_affinity_loss(student, teacher))),
+        # MonoSKD's call order: spearman_loss(distill_feature, depth_fs_feat) -> (target, pred)
+        "spearman": np.array(float(spearman_loss(student, teacher))),
+    }
+    outputs = {}
+    for side in ("student", "teacher"):
+        keys = [k for k in inp if k.startswith(f"{side}/head/")]
+        outputs[side] = {k.split("/")[-1]: _t(inp[k]) for k in keys}
+        outputs[side]["ins_depth"] = outputs[side]["vis_depth"] + outputs[side]["att_depth"]
+        outputs[side]["train_tag"] = torch.ones(outputs[side]["offset_3d"].shape[0], dtype=torch.bool)
+    target = {
+        "obj_num": _t(inp["obj_num"]),
+        "box2d_gt_head": _t(inp["box2d_input_px"]),
+        "mask_2d": _t(inp["mask_2d"]).bool(),
+        "heading_bin": _t(inp["heading_bin"]),
+    }
+    _, stats = compute_head_distill_loss(outputs["student"], outputs["teacher"], target)
+    out["head_terms"] = np.array([stats[name] for name in HEAD_TERMS], dtype=np.float64)
+    out["head_mask"] = _np(calculate_box_mask_gaussian(outputs["student"]["offset_2d"].shape, target, 4)) > 0
+    return out
+
+
+def md_distill(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """MonoDistill's foreground feature loss and affinity (relation) loss on given features
+    (student = adapted ReviewKD outputs, teacher = backbone levels 3..5: [s8, s16, s32])."""
+    from lib.losses.feature_distill_loss import (
+        calculate_box_mask,
+        compute_backbone_l1_loss,
+        compute_backbone_resize_affinity_loss,
+    )
+
+    levels = LEVELS[1:]
+    student, teacher = _features(inp, "student", levels), _features(inp, "teacher", levels)
+    target = {"obj_num": _t(inp["obj_num"]), "box2d_gt": _t(inp["box2d_input_px"])}
+    out = {
+        "feature": np.array(float(compute_backbone_l1_loss(student, teacher, target))),
+        "affinity": np.array(float(compute_backbone_resize_affinity_loss(student, teacher))),
+    }
+    for i, (level, feat) in enumerate(zip(levels, student, strict=True)):
+        out[f"box_mask/{level}"] = _np(calculate_box_mask(feat, target, 2 ** (i + 3))) > 0
+    return out
+
+
 TASKS = {
+    "skd_distill": skd_distill,
+    "md_distill": md_distill,
     "gupnet_forward": gupnet_forward,
     "did_forward": did_forward,
     "gupnet_loss": gupnet_loss,

@@ -176,12 +176,63 @@ def _did_loss(ref: Path) -> dict[str, np.ndarray]:
     return {**inputs, **run_reference("did_loss", ref, inputs)}
 
 
+DISTILL_SHAPES = {"s4": (8, 16, 40), "s8": (16, 8, 20), "s16": (32, 4, 10), "s32": (64, 2, 5)}  # C, H, W
+
+
+def distill_inputs(seed: int) -> dict[str, np.ndarray]:
+    """Features, head outputs and GT boxes of a 2-image batch on a 64x160 input (s4 grid 16x40).
+
+    Teacher features are ReLU outputs (>= 0, some cells zero in every channel), student
+    features signed. Boxes in input px; image 0 has a skipped label line (an all-zero box
+    inside ``obj_num`` with mask_2d False), image 1 a box partly outside the image.
+    """
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for level, (c, h, w) in DISTILL_SHAPES.items():
+        arrays[f"student/{level}"] = rng.normal(0.2, 1.0, size=(2, c, h, w))
+        teacher = np.maximum(rng.normal(0.0, 1.0, size=(2, c, h, w)), 0.0)
+        teacher[:, :, rng.uniform(size=(h, w)) < 0.15] = 0.0  # cells with no teacher signal
+        arrays[f"teacher/{level}"] = teacher
+    boxes = np.zeros((2, 6, 4))
+    boxes[0, :4] = [[10.0, 12.0, 58.0, 44.0], [70.5, 3.2, 101.7, 30.9], [0.0, 0.0, 0.0, 0.0], [120.3, 30.1, 131.9, 41.6]]
+    boxes[1, :3] = [[-6.4, 20.0, 33.3, 63.0], [40.2, 8.8, 96.1, 50.5], [140.0, 2.0, 159.0, 22.7]]
+    mask = np.zeros((2, 6), dtype=bool)
+    mask[0, [0, 1, 3]] = True
+    mask[1, [0, 1, 2]] = True
+    n = int(mask.sum())
+    arrays.update({"box2d_input_px": boxes, "obj_num": np.array([4, 3]), "mask_2d": mask})
+    arrays["heading_bin"] = rng.integers(0, 12, size=(2, 6, 1)).astype(np.int64)
+    h4, w4 = DISTILL_SHAPES["s4"][1:]
+    for side in ("student", "teacher"):
+        arrays[f"{side}/head/offset_2d"] = rng.normal(0.5, 0.3, size=(2, 2, h4, w4))
+        arrays[f"{side}/head/size_2d"] = rng.normal(6.0, 2.0, size=(2, 2, h4, w4))
+        arrays[f"{side}/head/offset_3d"] = rng.normal(0.5, 0.3, size=(n, 2))
+        arrays[f"{side}/head/size_3d"] = rng.normal(0.0, 0.2, size=(n, 3))
+        arrays[f"{side}/head/heading"] = rng.normal(0.0, 1.0, size=(n, 24))
+        arrays[f"{side}/head/vis_depth"] = rng.uniform(5.0, 40.0, size=(n, 7, 7))
+        arrays[f"{side}/head/att_depth"] = rng.normal(0.0, 1.0, size=(n, 7, 7))
+    return arrays
+
+
+def _skd_distill(ref: Path) -> dict[str, np.ndarray]:
+    inputs = distill_inputs(31)
+    return {**inputs, **run_reference("skd_distill", ref, inputs)}
+
+
+def _md_distill(ref: Path) -> dict[str, np.ndarray]:
+    inputs = {k: v for k, v in distill_inputs(32).items() if "head" not in k and k != "student/s4"}
+    inputs = {k: v for k, v in inputs.items() if k not in ("teacher/s4", "heading_bin")}
+    return {**inputs, **run_reference("md_distill", ref, inputs)}
+
+
 # fixture file -> (reference key, builder)
 FIXTURES: dict[str, tuple[str, Callable[[Path], dict[str, np.ndarray]]]] = {
     "net_gupnet.npz": ("gupnet", _gupnet_forward),
     "net_did.npz": ("monoskd", _did_forward),
     "loss_gupnet.npz": ("gupnet", _gupnet_loss),
     "loss_did.npz": ("monoskd", _did_loss),
+    "distill_monoskd.npz": ("monoskd", _skd_distill),
+    "distill_monodistill.npz": ("monodistill", _md_distill),
 }
 
 
