@@ -200,7 +200,7 @@ def warp_depth(
     return cv2.warpAffine(depth, trans, tuple(out_size), flags=flags, borderValue=0)
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def color_jitter(image: np.ndarray, rng: np.random.Generator, *, bgr: bool = False) -> np.ndarray:
     """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (REFERENCE §3).
 
     Brightness, contrast and saturation with factors f = 1 ± U(0.4), in random order, then
@@ -209,11 +209,14 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     one blend a·image + b·grey + c, applied in a single pass. Like CenterNet, the result is
     not clipped to [0, 1].
 
+    ``bgr`` restores MonoSKD / MonoDistill, which run CenterNet's BGR code on RGB images: the
+    grey image weighs R by 0.114 and B by 0.299, and the PCA rows are taken in BGR order.
+
     Returns:
         (H, W, 3) float32, a new array.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # (H, W)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)  # (H, W)
     gray_mean = float(gray.mean())
     a, b, c = 1.0, 0.0, 0.0  # result = a·image + b·gray + c
     for op in rng.permutation(3):  # 0 brightness, 1 contrast, 2 saturation
@@ -224,7 +227,8 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         elif op == 2:
             b += 1 - f
     alpha = rng.normal(scale=LIGHTING_STD, size=3)
-    shift = c + PCA_EIGVEC @ (PCA_EIGVAL * alpha)  # (3,) one RGB shift for the whole image
+    eigvec = PCA_EIGVEC[::-1] if bgr else PCA_EIGVEC  # [::-1]: CenterNet's (BGR) row order
+    shift = c + eigvec @ (PCA_EIGVAL * alpha)  # (3,) one RGB shift for the whole image
     channels = [
         cv2.addWeighted(channel, a, gray, b, float(shift[k])) for k, channel in enumerate(cv2.split(image))
     ]
@@ -271,6 +275,7 @@ def augment_sample(
     scale: float = 0.4,
     shift: float = 0.1,
     color_aug: bool = False,
+    color_aug_bgr: bool = False,
     flip_about_width: bool = False,
     projection: str = "exact",
     image_warp: str = "cv2",
@@ -287,6 +292,7 @@ def augment_sample(
         image: (H, W, 3) uint8 RGB. depth: (H, W) float32 metres or None.
         objects: the frame's labels. P2: (3, 4). rng: the sample's generator, or None.
         resolution: network input (W', H').
+        color_aug_bgr: :func:`color_jitter`'s ``bgr`` (MonoSKD's colour code).
         flip_about_width, projection, image_warp, depth_warp: the reference switches of the
             module docstring (:func:`flip_projection`, :func:`warp_image`, :func:`warp_depth`).
 
@@ -313,7 +319,7 @@ def augment_sample(
     trans = get_affine_transform(center, crop_size, np.asarray(resolution))
     warped = warp_image(image, trans, resolution, engine=image_warp).astype(np.float32) / 255.0  # (H', W', 3)
     if color_aug and rng is not None:
-        warped = color_jitter(warped, rng)
+        warped = color_jitter(warped, rng, bgr=color_aug_bgr)
     return AugmentedSample(
         image=warped,
         depth=None

@@ -127,6 +127,7 @@ class KittiDataset(Dataset):
         supervise_beyond: bool = False,
         check_split_sizes: bool = True,
         seed: int = 0,
+        color_aug_bgr: bool = False,
         flip_about_width: bool = False,
         projection: str = "exact",
         image_warp: str = "cv2",
@@ -158,7 +159,7 @@ class KittiDataset(Dataset):
             supervise_beyond: RPD cells without depth go to the extra bin (METHOD §2.2).
             check_split_sizes: log a warning when a KITTI split's frame count is not the standard.
             seed: base seed of the per-sample generators.
-            flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
+            color_aug_bgr, flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
                 depth_downsample: switches that restore GUPNet's / MonoSKD's behaviour where ours
                 differs on purpose (docs/parity.md; lib/datasets/augment.py, targets.py).
 
@@ -195,6 +196,7 @@ class KittiDataset(Dataset):
             scale=scale,
             shift=shift,
             color_aug=color_aug,
+            color_aug_bgr=color_aug_bgr,
             flip_about_width=flip_about_width,
             projection=projection,
             image_warp=image_warp,
@@ -360,6 +362,7 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         supervise_beyond=r.supervise_beyond,
         check_split_sizes=d.check_split_sizes,
         seed=cfg.experiment.seed,
+        color_aug_bgr=d.color_aug_bgr,
         flip_about_width=d.flip_about_width,
         projection=d.projection,
         image_warp=d.image_warp,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.datasets.augment import PCA_EIGVAL, PCA_EIGVEC, color_jitter
 from lib.datasets.kitti import KittiDataset
 from lib.datasets.kitti_io import read_depth_map
 
@@ -52,20 +53,34 @@ OFFSET_ATOL = 3.1e-5
 
 class ScriptedDraws:
     """Stands in for the sample's numpy Generator: returns the case's flip, crop and N(0, 1) draws
-    in the order GUPNet takes them (flip, crop, scale, shift x, shift y)."""
+    in the order GUPNet takes them (flip, crop, scale, shift x, shift y), then the colour draws
+    (operation order, 3 factor draws, 3 lighting coefficients) of MonoSKD's colour cases."""
 
-    def __init__(self, flip: bool, crop: list[float] | None) -> None:
-        self.uniform = [0.0 if flip else 1.0, 0.0 if crop else 1.0]
-        self.normal = list(crop or [])
+    def __init__(self, flip: bool, crop: list[float] | None, color: dict | None = None) -> None:
+        self.flip_crop = [0.0 if flip else 1.0, 0.0 if crop else 1.0]
+        self.crop = list(crop or [])
+        self.factors = list(color["uniform"]) if color else []
+        self.order = np.array(color["order"]) if color else None
+        self.lighting = np.array(color["normal"]) if color else None
 
     def random(self) -> float:
-        return self.uniform.pop(0)
+        return self.flip_crop.pop(0)
 
     def standard_normal(self, size: int | None = None) -> float | np.ndarray:
         if size is None:
-            return self.normal.pop(0)
-        out, self.normal = np.array(self.normal[:size]), self.normal[size:]
+            return self.crop.pop(0)
+        out, self.crop = np.array(self.crop[:size]), self.crop[size:]
         return out
+
+    def permutation(self, n: int) -> np.ndarray:
+        assert n == 3
+        return self.order
+
+    def uniform(self, low: float, high: float) -> float:
+        return self.factors.pop(0)
+
+    def normal(self, scale: float, size: int) -> np.ndarray:
+        return self.lighting
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +115,7 @@ def ours(kitti: Path, kind: str, case: dict, depth_scale: float = MONOSKD_DEPTH_
     else:
         kwargs = dict(writelist=("Car",), load_depth=True, depth_scale=depth_scale)
     ds = KittiDataset(kitti, "train", train=True, check_split_sizes=False, **kwargs, **switches)
-    ds.sample_rng = lambda index: ScriptedDraws(case["flip"], case["crop"])
+    ds.sample_rng = lambda index: ScriptedDraws(case["flip"], case["crop"], case.get("color"))
     return ds[case["index"]]
 
 
@@ -125,7 +140,12 @@ def _compare(kind: str, sample: dict, ref: dict[str, np.ndarray], flipped: bool)
     _close("coord_range", sample["coord_range"], ref["coord_range"])
     np.testing.assert_array_equal(sample["info"]["img_size"], ref["img_size"])
     _close("bbox_downsample_ratio", sample["info"]["bbox_downsample_ratio"], ref["bbox_downsample_ratio"])
-    np.testing.assert_array_equal(dt.rgb_levels(_pixels(sample["rgb"])), ref["rgb_levels"], "rgb")
+    if "rgb_levels" in ref:
+        np.testing.assert_array_equal(dt.rgb_levels(_pixels(sample["rgb"])), ref["rgb_levels"], "rgb")
+    else:  # colour-augmented: float32 blends, normalised by std ~0.22
+        np.testing.assert_allclose(
+            _pixels(sample["rgb"]), ref["rgb_pixels"], rtol=RTOL, atol=1e-5, err_msg="rgb"
+        )
     for key in TARGET_KEYS + (DID_KEYS if kind == "monoskd" else ()):
         theirs = ref[f"t_{key}"].reshape(t[key].shape)
         if theirs.dtype.kind in "biu":
@@ -272,3 +292,33 @@ def test_depth_defaults(kitti_tree: Path, fixtures: dict) -> None:
     assert _differing(valid_mean, ref, TARGET_KEYS) == set()
     t = valid_mean["targets"]
     assert not np.array_equal(t["vis_depth"], ref["t_vis_depth"])
+
+
+COLOR_CASES = dt.color_cases()
+
+
+@pytest.mark.parametrize("case", COLOR_CASES, ids=[c["name"] for c in COLOR_CASES])
+def test_color_aug_bgr_equals_reference(kitti_tree: Path, fixtures: dict, case: dict) -> None:
+    """color_aug_bgr: true reproduces MonoSKD's colour augmentation at the same draws."""
+    switches = dict(REFERENCE_SWITCHES["monoskd"], color_aug=True, color_aug_bgr=True)
+    sample = ours(kitti_tree, "monoskd", case, **switches)
+    _compare("monoskd", sample, reference(fixtures, "monoskd", case["name"]), case["flip"])
+
+
+def test_color_aug_rgb_default(kitti_tree: Path, fixtures: dict) -> None:
+    """color_aug_bgr: false takes the grey image as BT.601 luma of RGB and the PCA rows in RGB order:
+    the same draws give another colour shift; a grey image (R = G = B) differs only by the PCA order."""
+    case = COLOR_CASES[0]
+    ref = reference(fixtures, "monoskd", case["name"])
+    switches = dict(REFERENCE_SWITCHES["monoskd"], color_aug=True)
+    rgb = _pixels(ours(kitti_tree, "monoskd", case, **switches)["rgb"])
+    diff = np.abs(rgb - ref["rgb_pixels"]) * np.array(dt.IMAGENET_STD)[:, None]  # [0, 1] units
+    assert 1e-3 < diff.max() < 0.1
+    grey = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    draws = dict(case["color"], order=[0, 1, 2])
+    ours_grey = color_jitter(grey, ScriptedDraws(False, None, draws))
+    ref_grey = color_jitter(grey, ScriptedDraws(False, None, draws), bgr=True)
+    eigvec = PCA_EIGVEC @ (PCA_EIGVAL * np.array(draws["normal"]))
+    np.testing.assert_allclose(
+        ours_grey - ref_grey, np.broadcast_to(eigvec - eigvec[::-1], grey.shape), atol=1e-6
+    )

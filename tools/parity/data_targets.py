@@ -56,6 +56,20 @@ SETTINGS: dict[str, tuple[bool, list[float] | None]] = {
     "crop": (False, [-0.3125, 0.625, -0.5]),
     "flip_crop": (True, [1.5, 2.5, -3.0]),
 }
+# MonoSKD's colour augmentation (GUPNet has none) at fixed draws: the order of brightness (0),
+# contrast (1), saturation (2), their factors 1 + uniform and the 3 PCA lighting coefficients.
+COLOR_CASES: dict[str, tuple[int, str, dict]] = {
+    "f0_color": (
+        0,
+        "plain",
+        {"order": [2, 0, 1], "uniform": [0.3, -0.25, 0.1], "normal": [0.05, -0.12, 0.2]},
+    ),
+    "f3_flip_crop_color": (
+        3,
+        "flip_crop",
+        {"order": [1, 2, 0], "uniform": [-0.35, 0.2, 0.39], "normal": [-0.15, 0.08, -0.02]},
+    ),
+}
 KINDS = {"gupnet": "gupnet", "monoskd": "monoskd"}  # fixture kind → refs key
 NUM_PIXELS = 1024  # input-image / teacher-input pixels kept per case
 PIXEL_SEED = 2026
@@ -158,6 +172,15 @@ def cases() -> list[dict]:
     ]
 
 
+def color_cases() -> list[dict]:
+    """MonoSKD's colour cases (:data:`COLOR_CASES`): a case of :func:`cases` plus ``color``."""
+    out = []
+    for name, (frame, setting, color) in COLOR_CASES.items():
+        flip, crop = SETTINGS[setting]
+        out.append({"name": name, "index": FRAMES.index(frame), "flip": flip, "crop": crop, "color": color})
+    return out
+
+
 def sample_pixels() -> np.ndarray:
     """(NUM_PIXELS, 2) int64 (row, col) of the input-image pixels kept per case."""
     rng = np.random.default_rng(PIXEL_SEED)
@@ -168,7 +191,8 @@ def sample_pixels() -> np.ndarray:
 def run_reference(kind: str, ref_dir: Path, root: Path, work: Path) -> Path:
     """Run the driver in ``ref_dir`` on every case; returns the folder of per-case .npz."""
     spec = work / f"{kind}_spec.json"
-    spec.write_text(json.dumps({"root": str(root), "cases": cases()}))
+    all_cases = cases() + (color_cases() if kind == "monoskd" else [])
+    spec.write_text(json.dumps({"root": str(root), "cases": all_cases}))
     out = work / f"{kind}_out"
     cmd = [sys.executable, str(DRIVER), kind, str(ref_dir), str(spec), str(out)]
     env = {**os.environ, "PYTHONPATH": str(ref_dir), "OMP_NUM_THREADS": "1"}
@@ -189,15 +213,22 @@ def rgb_levels(rgb: np.ndarray) -> np.ndarray:
     return levels.astype(np.uint8)
 
 
-def reduce_case(sample: dict[str, np.ndarray], pixels: np.ndarray) -> dict[str, np.ndarray]:
+def reduce_case(
+    sample: dict[str, np.ndarray], pixels: np.ndarray, color: bool = False
+) -> dict[str, np.ndarray]:
     """The fixture part of one dumped case: images at ``pixels``, everything else whole.
 
     The input image is kept as the uint8 grey levels the reference's warp produced (its
-    normalisation is exact to 1e-7), the teacher input as float32 (one of its 3 equal channels).
+    normalisation is exact to 1e-7), or as float32 after colour augmentation (``color``); the
+    teacher input as float32 (one of its 3 equal channels).
     """
     rows, cols = pixels.T
     out = {k: v for k, v in sample.items() if k not in ("rgb", "depth", "t_box2d_gt_head")}
-    out["rgb_levels"] = rgb_levels(sample["rgb"][:, rows, cols])  # (3, N) uint8
+    rgb = sample["rgb"][:, rows, cols]
+    if color:
+        out["rgb_pixels"] = rgb.astype(np.float32)  # (3, N)
+    else:
+        out["rgb_levels"] = rgb_levels(rgb)  # (3, N) uint8
     if "depth" in sample:
         channels = sample["depth"]
         if not (np.array_equal(channels[0], channels[1]) and np.array_equal(channels[0], channels[2])):
@@ -231,9 +262,9 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
                 continue
             dumps = run_reference(kind, Path(ref_dir), work / "tree", work)
             arrays = {}
-            for case in cases():
+            for case in cases() + (color_cases() if kind == "monoskd" else []):
                 with np.load(dumps / f"{case['name']}.npz") as f:
-                    reduced = reduce_case(dict(f), pixels)
+                    reduced = reduce_case(dict(f), pixels, color="color" in case)
                 arrays.update({f"{case['name']}/{k}": v for k, v in reduced.items()})
             path = out_dir / f"targets_{kind}.npz"
             np.savez_compressed(path, **arrays)

@@ -13,9 +13,12 @@ KIND is ``gupnet`` (GUPNet's ``lib/datasets/kitti.py``, 3 classes, no depth) or 
 (scale, shift x, shift y). The reference draws its augmentation from the global
 ``np.random.random`` / ``np.random.randn``; both are replaced by scripted draws that take the
 flip branch when ``flip``, the crop branch when ``crop`` is set, and return its draws.
-MonoSKD's colour augmentation (random.shuffle + its own RandomState) is replaced by a no-op:
-the colour jitter is not a target. Each case is written to ``OUT_DIR/<name>.npz`` (the input
-image, P2, coord_range, info and every target, uncompressed; data_targets.py reduces them).
+MonoSKD's colour augmentation (``random.shuffle`` of its three operations, then its own
+``RandomState``) is a no-op unless the case has ``color`` = {"order": the operations'
+indices in brightness, contrast, saturation numbering, "uniform": 3 factor draws, "normal": 3
+lighting draws}; then the shuffle and the RandomState return those. Each case is written to
+``OUT_DIR/<name>.npz`` (the input image, P2, coord_range, info and every target, uncompressed;
+data_targets.py reduces them).
 
 Run-time shims, never edits of the reference files: ``matplotlib`` (imported, never used) gets
 an empty stand-in module; ``np.bool`` (removed in NumPy 1.24, used by MonoSKD) is ``bool``.
@@ -63,6 +66,38 @@ class ScriptedDraws:
         return self.values.pop(0)
 
 
+class ScriptedColourDraws:
+    """Stand-in for MonoSKD's colour RandomState (``uniform``, ``normal``) and ``random.shuffle``."""
+
+    def __init__(self, color: dict) -> None:
+        self.order = list(color["order"])
+        self.uniform_values = list(color["uniform"])
+        self.normal_values = list(color["normal"])
+
+    def shuffle(self, items: list) -> None:
+        items[:] = [items[i] for i in self.order]
+
+    def uniform(self, low: float, high: float) -> float:
+        value = self.uniform_values.pop(0)
+        if not low <= value <= high:
+            raise RuntimeError(f"scripted uniform draw {value} outside [{low}, {high}]")
+        return value
+
+    def normal(self, scale: float, size: tuple[int, ...]) -> np.ndarray:
+        return np.array(self.normal_values, dtype=np.float64).reshape(size)
+
+
+def _script_colour(kitti: types.ModuleType, dataset: object, original, color: dict | None) -> None:
+    """Make the colour augmentation a no-op, or make it take the scripted draws of ``color``."""
+    if color is None:
+        kitti.color_aug = lambda *args, **kwargs: None
+        return
+    draws = ScriptedColourDraws(color)
+    kitti.color_aug = original
+    sys.modules[original.__module__].random = types.SimpleNamespace(shuffle=draws.shuffle)
+    dataset._data_rng = draws
+
+
 def _config(kind: str, root: Path) -> dict:
     """The reference's dataset config (GUPNet experiments/config.yaml, MonoSKD configs/*.yaml)."""
     cfg = {
@@ -107,8 +142,7 @@ def run(kind: str, ref_dir: Path, spec_path: Path, out_dir: Path) -> None:
     spec = json.loads(spec_path.read_text())
     root = Path(spec["root"])
     kitti = _enter_reference(ref_dir)
-    if kind == "monoskd":
-        kitti.color_aug = lambda *args, **kwargs: None
+    original_colour = getattr(kitti, "color_aug", None)
     uniform, normal = ScriptedDraws(), ScriptedDraws()
     np.random.random, np.random.randn = uniform, normal
     dataset = kitti.KITTI(str(root), "train", _config(kind, root))
@@ -116,6 +150,8 @@ def run(kind: str, ref_dir: Path, spec_path: Path, out_dir: Path) -> None:
     for case in spec["cases"]:
         uniform.values = [0.0 if case["flip"] else 1.0, 0.0 if case["crop"] else 1.0]
         normal.values = list(case["crop"] or [])
+        if kind == "monoskd":
+            _script_colour(kitti, dataset, original_colour, case.get("color"))
         sample = _flatten(dataset[case["index"]])
         if uniform.values or normal.values:
             raise RuntimeError(f"case {case['name']}: scripted draws left unused")
