@@ -15,7 +15,7 @@ endif
 # small machines (BENCHMARKS.md); torch keeps its own intra-op threads.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo sanity lint bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ lint: install
 
 demo: install
 	$(PY) tools/demo.py
+
+# Memorisation check (tools/sanity_check.py) of each config, teacher and student of both model
+# types; all run, and the target fails if any recovers < 90 % of its Moderate cars.
+SANITY_CONFIGS ?= configs/sanity/did_teacher.yaml configs/sanity/did_student.yaml \
+	configs/sanity/gupnet_teacher.yaml configs/sanity/gupnet_student.yaml
+sanity: install
+	@status=0; for config in $(SANITY_CONFIGS); do \
+		$(PY) tools/sanity_check.py --config $$config || status=1; \
+	done; exit $$status
 
 bench: install
 	$(PY) benchmarks/bench_eval.py

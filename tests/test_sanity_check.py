@@ -1,0 +1,97 @@
+"""tools/sanity_check.py: the recall it judges by, and its pass / fail / error exits at a toy size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib.datasets.kitti_io import LabelTable, Object3d, parse_label_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+
+import sanity_check  # noqa: E402
+
+TOY = ["trainer.max_epoch=1", "trainer.max_iters_per_epoch=1", "dataset.resolution=[128,64]"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def car(z: float, *, score: float | None = None, x: float = 0.0) -> Object3d:
+    """A Moderate-sized car along the optical axis (length 4 m along z), box 2D 100 px high."""
+    return Object3d(
+        cls_type="Car",
+        truncation=0.0,
+        occlusion=0,
+        alpha=0.0,
+        box2d=np.array([100.0, 100.0, 200.0, 200.0]),
+        h=1.5,
+        w=1.6,
+        l=4.0,
+        pos=np.array([x, 1.65, z]),
+        ry=np.pi / 2,
+        score=score,
+    )
+
+
+def table(objects: list[Object3d], *, scored: bool) -> LabelTable:
+    text = "".join(o.to_line() + "\n" for o in objects)
+    return parse_label_text(text, "<test>", with_score=scored)
+
+
+def test_recall_counts_cars_recovered_at_3d_iou_07():
+    from lib.eval.error_analysis import analyse_errors
+
+    # Frame 0: an exact copy (3D IoU 1). Frame 1: 1 m too far along the car's 4 m length, so the
+    # 3D IoU is 3 / 5 = 0.6 < 0.7 (same 2D box: matched, not recovered). Frame 2: 0.4 m too
+    # far, IoU 3.6 / 4.4 = 0.82. Recall = 2 / 3.
+    gt = [table([car(z)], scored=False) for z in (20.0, 30.0, 25.0)]
+    det = [
+        table([car(20.0, score=0.9)], scored=True),
+        table([car(31.0, score=0.9)], scored=True),
+        table([car(25.4, score=0.1)], scored=True),
+    ]
+    report = analyse_errors(gt, det, classes=["Car"], difficulty="moderate")
+    recall, num_gt = sanity_check.moderate_car_recall(report)
+    assert num_gt == 3
+    assert recall == pytest.approx(2 / 3)
+
+
+def test_recall_without_moderate_cars_is_a_user_error():
+    from lib.eval.error_analysis import analyse_errors
+
+    report = analyse_errors([table([], scored=False)], [table([], scored=True)], classes=["Car"])
+    with pytest.raises(sanity_check.SanityError, match="no moderate Car"):
+        sanity_check.moderate_car_recall(report)
+
+
+def sanity(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "tools/sanity_check.py", "--config", "configs/sanity/did_teacher.yaml", *args]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_fails_below_the_bar_and_passes_at_it(tmp_path):
+    out = ["--frames", "2", "--output-dir", str(tmp_path)]
+    strict = sanity(*out, "--min-recall", "1.0", *TOY)  # one step from scratch recovers nothing
+    assert strict.returncode == 1, strict.stdout[-2000:] + strict.stderr[-2000:]
+    summary = json.loads((tmp_path / "did_teacher" / "sanity.json").read_text())
+    assert summary["passed"] is False and summary["recall_3d@0.7"] < 1.0
+    assert summary["moderate_cars"] == summary["error_analysis"]["classes"]["Car"]["all"]["num_gt"] > 0
+    assert "FAIL:" in strict.stdout and "Error analysis" in strict.stdout
+    lenient = sanity(*out, "--min-recall", "0.0", *TOY)  # reuses the synthetic frames
+    assert lenient.returncode == 0, lenient.stdout[-2000:] + lenient.stderr[-2000:]
+    assert json.loads((tmp_path / "did_teacher" / "sanity.json").read_text())["passed"] is True
+    assert len(list(tmp_path.glob("data-*"))) == 1
+
+
+def test_cli_names_a_folder_that_is_not_a_kitti_tree(tmp_path):
+    frame_list = tmp_path / "frames.txt"
+    frame_list.write_text("000000\n")
+    result = sanity("--kitti-root", str(tmp_path / "nowhere"), "--frame-list", str(frame_list))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "nowhere: no training/label_2" in result.stderr
