@@ -12,6 +12,12 @@ Car 3D and BEV AP40 (Easy / Mod / Hard) per model is printed and written to
 (tools/make_synthetic_kitti.py) and its depth maps (tools/make_depth_maps.py) into
 ``<output-dir>/data``, and additionally reports AP40 at the loose overlaps (0.5 for Car), which
 a few CPU epochs reach more easily than 0.7.
+
+``--seeds N`` repeats the whole chain N times with the training seeds (``experiment.seed``) of
+each stage's config + 0, 1, ..., N - 1, chain k in ``<output-dir>/seed_<k>/`` (the distillation
+stages of chain k use chain k's teacher and student; the demo's synthetic set is shared), and the
+tables give each cell as mean ± sample standard deviation over the N runs: how much of a
+difference between two rows is run-to-run noise.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -59,8 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--frames", type=int, default=DEMO_FRAMES, help="synthetic frames (--demo)")
     parser.add_argument("--skip-done", action="store_true", help="skip stages whose evaluation exists")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train every stage with N seeds; table cells: mean ± std"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every stage, key.sub=value")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    return args
 
 
 def run_command(cmd: list[str]) -> None:
@@ -102,11 +115,12 @@ def make_demo_data(data_dir: Path, *, frames: int) -> None:
         run_command([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(data_dir)])
 
 
-def stage_overrides(stage: str, out_dir: Path, *, demo: bool) -> list[str]:
-    """Overrides that chain the stages inside ``out_dir`` (data and checkpoints)."""
+def stage_overrides(stage: str, out_dir: Path, *, demo: bool, data_dir: Path | None = None) -> list[str]:
+    """Overrides that chain the stages inside ``out_dir`` (checkpoints; the demo's data in
+    ``data_dir``, by default ``out_dir/data``)."""
     overrides = []
     if demo:
-        overrides.append(f"dataset.root_dir={out_dir / 'data'}")
+        overrides.append(f"dataset.root_dir={data_dir or out_dir / 'data'}")
     if stage in DISTILL_STAGES:
         checkpoint = "last.pth" if demo else "best.pth"  # the demo evaluates only after its last epoch
         overrides += [
@@ -114,6 +128,21 @@ def stage_overrides(stage: str, out_dir: Path, *, demo: bool) -> list[str]:
             f"distill.student_checkpoint={out_dir / 'student' / 'checkpoints' / checkpoint}",
         ]
     return overrides
+
+
+def seed_runs(out_dir: Path, num_seeds: int) -> list[tuple[int, Path]]:
+    """(seed offset, output folder) of each repetition of the chain: ``out_dir`` itself for one
+    seed (the config's), ``out_dir/seed_<k>`` with offset k = 0..N-1 for N > 1."""
+    if num_seeds == 1:
+        return [(0, out_dir)]
+    return [(k, out_dir / f"seed_{k}") for k in range(num_seeds)]
+
+
+def seed_override(config: Path, overrides: list[str], offset: int) -> list[str]:
+    """``experiment.seed`` = the stage's configured seed + ``offset`` (nothing for offset 0)."""
+    if offset == 0:
+        return []
+    return [f"experiment.seed={load_config(config, overrides).experiment.seed + offset}"]
 
 
 def run_stage(stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool) -> Path:
@@ -133,6 +162,12 @@ def run_stage(stage: str, config: Path, out_dir: Path, overrides: list[str], *, 
     return run_dir
 
 
+def strict_reports(run_dir: Path) -> dict:
+    """The ap.json of a run's ``-e`` evaluation (IoU 0.7, the KITTI protocol)."""
+    cfg = load_config(run_dir / "config.yaml")
+    return json.loads((run_dir / "results" / cfg.tester.split / "ap.json").read_text())
+
+
 def loose_reports(run_dir: Path) -> dict:
     """AP40 of a run's val results at the loose overlaps (Car BEV/3D 0.5)."""
     cfg = load_config(run_dir / "config.yaml")
@@ -146,17 +181,29 @@ def loose_reports(run_dir: Path) -> dict:
 METRIC_NAMES = {"3d": "3D", "bev": "BEV", "bbox": "2D"}
 
 
-def table_row(name: str, reports: dict, metrics: tuple[str, ...]) -> str:
-    ap = reports["ap40"]["ap"].get(TABLE_CLASS) or {}
+def table_cell(values: list[float | None]) -> str:
+    """One AP, or ``mean ± std`` (sample standard deviation, n - 1) of several runs; "-" when a
+    run has no value."""
+    if not values or any(v is None for v in values):
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def table_row(name: str, reports: dict | list[dict], metrics: tuple[str, ...]) -> str:
+    """A model's row from its reports (a list: one per seed, cells mean ± std)."""
+    runs = reports if isinstance(reports, list) else [reports]
+    aps = [r["ap40"]["ap"].get(TABLE_CLASS) or {} for r in runs]
     cells = []
     for metric in metrics:
-        values = ap.get(metric)
-        cells += [f"{values[d]:.2f}" if values else "-" for d in DIFFICULTIES]
+        for d in DIFFICULTIES:
+            cells.append(table_cell([ap[metric][d] if ap.get(metric) else None for ap in aps]))
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def format_results_table(
-    rows: dict[str, dict], *, title: str, metrics: tuple[str, ...] = ("3d", "bev")
+    rows: dict[str, dict | list[dict]], *, title: str, metrics: tuple[str, ...] = ("3d", "bev")
 ) -> str:
     """Markdown: one row per model, Car AP40 Easy / Mod / Hard of each metric (3D, BEV: the paper's)."""
     columns = [f"{METRIC_NAMES[m]} {d}" for m in metrics for d in ("Easy", "Mod", "Hard")]
@@ -176,24 +223,27 @@ def main(argv: list[str] | None = None) -> int:
     stages = MAIN_STAGES + (BASELINE_STAGES if args.all else ())
     start = time.perf_counter()
     try:
-        overrides = {s: stage_overrides(s, out_dir, demo=args.demo) + list(args.overrides) for s in stages}
-        for stage in stages:  # a bad key or value fails here, before hours of training
-            load_config(config_dir / f"{stage}.yaml", overrides[stage])
+        overrides = {}  # (chain folder, stage) -> overrides; the seed's last, so that it wins
+        for offset, chain_dir in seed_runs(out_dir, args.seeds):
+            for s in stages:
+                chain = stage_overrides(s, chain_dir, demo=args.demo, data_dir=out_dir / "data")
+                given = chain + list(args.overrides)
+                overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
+        for (_, stage), stage_args in overrides.items():  # a bad key or value fails here
+            load_config(config_dir / f"{stage}.yaml", stage_args)
         if args.demo:
             make_demo_data(out_dir / "data", frames=args.frames)
-        run_dirs = {}
-        for stage in stages:
-            run_dirs[stage] = run_stage(
-                stage, config_dir / f"{stage}.yaml", out_dir, overrides[stage], skip_done=args.skip_done
-            )
-        strict = {}
-        for stage, run_dir in run_dirs.items():
-            cfg = load_config(run_dir / "config.yaml")
-            strict[stage] = json.loads((run_dir / "results" / cfg.tester.split / "ap.json").read_text())
-        table = format_results_table(strict, title=f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol)")
+        run_dirs: dict[str, list[Path]] = {s: [] for s in stages}  # stage -> its run folder per seed
+        for (chain_dir, stage), stage_args in overrides.items():
+            config = config_dir / f"{stage}.yaml"
+            run_dirs[stage].append(run_stage(stage, config, chain_dir, stage_args, skip_done=args.skip_done))
+        spread = "" if args.seeds == 1 else f"; mean ± std over {args.seeds} seeds"
+        strict = {stage: [strict_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+        title = f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol{spread})"
+        table = format_results_table(strict, title=title)
         if args.demo:
-            loose = {stage: loose_reports(run_dir) for stage, run_dir in run_dirs.items()}
-            title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7)"
+            loose = {stage: [loose_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+            title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7{spread})"
             table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
     except (StageError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

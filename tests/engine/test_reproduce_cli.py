@@ -4,6 +4,7 @@ MonoDistill), their evaluations and the printed table; ``--skip-done`` and a bad
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import load_config
+from lib.config import load_config, save_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("teacher", "student", "monommkd", "monoskd", "monodistill")
@@ -85,3 +86,58 @@ def test_bad_override_fails_before_training(tmp_path):
     assert result.returncode == 2
     assert "max_epok" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "demo").exists()  # checked before the data is written
+
+
+def test_table_cells_give_mean_and_sample_std_over_seeds():
+    from tools.reproduce import format_results_table, table_cell
+
+    assert table_cell([12.5]) == "12.50"
+    assert table_cell([40.0, 44.0]) == "42.00 ± 2.83"  # std with n - 1: sqrt((4 + 4) / 1)
+    assert table_cell([1.0, 2.0, 6.0]) == "3.00 ± 2.65"  # sqrt((4 + 1 + 9) / 2)
+    assert table_cell([1.0, None]) == "-"
+
+    def reports(ap_3d: float) -> dict:
+        values = {"easy": ap_3d, "moderate": ap_3d / 2, "hard": 0.0}
+        return {"ap40": {"ap": {"Car": {"3d": values, "bev": None}}}}
+
+    table = format_results_table(
+        {"teacher": [reports(40.0), reports(44.0)]}, title="T", metrics=("3d", "bev")
+    )
+    assert "| teacher | 42.00 ± 2.83 | 21.00 ± 1.41 | 0.00 ± 0.00 | - | - | - |" in table
+
+
+def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
+    """--seeds 3 with the stage subprocesses replaced by a fake train_val whose AP is the seed
+    offset: every chain has its folder and seed, and the table holds the hand-computed spread."""
+    import tools.reproduce as reproduce_cli
+
+    calls = []
+
+    def fake_train_val(cmd: list[str]) -> None:
+        config, out = Path(cmd[cmd.index("--config") + 1]), Path(cmd[cmd.index("--output-dir") + 1])
+        overrides = [a for a in cmd[cmd.index("--output-dir") + 2 :] if a != "-e"]
+        cfg = load_config(config, overrides)
+        calls.append((config.stem, out, cfg.experiment.seed, "-e" in cmd))
+        if "-e" in cmd:
+            run_dir = out / cfg.experiment.name
+            save_config(cfg, run_dir / "config.yaml")
+            offset = cfg.experiment.seed - 100  # the base seed given below
+            ap = {"easy": 10.0 * offset, "moderate": 20.0 + offset, "hard": 5.0}
+            report = {"ap40": {"ap": {"Car": {"3d": ap, "bev": ap}}}}
+            results = run_dir / "results" / cfg.tester.split
+            results.mkdir(parents=True)
+            (results / "ap.json").write_text(json.dumps(report))
+
+    monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
+    out = tmp_path / "kitti"
+    assert reproduce_cli.main(["--seeds", "3", "--output-dir", str(out), "experiment.seed=100"]) == 0
+    stages = ("teacher", "student", "monommkd")
+    trained = [(stem, run_out, seed) for stem, run_out, seed, evaluation in calls if not evaluation]
+    assert trained == [(s, out / f"seed_{k}", 100 + k) for k in range(3) for s in stages]
+    distill = load_config(out / "seed_2" / "monommkd" / "config.yaml").distill
+    assert distill.teacher_checkpoint == str(out / "seed_2" / "teacher" / "checkpoints" / "best.pth")
+    table = (out / "table.md").read_text()
+    assert "mean ± std over 3 seeds" in table
+    # offsets 0, 1, 2: easy 0/10/20 -> 10.00 ± 10.00, moderate 20/21/22 -> 21.00 ± 1.00, hard 5.00 ± 0.00
+    cells = " 10.00 ± 10.00 | 21.00 ± 1.00 | 5.00 ± 0.00 |"
+    assert all(f"| {s} |{cells}{cells}" in table for s in stages)
