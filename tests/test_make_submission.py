@@ -26,20 +26,27 @@ def submit(*args: str | Path) -> int:
     return run_cli(main, [str(a) for a in args])
 
 
-@pytest.fixture
-def results(tmp_path: Path) -> Path:
-    """A result folder of the whole KITTI test split: 7518 files in data/, three with objects."""
-    data = tmp_path / "results" / "test" / "data"
+def write_results(folder: Path, frames: int) -> Path:
+    """``frames`` result files in ``folder/data``, three of them with objects."""
+    data = folder / "data"
     data.mkdir(parents=True)
-    for i in range(7518):
+    for i in range(frames):
         (data / f"{i:06d}.txt").touch()
     (data / "000000.txt").write_text(CAR + PEDESTRIAN)
     (data / "000007.txt").write_text(CAR)
-    (data / "007517.txt").write_text(CAR + CAR)
-    return tmp_path / "results" / "test"
+    (data / f"{frames - 1:06d}.txt").write_text(CAR + CAR)
+    return folder
 
 
-def test_good_folder_gives_a_flat_zip_of_every_test_frame(results: Path, tmp_path: Path, capsys) -> None:
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    """A result folder of 12 frames and the split file that lists them."""
+    write_split(tmp_path / "split.txt", list(range(12)))
+    return write_results(tmp_path / "results", 12), tmp_path / "split.txt"
+
+
+def test_whole_test_split_gives_a_flat_zip_and_missing_frames_are_named(tmp_path: Path, capsys) -> None:
+    results = write_results(tmp_path / "results" / "test", 7518)  # data/splits/test.txt by default
     out = tmp_path / "sub" / "monommkd.zip"
     assert submit(results, "--out", out) == 0
     with zipfile.ZipFile(out) as archive:
@@ -52,29 +59,35 @@ def test_good_folder_gives_a_flat_zip_of_every_test_frame(results: Path, tmp_pat
     assert "7518 frames checked (7515 without detections); detections: Car 4, Pedestrian 1" in printed
     assert not list(out.parent.glob("*.partial"))
 
-    assert submit(results, "--out", out) == 2  # an existing zip is kept
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert submit(results, "--out", out, "--overwrite") == 0
-    assert submit(results / "data") == 0  # the files' own folder works too
-    assert (results / "data" / "submission.zip").is_file()
-
-
-def test_missing_frames_are_named(results: Path, tmp_path: Path, capsys) -> None:
     (results / "data" / "000005.txt").unlink()
     (results / "data" / "007517.txt").unlink()
     assert submit(results, "--out", tmp_path / "s.zip") == 2
     err = capsys.readouterr().err
-    assert (
-        f"{results / 'data'}: 2 of the 7518 frames of " in err
-        and "have no result file: 000005 007517 (" in err
-    )
+    assert f"{results / 'data'}: 2 of the 7518 frames of " in err
+    assert "have no result file: 000005 007517 (run tools/train_val.py -e" in err
     assert not (tmp_path / "s.zip").exists()
 
 
-def test_a_file_of_another_frame_is_refused(results: Path, tmp_path: Path, capsys) -> None:
-    (results / "data" / "007518.txt").touch()
-    assert submit(results, "--out", tmp_path / "s.zip") == 2
-    assert "result files of frames that are not in" in capsys.readouterr().err
+def test_existing_zip_is_kept_and_the_data_folder_works_too(small, tmp_path: Path, capsys) -> None:
+    results, split = small
+    out = tmp_path / "s.zip"
+    assert submit(results, "--split", split, "--out", out) == 0
+    assert submit(results, "--split", split, "--out", out) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {out}: already exists; pass --overwrite to replace it or choose another --out\n"
+    )
+    assert submit(results, "--split", split, "--out", out, "--overwrite") == 0
+    assert submit(results / "data", "--split", split) == 0  # default --out: inside RESULTS_DIR
+    with zipfile.ZipFile(results / "data" / "submission.zip") as archive:
+        assert archive.namelist() == [f"{i:06d}.txt" for i in range(12)]
+
+
+def test_a_file_of_another_frame_is_refused(small, tmp_path: Path, capsys) -> None:
+    results, split = small
+    (results / "data" / "000012.txt").touch()
+    assert submit(results, "--split", split, "--out", tmp_path / "s.zip") == 2
+    assert f"result files of frames that are not in {split}: 000012" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -86,9 +99,10 @@ def test_a_file_of_another_frame_is_refused(results: Path, tmp_path: Path, capsy
         (CAR.replace("1.60", "1,60"), "000007.txt:1: non-numeric field"),
     ],
 )
-def test_malformed_line_names_file_and_line(results: Path, tmp_path: Path, capsys, text, message) -> None:
+def test_malformed_line_names_file_and_line(small, tmp_path: Path, capsys, text, message) -> None:
+    results, split = small
     (results / "data" / "000007.txt").write_text(text)
-    assert submit(results, "--out", tmp_path / "s.zip") == 2
+    assert submit(results, "--split", split, "--out", tmp_path / "s.zip") == 2
     err = capsys.readouterr().err
     assert str(results / "data" / "000007.txt") in err and message in err
     assert not (tmp_path / "s.zip").exists()

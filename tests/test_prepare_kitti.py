@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.datasets import kitti_io
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti_io import STANDARD_SPLITS_DIR, read_depth_map, write_split
+from lib.datasets.kitti_io import read_depth_map, write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
+from tools import prepare_kitti
 from tools.prepare_kitti import main
 
 
@@ -69,44 +71,57 @@ def test_synthetic_tree_with_a_test_split(tmp_path: Path, capfd) -> None:
     ]
 
 
-def test_without_image_sets_the_standard_lists_are_checked_and_installed(tmp_path: Path, capfd) -> None:
-    """A tree with every KITTI training frame (frames 0-2 real, the rest empty files) gets the
-    standard lists as ImageSets/; the same tree short of frames names the missing ones."""
-    sample = Path(__file__).parent / "data" / "kitti_sample" / "training"
-    root = tmp_path / "kitti"
-    for folder, suffix in (("image_2", ".png"), ("calib", ".txt"), ("label_2", ".txt"), ("velodyne", ".bin")):
-        (root / "training" / folder).mkdir(parents=True)
-        for i in range(7481):
-            (root / "training" / folder / f"{i:06d}{suffix}").touch()
-        for i in range(3):
-            shutil.copyfile(
-                sample / folder / f"{i:06d}{suffix}", root / "training" / folder / f"{i:06d}{suffix}"
-            )
-    for i in (5, 6, 7, 8, 9, 7480):
-        (root / "training" / "velodyne" / f"{i:06d}.bin").unlink()
-    (root / "training" / "label_2").rename(root / "training" / "labels")  # extracted under another name
-
-    assert prepare(root, tmp_path / "KITTI3D", "--skip-depth") == 2
+def test_without_image_sets_the_standard_lists_are_checked(kitti_sample: Path, tmp_path: Path, capfd) -> None:
+    """The three sample frames without their ImageSets/: checked against data/splits/, which
+    lists all 7481 training frames."""
+    shutil.rmtree(kitti_sample / "ImageSets")
+    (kitti_sample / "training" / "label_2").rename(
+        kitti_sample / "training" / "labels"
+    )  # extracted elsewhere
+    assert prepare(kitti_sample, tmp_path / "KITTI3D") == 2
+    training = kitti_sample / "training"
+    first = "(000003 000004 000005 000006 000007 ...)"
     assert problems(capfd) == [
-        f"problem: {root / 'training' / 'label_2'}: is missing; download data_object_label_2.zip "
-        f"(training labels, 5 MB) and extract it into {root}",
-        f"problem: {root / 'training' / 'velodyne'}: 6 of the 7481 listed frames have no .bin file "
-        "(000005 000006 000007 000008 000009 ...); re-extract data_object_velodyne.zip "
-        "(Velodyne point clouds, 29 GB)",
+        f"problem: {training / 'image_2'}: 7478 of the 7481 listed frames have no .png file {first}; "
+        "re-extract data_object_image_2.zip (left colour images, 12 GB)",
+        f"problem: {training / 'calib'}: 7478 of the 7481 listed frames have no .txt file {first}; "
+        "re-extract data_object_calib.zip (camera calibration matrices, 16 MB)",
+        f"problem: {training / 'label_2'}: is missing; download data_object_label_2.zip "
+        f"(training labels, 5 MB) and extract it into {kitti_sample}",
+        f"problem: {training / 'velodyne'}: 7478 of the 7481 listed frames have no .bin file {first}; "
+        "re-extract data_object_velodyne.zip (Velodyne point clouds, 29 GB)",
     ]
-    assert not (root / "ImageSets").exists() and not (tmp_path / "KITTI3D").exists()  # nothing written
+    assert (
+        not (kitti_sample / "ImageSets").exists() and not (tmp_path / "KITTI3D").exists()
+    )  # nothing written
+    assert not (training / "depth_dense").exists()
 
-    (root / "training" / "labels").rename(root / "training" / "label_2")
-    for i in (5, 6, 7, 8, 9, 7480):
-        (root / "training" / "velodyne" / f"{i:06d}.bin").touch()
-    assert prepare(root, tmp_path / "KITTI3D", "--skip-depth") == 0
-    for name in ("train", "val", "trainval", "test"):
-        assert (root / "ImageSets" / f"{name}.txt").read_text() == (
-            STANDARD_SPLITS_DIR / f"{name}.txt"
+
+def test_standard_lists_are_installed_where_image_sets_is_missing(
+    kitti_sample: Path, tmp_path: Path, monkeypatch, capfd
+) -> None:
+    """Standard lists that the three sample frames satisfy stand in for data/splits/."""
+    standard = tmp_path / "splits"
+    lists = {"train": [0, 1], "val": [2], "trainval": [0, 1, 2], "test": [1, 0]}
+    for name, ids in lists.items():
+        write_split(standard / f"{name}.txt", ids)
+    monkeypatch.setattr(kitti_io, "STANDARD_SPLITS_DIR", standard)
+    monkeypatch.setattr(prepare_kitti, "STANDARD_SPLITS_DIR", standard)
+    shutil.rmtree(kitti_sample / "ImageSets")
+
+    assert prepare(kitti_sample, tmp_path / "KITTI3D", "--skip-depth") == 0
+    for name in lists:
+        assert (kitti_sample / "ImageSets" / f"{name}.txt").read_text() == (
+            standard / f"{name}.txt"
         ).read_text()
     out = capfd.readouterr().out
-    assert "splits: train 3712, val 3769, trainval 7481, test 7518" in out
+    assert f"{kitti_sample / 'ImageSets'} written from {standard}" in out
+    assert "splits: train 2, val 1, trainval 3, test 2" in out
     assert "depth maps: skipped (--skip-depth); 0 in" in out
+    (standard / "val.txt").write_text("000001\n")  # from now on the dataset's own lists count
+    assert prepare(kitti_sample, tmp_path / "KITTI3D", "--skip-depth") == 0
+    assert f"{kitti_sample / 'ImageSets'} kept (the dataset's own lists)" in capfd.readouterr().out
+    assert (kitti_sample / "ImageSets" / "val.txt").read_text() == "000002\n"
 
 
 def test_a_malformed_file_is_named_with_its_archive(kitti_sample: Path, tmp_path: Path, capfd) -> None:

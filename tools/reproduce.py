@@ -7,7 +7,8 @@
 Each stage is one ``tools/train_val.py`` run in a subprocess (its progress bars show), followed by
 ``tools/train_val.py -e`` on the stage's best checkpoint. The distillation stages get the
 teacher's and the student's checkpoints of the same output folder (METHOD §1). The table of
-Car 3D and BEV AP40 (Easy / Mod / Hard) per model is printed and written to
+Car 3D and BEV AP40 (Easy / Mod / Hard) per model, and one of the Car errors (recall at 2D / 3D
+IoU, depth and heading errors: lib/eval/error_analysis.py), are printed and written to
 ``<output-dir>/table.md``. ``--demo`` first writes the synthetic KITTI-format set
 (tools/make_synthetic_kitti.py) and its depth maps (tools/make_depth_maps.py) into
 ``<output-dir>/data``, and additionally reports AP40 at the loose overlaps (0.5 for Car), which
@@ -162,6 +163,42 @@ def run_stage(stage: str, config: Path, out_dir: Path, overrides: list[str], *, 
     return run_dir
 
 
+# The error-analysis summary (lib/eval/error_analysis.py, Car, Moderate, every distance): column,
+# (report group, key). Recall is a fraction of the ground truth; errors of the 2D-matched pairs.
+ERROR_COLUMNS = (
+    ("recall 2D 0.5", ("recall", "2d@0.5")),
+    ("recall 3D 0.5", ("recall", "3d@0.5")),
+    ("recall 3D 0.7", ("recall", "3d@0.7")),
+    ("depth err median (m)", ("depth_abs_m", "median")),
+    ("depth err p90 (m)", ("depth_abs_m", "p90")),
+    ("depth bias (m)", ("depth_bias_m", "median")),
+    ("heading mod pi median (rad)", ("heading_mod_pi_rad", "median")),
+)
+
+
+def error_reports(run_dir: Path) -> dict | None:
+    """The error_analysis.json of a run's ``-e`` evaluation (None for a run evaluated without it)."""
+    cfg = load_config(run_dir / "config.yaml")
+    path = run_dir / "results" / cfg.tester.split / "error_analysis.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def format_error_summary(rows: dict[str, list[dict | None]], *, title: str) -> str:
+    """Markdown: one row per model, the :data:`ERROR_COLUMNS` of its Car errors (mean ± std over
+    seeds when there are several reports)."""
+    lines = [
+        f"**{title}**",
+        "",
+        "| model | " + " | ".join(column for column, _ in ERROR_COLUMNS) + " |",
+        "|---" * (len(ERROR_COLUMNS) + 1) + "|",
+    ]
+    for name, reports in rows.items():
+        cells = [((r or {}).get("classes", {}).get(TABLE_CLASS) or {}).get("all") or {} for r in reports]
+        values = [[(c.get(group) or {}).get(key) for c in cells] for _, (group, key) in ERROR_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(table_cell(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def strict_reports(run_dir: Path) -> dict:
     """The ap.json of a run's ``-e`` evaluation (IoU 0.7, the KITTI protocol)."""
     cfg = load_config(run_dir / "config.yaml")
@@ -245,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             loose = {stage: [loose_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
             title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7{spread})"
             table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
+        errors = {stage: [error_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+        title = f"{TABLE_CLASS} errors on val (Moderate, all distances, any score{spread})"
+        table += "\n" + format_error_summary(errors, title=title)
     except (StageError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -62,6 +62,13 @@ def test_demo_all_chains_every_stage_and_writes_the_table(demo_run):
     table = (out / "table.md").read_text()
     assert table in result.stdout
     assert "IoU 0.7 (KITTI protocol)" in table and "loose overlaps" in table
+    table, errors = table.split("**Car errors on val")
+    error_rows = [
+        line.split("|")[2:-1] for line in errors.splitlines() if line.startswith("| ") and "model" not in line
+    ]
+    assert len(error_rows) == len(STAGES)  # recall 2D / 3D 0.5 / 3D 0.7, depth median / p90 / bias, heading
+    assert all(re.fullmatch(r" (-?[0-9]+\.[0-9]{2}|-) ", c) for cells in error_rows for c in cells)
+    assert all(len(cells) == 7 and cells[0] != " - " for cells in error_rows)  # recall is always there
     rows = table_rows(table)
     # the paper's table (3D + BEV: 6 cells) then the loose one (2D + BEV + 3D: 9 cells), every stage
     assert [(name, len(cells)) for name, cells in rows] == [(s, 6) for s in STAGES] + [(s, 9) for s in STAGES]
@@ -127,6 +134,11 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
             results = run_dir / "results" / cfg.tester.split
             results.mkdir(parents=True)
             (results / "ap.json").write_text(json.dumps(report))
+            recall = {"2d@0.5": 1.0, "3d@0.5": 0.8, "3d@0.7": 0.5 + 0.1 * offset}
+            errors = {
+                "classes": {"Car": {"all": {"recall": recall, "depth_abs_m": {"median": 0.2 * (offset + 1)}}}}
+            }
+            (results / "error_analysis.json").write_text(json.dumps(errors))
 
     monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
     out = tmp_path / "kitti"
@@ -141,3 +153,6 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     # offsets 0, 1, 2: easy 0/10/20 -> 10.00 ± 10.00, moderate 20/21/22 -> 21.00 ± 1.00, hard 5.00 ± 0.00
     cells = " 10.00 ± 10.00 | 21.00 ± 1.00 | 5.00 ± 0.00 |"
     assert all(f"| {s} |{cells}{cells}" in table for s in stages)
+    # errors: recall 1, 0.8, 0.5/0.6/0.7; depth median 0.2/0.4/0.6; the other columns absent
+    errors = "| 1.00 ± 0.00 | 0.80 ± 0.00 | 0.60 ± 0.10 | 0.40 ± 0.20 | - | - | - |"
+    assert all(f"| {s} {errors}" in table for s in stages)
