@@ -43,9 +43,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from lib.config import Config
+from lib.config import Config, ConfigError
 from lib.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
-from lib.datasets.augment import augment_sample
+from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, augment_sample
 from lib.datasets.kitti_io import (
     Calibration,
     Object3d,
@@ -56,7 +56,7 @@ from lib.datasets.kitti_io import (
     read_split,
 )
 from lib.datasets.rpd import DepthBins
-from lib.datasets.targets import build_targets
+from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,16 @@ class KittiDataset(Dataset):
             raise ValueError(
                 f"writelist classes {unknown} are not among {CLASSES} (Van/Truck: use class_merging)"
             )
+        switches = [
+            ("projection", projection, PROJECTIONS),
+            ("image_warp", image_warp, IMAGE_WARPS),
+            ("depth_warp", depth_warp, DEPTH_WARPS),
+            ("heatmap_cell", heatmap_cell, HEATMAP_CELLS),
+            ("depth_downsample", depth_downsample, DEPTH_DOWNSAMPLES),
+        ]
+        for key, value, allowed in switches:
+            if value not in allowed:
+                raise ConfigError(f"dataset.{key}: {value!r} is not one of {', '.join(allowed)}")
         width, height = resolution
         if width % downsample or height % downsample:
             raise ValueError(f"resolution {tuple(resolution)} must be a multiple of downsample={downsample}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.config import ConfigError
 from lib.datasets.augment import PCA_EIGVAL, PCA_EIGVEC, color_jitter
 from lib.datasets.kitti import KittiDataset
 from lib.datasets.kitti_io import read_depth_map
@@ -322,3 +323,11 @@ def test_color_aug_rgb_default(kitti_tree: Path, fixtures: dict) -> None:
     np.testing.assert_allclose(
         ours_grey - ref_grey, np.broadcast_to(eigvec - eigvec[::-1], grey.shape), atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "key", ["projection", "image_warp", "depth_warp", "heatmap_cell", "depth_downsample"]
+)
+def test_unknown_switch_value_names_the_key(kitti_sample_dir: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"dataset.{key}: 'PIL' is not one of"):
+        KittiDataset(kitti_sample_dir, "train", **{key: "PIL"})
