@@ -71,8 +71,10 @@ def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """The K highest local maxima of the heatmap of every image (REFERENCE §1.4, §4).
 
     Sigmoid, clamp to [1e-4, 1 - 1e-4], keep cells equal to their 3x3 max (CenterNet's NMS),
-    then top-K over all classes and cells (the same set as GUPNet's per-class top-K followed by
-    an overall top-K).
+    then GUPNet's two stages: the top-K cells of each class, then the top-K of those C·K. A
+    single top-K over all cells keeps the same peaks but may order exactly tied scores (e.g.
+    saturated at the clamp) differently; the two stages give the reference's order too
+    (docs/parity.md). For K > H·W every cell is a candidate.
 
     Args:
         heatmap: (B, C, H, W) logits.
@@ -87,11 +89,13 @@ def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
         raise ValueError(f"topk must be in 1..{c * h * w} for a {c}x{h}x{w} heatmap, got {k}")
     prob = heatmap.float().sigmoid().clamp(HEATMAP_EPS, 1.0 - HEATMAP_EPS)
     peaks = prob * (F.max_pool2d(prob, 3, stride=1, padding=1) == prob)
-    scores, flat = peaks.view(b, -1).topk(k)  # (B, K)
-    indices = flat % (h * w)
+    per_class = min(k, h * w)
+    class_scores, class_cells = peaks.view(b, c, -1).topk(per_class)  # (B, C, per_class)
+    scores, pick = class_scores.view(b, -1).topk(k)  # (B, K) among the C * per_class candidates
+    indices = class_cells.view(b, -1).gather(1, pick)
     return {
         "scores": scores,
-        "cls": flat // (h * w),
+        "cls": pick // per_class,
         "indices": indices,
         "xs": indices % w,
         "ys": indices // w,

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lib.models import build_detector
+from lib.models.detector import select_topk_peaks
 from tools.parity.net_common import load_npz, seeded_images, seeded_state_dict, state_checksum
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
@@ -153,3 +154,16 @@ def test_did_forward_eval_mode(did_fixture: dict) -> None:
     _check_features(out["features"], fx, "eval")
     _close("eval/merged_depth", out["depth"][:, 0], fx["eval/merged_depth"])
     _close("eval/merged_conf", out["depth_confidence"], fx["eval/merged_conf"])
+
+
+def test_peak_selection_with_exact_ties_matches_gupnet() -> None:
+    """Saturated peaks tie exactly at the clamp (1 - 1e-4), as they do for a trained network.
+    GUPNet's two stages (per-class top-K, then overall) fix which tied peaks are kept and their
+    order; ours runs the same stages, so peaks, order, classes and cells are equal even when the
+    tie straddles the K-th place (image 1: 70 tied peaks, K = 50)."""
+    fx = load_npz(FIXTURES / "net_topk.npz")
+    assert (fx["scores"][1] == fx["scores"][1, 0]).all()  # the fixture does have the straddling tie
+    peaks = select_topk_peaks(torch.from_numpy(fx["logits"]), int(fx["k"]))
+    for key in ("indices", "cls", "xs", "ys"):
+        np.testing.assert_array_equal(peaks[key].numpy(), fx[key], err_msg=key)
+    np.testing.assert_array_equal(peaks["scores"].numpy(), fx["scores"])

@@ -164,6 +164,22 @@ def did_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def gupnet_topk(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """GUPNet's peak selection (sigmoid, clamp, 3x3 NMS, per-class then overall top-50) on
+    given heatmap logits, as its model (eval mode) and decoding run it."""
+    from lib.helpers.decode_helper import _nms, _topk
+
+    heatmap = torch.clamp(_t(inp["logits"]).sigmoid(), min=1e-4, max=1 - 1e-4)
+    scores, inds, cls_ids, xs, ys = _topk(_nms(heatmap), K=int(inp["k"]))
+    return {
+        "scores": _np(scores),
+        "indices": _np(inds).astype(np.int64),
+        "cls": _np(cls_ids).astype(np.int64),
+        "xs": _np(xs).astype(np.int64),
+        "ys": _np(ys).astype(np.int64),
+    }
+
+
 LOSS_TERMS = ("seg", "offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
 PRED_KEYS = {
     "gupnet": ("depth", "offset_3d", "size_3d", "h3d_log_variance", "heading"),
@@ -280,6 +296,7 @@ TASKS = {
     "md_distill": md_distill,
     "gupnet_forward": gupnet_forward,
     "did_forward": did_forward,
+    "gupnet_topk": gupnet_topk,
     "gupnet_loss": gupnet_loss,
     "did_loss": did_loss,
 }

@@ -94,6 +94,22 @@ def _did_forward(ref: Path) -> dict[str, np.ndarray]:
     return {**inputs, **run_reference("did_forward", ref, inputs)}
 
 
+def topk_inputs(seed: int) -> dict[str, np.ndarray]:
+    """Heatmap logits with saturated peaks (exact ties at the clamp 1 - 1e-4): 30 isolated
+    ones in image 0 (fewer than K = 50), 70 in image 1 (the tie straddles the cut)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-3.0, 1.0, size=(2, 3, GRID_H, GRID_W))
+    for b, count in enumerate((30, 70)):
+        for k in range(count):
+            logits[b, k % 3, (k * 7) % GRID_H, (k * 13) % GRID_W] = 20.0
+    return {"logits": logits, "k": np.array(50)}
+
+
+def _gupnet_topk(ref: Path) -> dict[str, np.ndarray]:
+    inputs = topk_inputs(13)
+    return {**inputs, **run_reference("gupnet_topk", ref, inputs)}
+
+
 def loss_case(rng: np.random.Generator, model_type: str, mask: np.ndarray, *, positives: bool = True) -> dict:
     """Random network outputs and targets of a (2, 3, 12, 20) grid with ``mask`` (B, M) objects.
 
@@ -194,7 +210,12 @@ def distill_inputs(seed: int) -> dict[str, np.ndarray]:
         teacher[:, :, rng.uniform(size=(h, w)) < 0.15] = 0.0  # cells with no teacher signal
         arrays[f"teacher/{level}"] = teacher
     boxes = np.zeros((2, 6, 4))
-    boxes[0, :4] = [[10.0, 12.0, 58.0, 44.0], [70.5, 3.2, 101.7, 30.9], [0.0, 0.0, 0.0, 0.0], [120.3, 30.1, 131.9, 41.6]]
+    boxes[0, :4] = [
+        [10.0, 12.0, 58.0, 44.0],
+        [70.5, 3.2, 101.7, 30.9],
+        [0.0, 0.0, 0.0, 0.0],  # a skipped label line
+        [120.3, 30.1, 131.9, 41.6],
+    ]
     boxes[1, :3] = [[-6.4, 20.0, 33.3, 63.0], [40.2, 8.8, 96.1, 50.5], [140.0, 2.0, 159.0, 22.7]]
     mask = np.zeros((2, 6), dtype=bool)
     mask[0, [0, 1, 3]] = True
@@ -229,6 +250,7 @@ def _md_distill(ref: Path) -> dict[str, np.ndarray]:
 FIXTURES: dict[str, tuple[str, Callable[[Path], dict[str, np.ndarray]]]] = {
     "net_gupnet.npz": ("gupnet", _gupnet_forward),
     "net_did.npz": ("monoskd", _did_forward),
+    "net_topk.npz": ("gupnet", _gupnet_topk),
     "loss_gupnet.npz": ("gupnet", _gupnet_loss),
     "loss_did.npz": ("monoskd", _did_loss),
     "distill_monoskd.npz": ("monoskd", _skd_distill),
