@@ -1,10 +1,12 @@
 """Experiment configs: YAML files with ``_base_`` inheritance and typed ``a.b=value`` overrides.
 
 A config file may name a parent with ``_base_: other.yaml`` (a path relative to the file);
-the child's mapping is merged into the parent's recursively. The root of every chain is
-``configs/base.yaml``, which defines every key with its default: a key that the base does
-not define is an error (a typo never passes silently), and so is a value whose type differs
-from the default's (an int where a float is expected is accepted). Only this module and the
+the child's mapping is merged into the parent's recursively; ``_base_`` names one file (a list
+is refused: chain the files instead), and an empty file is an error. The root of every chain is
+``configs/base.yaml``, which defines every key with its default: a key that the base does not
+define is an error (a typo never passes silently), and so is a value whose type differs from the
+default's (an int where a float is expected is accepted). Values are YAML, with ``1e-3`` read
+as a float (PyYAML alone reads it as a string). Only this module and the
 CLIs in ``tools/`` read raw configs; the rest of ``lib`` receives plain values or a
 :class:`Config` section.
 """
@@ -12,6 +14,7 @@ CLIs in ``tools/`` read raw configs; the rest of ``lib`` receives plain values o
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,26 @@ import yaml
 from lib.errors import UserError
 
 BASE_KEY = "_base_"
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float.
+
+    YAML 1.1 (PyYAML) wants a dot in a float, so ``1e-3`` would load as the string "1e-3";
+    YAML 1.2 and every human read it as 0.001.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`_Loader` (no arbitrary objects; ``1e-3`` a float)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
 class ConfigError(UserError, ValueError):
@@ -61,14 +84,17 @@ class Config(Mapping):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot be read as a text file ({err})") from None
+    try:
+        data = _safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: empty config file (an experiment starts with '{BASE_KEY}: base.yaml')")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return data
@@ -111,6 +137,11 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop(BASE_KEY, None)
     if parent is None:
         return data
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(
+            f"{path}: '{BASE_KEY}' must name one parent file, got {parent!r} "
+            f"(to combine files, let each name the next with '{BASE_KEY}')"
+        )
     merged = _load_chain(path.parent / parent, (*seen, path))
     _merge(merged, data, str(path))
     return merged
@@ -122,7 +153,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: invalid value ({err})") from None
     return key.strip().split("."), value

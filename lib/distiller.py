@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lib.datasets.masks import foreground_mask
 from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
+from lib.engine.checkpoint_role import check_checkpoint_role
 from lib.losses.criterion import Criterion
 from lib.losses.distill import (
     DUAL_KL_MODES,
@@ -218,9 +219,10 @@ class Distiller(nn.Module):
         networks = {"distill.teacher_checkpoint": teacher, "distill.student_checkpoint": student}
         for key, path in paths.items():
             source = f"{key} ({path})"
-            report = load_model_state(
-                networks[key], detector_state_from_checkpoint(load_checkpoint(path), source=source)
-            )
+            ckpt = load_checkpoint(path)
+            role = "teacher" if key == "distill.teacher_checkpoint" else "student"
+            check_checkpoint_role(ckpt, cfg, path, role)  # a teacher where the student belongs, ...
+            report = load_model_state(networks[key], detector_state_from_checkpoint(ckpt, source=source))
             if key == "distill.teacher_checkpoint" and report.optional_missing and settings.dualkl.weight > 0:
                 raise ValueError(
                     f"{source} has no depth branch, but distill.dualkl.weight > 0 distils the teacher's "

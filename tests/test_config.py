@@ -87,6 +87,32 @@ def test_parse_override_values() -> None:
     assert parse_override("a=null") == (["a"], None)
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-3", 0.001), ("-2.5E+4", -25000.0), ("1.0e-5", 1e-5), ("3", 3), ("1e3x", "1e3x"), ("e3", "e3")],
+)
+def test_exponent_numbers_are_floats(text: str, value: object) -> None:
+    """PyYAML alone reads ``1e-3`` as the string "1e-3" (YAML 1.1 wants a dot)."""
+    assert yaml.safe_load("1e-3") == "1e-3"  # the behaviour this module corrects
+    parsed = parse_override(f"a={text}")[1]
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_exponent_float_in_a_file_replaces_a_float_default(cfg_dir: Path) -> None:
+    (cfg_dir / "exp.yaml").write_text("_base_: base.yaml\nmodel:\n  lr: 2.5e-4\n")
+    assert load_config(cfg_dir / "exp.yaml").model.lr == 0.00025
+    assert load_config(cfg_dir / "child.yaml", ["model.lr=1e-3"]).model.lr == 0.001
+
+
+def test_base_list_and_empty_file_are_refused(cfg_dir: Path) -> None:
+    (cfg_dir / "two.yaml").write_text("_base_: [base.yaml, mid.yaml]\n")
+    with pytest.raises(ConfigError, match=r"two\.yaml: '_base_' must name one parent file, got \['base"):
+        load_config(cfg_dir / "two.yaml")
+    (cfg_dir / "empty.yaml").write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: empty config file"):
+        load_config(cfg_dir / "empty.yaml")
+
+
 def test_every_repo_config_loads() -> None:
     files = sorted((REPO / "configs").rglob("*.yaml"))
     assert (REPO / "configs" / "base.yaml") in files

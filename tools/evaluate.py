@@ -19,7 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.datasets.kitti_io import KittiFormatError, read_split
+from lib.datasets.kitti_io import read_split
+from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors, format_error_table
 from lib.eval.iou import DEVICES
 from lib.eval.kitti_eval import CLASSES, evaluate
@@ -41,27 +42,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--loose", action="store_true", help="loose overlaps: BEV/3D 0.5 Car, 0.25 Ped/Cyc")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="where BEV overlaps are computed")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not cuda_available():
+        parser.error("--device cuda: no CUDA GPU is available")
+    return args
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_json_target(args: argparse.Namespace) -> None:
+    """``--json`` may not replace an input: the split file or a file of the label / result folders."""
+    if args.json is None:
+        return
+    target = Path(args.json).resolve()
+    folders = [Path(args.label_dir).resolve(), Path(args.result_dir).resolve()]
+    if target == Path(args.split).resolve() or (
+        target.suffix == ".txt" and any(target.is_relative_to(d) for d in folders)
+    ):
+        raise UserError(f"{args.json}: --json would overwrite an input of the evaluation")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        split = read_split(args.split)
-        frames = split
-        if args.only_result_frames:
-            have = result_frame_ids(args.result_dir)
-            frames = [f for f in split if f in have]
-            rule = "only frames of the split that have a result file (official offline evaluator behaviour)"
-        else:
-            rule = "every frame of the split; a frame without a result file has no detections"
-        gt = load_labels(args.label_dir, frames, split_file=args.split)
-        det = load_results(args.result_dir, frames)
-        reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
-        errors = analyse_errors(gt, det, classes=args.classes)
-    except (KittiFormatError, OSError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_json_target(args)
+    split = read_split(args.split)
+    frames = split
+    if args.only_result_frames:
+        have = result_frame_ids(args.result_dir)
+        frames = [f for f in split if f in have]
+        rule = "only frames of the split that have a result file (official offline evaluator behaviour)"
+    else:
+        rule = "every frame of the split; a frame without a result file has no detections"
+    gt = load_labels(args.label_dir, frames, split_file=args.split)
+    det = load_results(args.result_dir, frames)
+    reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
+    errors = analyse_errors(gt, det, classes=args.classes)
     for report in reports.values():
         report["frames_evaluated_rule"] = rule
         report["num_frames_listed"] = len(split)
@@ -75,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

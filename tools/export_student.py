@@ -7,7 +7,8 @@ Reads any checkpoint layout (ours, a distillation run's, MonoSKD's ``centernet_r
 REFERENCE §6.1, §7), keeps the student detector only (teacher, adapters, optimizer and RNG
 state dropped) and writes ``{"model_state": ..., "epoch": ...}``, GUPNet's layout: the keys are
 the detector's own, which for ``model.type: gupnet`` are GUPNet's (REFERENCE §1.8). The
-training-only depth branch (METHOD §1) is dropped unless ``--keep-depth-branch``.
+training-only depth branch (METHOD §1) is dropped unless ``--keep-depth-branch``. ``--out`` may
+not be the input checkpoint, and an existing ``--out`` is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    detector_state_from_checkpoint,
-    load_checkpoint,
-)
+from lib.engine.checkpoint import atomic_save, detector_state_from_checkpoint, load_checkpoint
+from lib.errors import UserError, run_cli
 from lib.models.depth_branch import DEPTH_BRANCH_NAME
 
 
@@ -30,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pth)")
     parser.add_argument("--out", required=True, type=Path, help="exported student checkpoint to write")
     parser.add_argument("--keep-depth-branch", action="store_true", help="keep the depth-branch weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser.parse_args(argv)
 
 
@@ -43,16 +41,28 @@ def export_student(checkpoint: Path, out: Path, *, keep_depth_branch: bool = Fal
     return len(state)
 
 
+def check_output(checkpoint: Path, out: Path, *, overwrite: bool) -> None:
+    """Never write onto the input; replace an existing ``out`` only when told.
+
+    Raises:
+        UserError: ``out`` is ``checkpoint`` (same file by any name), or exists without ``overwrite``.
+    """
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):  # also through links
+        raise UserError(f"{out}: is the input --checkpoint; the export would replace the training checkpoint")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the file to write")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Export; user errors go to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
-    try:
-        count = export_student(args.checkpoint, args.out, keep_depth_branch=args.keep_depth_branch)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    check_output(args.checkpoint, args.out, overwrite=args.overwrite)
+    count = export_student(args.checkpoint, args.out, keep_depth_branch=args.keep_depth_branch)
     print(f"wrote {args.out}: {count} tensors of the student detector")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

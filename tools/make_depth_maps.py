@@ -7,8 +7,9 @@ KITTI-format uint16 (metres × 256, 0 = no depth) at the image size.
     python tools/make_depth_maps.py --data-dir data/KITTI3D --split trainval --workers 4
 
 Existing maps are skipped unless ``--overwrite``. A frame whose scan, calib or image is
-missing or malformed is reported by name and skipped; the run ends with a summary and exits
-with status 1 if any frame failed.
+missing or malformed, or whose scan is empty or implausible (too few points in the image), is
+reported by name and skipped; the run ends with a summary and exits with status 1 if any frame
+failed. A bad split file or an unwritable output folder ends the run with one line and status 2.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti_io import KittiFormatError, find_split_file, read_split, write_depth_map
+from lib.errors import run_cli
 
 # Thread pools of the maths libraries, one thread each in a worker process. N workers with a
 # pool of N threads each oversubscribe the CPU: OpenBLAS then spins, and the (points × 4) @ (4 × 3)
@@ -118,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
 
-    try:
-        frame_ids = read_split(split_file)
-    except KittiFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    frame_ids = read_split(split_file)  # a malformed, duplicate or empty list: run_cli's one line
     (split_dir / args.depth_dir).mkdir(exist_ok=True)
     tasks = [(split_dir, i, args.depth_dir, not args.sparse, args.overwrite) for i in frame_ids]
     counts = {"written": 0, "skipped": 0, "failed": 0}
@@ -146,4 +144,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

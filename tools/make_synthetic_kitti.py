@@ -6,7 +6,9 @@
 Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
 ``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
 The same seed gives byte-identical files. Make the teacher's depth maps afterwards with
-``python tools/make_depth_maps.py --data-dir <out>``.
+``python tools/make_depth_maps.py --data-dir <out>``. ``--out`` must be new, empty, or an earlier
+output of this tool (it holds the marker file ``.synthetic_kitti``): a real KITTI copy is
+never overwritten.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lib.datasets.synthetic import DEPTH_RANGE, IMAGE_SIZE, NUM_OBJECTS, write_dataset
+from lib.errors import UserError, run_cli
+
+MARKER = ".synthetic_kitti"  # written first into --out: the folder is this tool's to rewrite
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -82,8 +87,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def claim_output(out: Path, command: str) -> None:
+    """Refuse a non-empty ``out`` that this tool did not write; mark it as ours otherwise.
+
+    Raises:
+        UserError: ``out`` is a file, or a non-empty folder without :data:`MARKER`.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(
+            f"{out}: not empty and not written by this tool (no {MARKER}); "
+            "its files would be overwritten: choose a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(command + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Write the dataset; user errors go to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
+    claim_output(args.out, "make_synthetic_kitti.py " + " ".join(sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()
     splits = write_dataset(
         args.out,
@@ -104,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

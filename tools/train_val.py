@@ -10,17 +10,24 @@ Examples::
     torchrun --nproc_per_node 4 tools/train_val.py --config configs/student.yaml
 
 The run folder is ``<experiment.output_dir>/<experiment.name>`` (``--output-dir`` replaces the
-former); it receives config.yaml (the resolved config), train.log, train.jsonl, eval.jsonl,
-tensorboard/, checkpoints/ and results/<split>/ (KITTI files, ap.json, ap.md).
+former); it receives config.yaml (the resolved config; test_config.yaml for ``-e``), train.log,
+train.jsonl, eval.jsonl, tensorboard/, checkpoints/ and results/<split>/ (KITTI files, ap.json,
+ap.md). A new run refuses a run folder that holds checkpoints: continue it with ``--resume``,
+or start afresh with ``--overwrite``, which first moves the old folder to
+``<run>.old-<YYYYmmdd-HHMMSS>``. Checkpoints given to ``-e``, ``--resume`` and ``distill.*``
+must have been trained for that role (lib/engine/checkpoint_role.py). User errors print one line
+``error: ...`` and exit with status 2 (lib/errors.py).
 ``dataset.batch_size`` is the global batch, split over the torchrun processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +35,27 @@ import torch
 from torch.utils.data import DataLoader
 
 from lib.config import Config, ConfigError, load_config, save_config
+from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
-from lib.datasets.kitti_io import KittiFormatError
 from lib.engine import dist as dist_utils
-from lib.engine.checkpoint import CheckpointError, detector_state_from_checkpoint, load_checkpoint
+from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
+from lib.engine.checkpoint_role import check_checkpoint_role
 from lib.engine.optim import build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
 from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
 from lib.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, build_train_loader
+from lib.errors import UserError, run_cli
 from lib.eval.report import format_table
 from lib.losses.criterion import HTL_TASKS
 from lib.losses.task_weighting import HierarchicalTaskLearning
 from lib.models.build import build_detector
-from lib.models.checkpoint_io import CheckpointMismatchError, load_model_state
+from lib.models.checkpoint_io import load_model_state
 from lib.utils.logging import setup_logging
 from lib.utils.seed import seed_everything
 
 logger = logging.getLogger("tools.train_val")
 
-# Errors caused by the user's files or settings: reported as one message, no traceback
-# (set MONOMMKD_DEBUG=1 to see it).
-USER_ERRORS = (
-    ConfigError,
-    CheckpointError,
-    CheckpointMismatchError,
-    FileNotFoundError,
-    KittiFormatError,
-    NonFiniteLossError,
-    ValueError,
-)
+OLD_RUN_SUFFIX = ".old-"  # --overwrite moves <run> to <run>.old-<YYYYmmdd-HHMMSS>
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue training from CKPT (default: <run>/checkpoints/last.pth); with -e: the checkpoint",
     )
     parser.add_argument("--output-dir", default=None, help="replaces experiment.output_dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder holding checkpoints: it is first moved to <run>.old-<time>",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     return parser.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
@@ -84,6 +88,57 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.experiment.output_dir) / cfg.experiment.name
+
+
+@contextlib.contextmanager
+def config_values(config_path: str) -> Iterator[None]:
+    """Report a ``ValueError`` of the builders (a config value they refuse) as a ConfigError.
+
+    Only the building of data, task, optimizer and schedule from the config runs inside this;
+    a ``ValueError`` of training or evaluation is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except UserError:  # already names its file (a KittiFormatError is a ValueError too)
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{config_path}: {err}") from err
+
+
+def prepare_run_dir(run_dir: Path, args: argparse.Namespace, info: dist_utils.DistInfo) -> None:
+    """Refuse to start a new training run over an earlier run's checkpoints (nothing is lost).
+
+    With ``--overwrite`` the main process moves the old run folder aside, whole.
+    """
+    if args.overwrite and (args.resume is not None or args.eval_only):
+        raise UserError("--overwrite starts a new training run: it cannot go with --resume or -e")
+    ckpt_dir = run_dir / "checkpoints"
+    if args.eval_only or args.resume is not None or not ckpt_dir.is_dir():
+        return
+    found = sorted(p.name for p in ckpt_dir.glob("*.pth"))
+    if not found:
+        return
+    if not args.overwrite:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise UserError(
+            f"{run_dir}: holds the checkpoints of an earlier run ({shown}); continue it with --resume, "
+            f"or start afresh with --overwrite (moves it to {run_dir.name}{OLD_RUN_SUFFIX}<time>)"
+        )
+    if info.is_main:
+        old = run_dir.with_name(f"{run_dir.name}{OLD_RUN_SUFFIX}{time.strftime('%Y%m%d-%H%M%S')}")
+        if old.exists():
+            raise UserError(f"{old}: exists already; move it away or retry in a second")
+        run_dir.rename(old)
+        print(f"moved the earlier run {run_dir} to {old}", file=sys.stderr)
+
+
+def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLoader, cfg: Config) -> None:
+    """A train loader that yields no batch (batch larger than the split with drop_last)."""
+    if len(loader) == 0:
+        raise ConfigError(
+            f"dataset.batch_size {cfg.dataset.batch_size} is larger than the {len(dataset)} frames of "
+            f"split '{cfg.dataset.train_split}' (with dataset.drop_last_train: no batch would be trained)"
+        )
 
 
 def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoader:
@@ -111,12 +166,29 @@ def trainer_settings(cfg: Config) -> TrainerSettings:
 
 
 def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device) -> None:
+    with config_values(args.config):
+        trainer = build_training(cfg, args, info, device)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    if info.is_main:
+        logger.info("training done: %s", run_dir_of(cfg))
+
+
+def build_training(
+    cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device
+) -> Trainer:
+    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
     run_dir = run_dir_of(cfg)
     settings = trainer_settings(cfg)  # validates the trainer keys before anything heavy is built
-    train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)
+    train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)  # checks the folder layout
     val_loader = None
     if info.is_main and cfg.trainer.eval_frequency > 0:
         val_loader = build_eval_loader(build_dataset(cfg, cfg.dataset.val_split, train=False), cfg)
+    if cfg.dataset.check_on_start:  # every process: one that stopped alone would hang the others
+        val_splits = [cfg.dataset.val_split] if settings.eval_frequency > 0 else []
+        check_splits(cfg, [cfg.dataset.train_split, *val_splits])
     train_loader = build_train_loader(
         train_set,
         batch_size=cfg.dataset.batch_size,
@@ -125,6 +197,7 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
         dist_info=info,
         drop_last=cfg.dataset.drop_last_train,
     )
+    check_not_larger_than_data(train_set, train_loader, cfg)
     task, task_name = build_task(cfg)
     task.to(device)
     named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
@@ -182,13 +255,9 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
     )
     if args.resume is not None:
         path = run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)
+        check_checkpoint_role(load_checkpoint(path), cfg, path, "resume", run_task=task_name)
         trainer.resume(path)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    if info.is_main:
-        logger.info("training done: %s", run_dir)
+    return trainer
 
 
 def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
@@ -197,13 +266,19 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
     if path is None:
         ckpt_dir = run_dir / "checkpoints"
         path = ckpt_dir / "best.pth" if (ckpt_dir / "best.pth").is_file() else ckpt_dir / "last.pth"
-    input_key = "rgb" if uses_distiller(cfg) else cfg.model.input  # a distillation run tests its student
-    detector = build_detector(cfg, pretrained=False, input_key=input_key)
-    state = detector_state_from_checkpoint(load_checkpoint(path), source=str(path))
+    distilled = uses_distiller(cfg)
+    input_key = "rgb" if distilled else cfg.model.input  # a distillation run tests its student
+    split = cfg.tester.split
+    with config_values(args.config):
+        detector = build_detector(cfg, pretrained=False, input_key=input_key)
+        loader = build_eval_loader(build_dataset(cfg, split, train=False), cfg)
+        if cfg.dataset.check_on_start:
+            check_splits(cfg, [split])
+    ckpt = load_checkpoint(path)
+    check_checkpoint_role(ckpt, cfg, path, "eval", run_task="distiller" if distilled else "detector")
+    state = detector_state_from_checkpoint(ckpt, source=str(path))
     load_model_state(detector, {"model_state": state})
     detector.to(device)
-    split = cfg.tester.split
-    loader = build_eval_loader(build_dataset(cfg, split, train=False), cfg)
     out_dir = run_dir / "results" / split
     reports = run_test(
         detector,
@@ -223,35 +298,31 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train or evaluate; user errors propagate to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
     info = dist_utils.env_dist_info()
     try:
         cfg = resolve_config(args)
         run_dir = run_dir_of(cfg)
+        prepare_run_dir(run_dir, args, info)
         setup_logging(run_dir / ("test.log" if args.eval_only else "train.log"), main_process=info.is_main)
         device = dist_utils.select_device(info)
         dist_utils.init_distributed(info, device)
         seed_everything(cfg.experiment.seed + info.rank, deterministic=cfg.experiment.deterministic)
         if info.is_main:
-            save_config(cfg, run_dir / "config.yaml")
+            save_config(cfg, run_dir / ("test_config.yaml" if args.eval_only else "config.yaml"))
             logger.info("run folder %s, device %s, %d process(es)", run_dir, device, info.world_size)
         if args.eval_only:
             if info.is_main:
                 test(cfg, args, device)
         else:
             train(cfg, args, info, device)
-    except USER_ERRORS as err:
-        if os.environ.get("MONOMMKD_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except NonFiniteLossError as err:  # diverged: the settings (lr, data) are the user's to change
+        raise UserError(str(err)) from err
     finally:
         dist_utils.shutdown_distributed()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -28,6 +28,9 @@ from lib.datasets.kitti_io import Calibration, KittiFormatError, read_calib, rea
 from lib.geometry import project_to_image, velo_to_rect
 
 MIN_DEPTH = 0.1  # m: points closer to (or behind) the camera plane are dropped
+# Fewer image pixels hit than this and a scan is refused: a KITTI scan hits ~20,000 pixels of
+# its image, so a handful means a wrong file or calibration, not a sparse scene.
+MIN_PROJECTED_POINTS = 100
 
 # Densification kernels (Ku et al. 2018, their best "fast" setting).
 DIAMOND_KERNEL_SIZE = 5  # spreads each return over a diamond: LiDAR rows are ~2-6 px apart
@@ -193,8 +196,20 @@ def build_depth_map(
         (H, W) float32 depth, metres, 0 = no depth.
 
     Raises:
-        FileNotFoundError, KittiFormatError: a missing or malformed file, named in the message.
+        FileNotFoundError, KittiFormatError: a missing or malformed file, an empty scan, or a
+            scan of which fewer than :data:`MIN_PROJECTED_POINTS` pixels are hit, named in the
+            message.
     """
     image_size = read_image_size(image_path)
-    sparse = project_scan(read_velodyne(velodyne_path), read_calib(calib_path), image_size)
+    points = read_velodyne(velodyne_path)
+    if len(points) == 0:
+        raise KittiFormatError(f"{velodyne_path}: empty Velodyne scan (0 points)")
+    sparse = project_scan(points, read_calib(calib_path), image_size)
+    hits = int(np.count_nonzero(sparse))
+    if hits < MIN_PROJECTED_POINTS:
+        raise KittiFormatError(
+            f"{velodyne_path}: implausible scan: {hits} of its {len(points)} points project into the "
+            f"{image_size[0]}x{image_size[1]} image (at least {MIN_PROJECTED_POINTS} expected; "
+            f"wrong scan or calibration {calib_path}?)"
+        )
     return densify(sparse) if dense else sparse

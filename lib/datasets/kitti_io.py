@@ -25,6 +25,7 @@ from lib.errors import UserError
 
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
+DONT_CARE = "DontCare"  # KITTI's ignore regions: sizes -1, location -1000
 SCORE_DECIMALS = 6  # of the score column that result files write (Object3d.to_line)
 
 
@@ -145,6 +146,8 @@ def parse_label_text(text: str, source: str | Path, with_score: bool | None = No
             raise KittiFormatError(f"{source}:{lineno}: non-numeric field ({err})") from None
         if not all(map(math.isfinite, values)):
             raise KittiFormatError(f"{source}:{lineno}: NaN or infinite value in {line.strip()!r}")
+        if width == LABEL_COLUMNS:
+            check_label_values(parts[0], values, f"{source}:{lineno}")
         names.append(parts[0])
         rows.append(values)
     has_score = width == RESULT_COLUMNS if width is not None else bool(with_score)
@@ -162,6 +165,29 @@ def parse_label_text(text: str, source: str | Path, with_score: bool | None = No
         rotation_y=a[:, 13],
         score=a[:, 14] if has_score else None,
     )
+
+
+def check_label_values(name: str, values: list[float], where: str) -> None:
+    """Refuse a ground-truth object whose sizes make no sense (``where`` is ``file:line``).
+
+    A 3D size (h, w, l) <= 0 or a 2D box with x2 < x1 or y2 < y1: GUPNet's loader drops such a
+    box without a word, and the evaluator scores it like any other. DontCare lines (sizes -1 by
+    KITTI's convention) are not checked. Detections (16 columns) are not checked either: a
+    young model's sizes may be anything, and the evaluator must still score them.
+
+    Raises:
+        KittiFormatError: names the file, line and values.
+    """
+    if name == DONT_CARE:
+        return
+    x1, y1, x2, y2 = values[3:7]
+    h, w, l = values[7:10]  # noqa: E741  (KITTI's name for the length)
+    if min(h, w, l) <= 0:
+        raise KittiFormatError(f"{where}: {name} has a non-positive 3D size h w l = {h:g} {w:g} {l:g}")
+    if x2 < x1 or y2 < y1:
+        raise KittiFormatError(
+            f"{where}: {name} has a 2D box with x2 < x1 or y2 < y1 ({x1:g} {y1:g} {x2:g} {y2:g})"
+        )
 
 
 def read_label_table(path: str | Path, with_score: bool | None = None) -> LabelTable:
@@ -291,7 +317,8 @@ def read_split(path: str | Path) -> list[int]:
 
     Raises:
         FileNotFoundError: no such file.
-        KittiFormatError: a line that is not a non-negative integer frame id.
+        KittiFormatError: a line that is not a non-negative integer frame id, a frame id listed
+            twice, or no frame id at all.
     """
     path = Path(path)
     try:
@@ -299,13 +326,23 @@ def read_split(path: str | Path) -> list[int]:
     except FileNotFoundError:
         raise FileNotFoundError(f"KITTI split file not found: {path}") from None
     ids = []
+    first_line: dict[int, int] = {}  # frame id -> line it is first listed on
     for lineno, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s:
             continue
         if not s.isdigit():
             raise KittiFormatError(f"{path}:{lineno}: expected a frame id like 000042, got {s!r}")
-        ids.append(int(s))
+        frame_id = int(s)
+        if frame_id in first_line:
+            raise KittiFormatError(
+                f"{path}:{lineno}: frame {s} is listed twice (first on line {first_line[frame_id]}); "
+                "it would be trained and scored twice"
+            )
+        first_line[frame_id] = lineno
+        ids.append(frame_id)
+    if not ids:
+        raise KittiFormatError(f"{path}: empty split file (no frame ids)")
     return ids
 
 
@@ -354,6 +391,9 @@ def read_velodyne(path: str | Path) -> np.ndarray:
 
 
 DEPTH_PNG_SCALE = 256.0  # KITTI depth format: uint16 PNG, metres × 256, 0 = no depth
+# A depth map smaller than its image is accepted only as the documented crop (docs/reference.md §6.2):
+# the KITTI depth-completion maps are 1216 wide for 1224-1242 wide images, rows cut on top.
+MAX_DEPTH_CROP_COLUMNS = 32
 
 
 def write_depth_map(path: str | Path, depth: np.ndarray) -> None:
@@ -378,11 +418,11 @@ def read_depth_map(path: str | Path, image_size: tuple[int, int] | None = None) 
         image_size: (width, height) of the frame's image. A smaller map is one of the
             top-cropped maps MonoDistill / MonoSKD distribute: it is edge-padded as they do
             (REFERENCE §6.2): the missing rows on top, (W − w) // 2 columns on the left and
-            the rest on the right.
+            the rest on the right. Any other size is refused (:data:`MAX_DEPTH_CROP_COLUMNS`).
 
     Raises:
         FileNotFoundError: no such file. KittiFormatError: not a 16-bit single-channel PNG,
-            or larger than the image.
+            larger than the image, or smaller than the documented crop allows.
     """
     import cv2
 
@@ -399,6 +439,11 @@ def read_depth_map(path: str | Path, image_size: tuple[int, int] | None = None) 
     h, w = depth.shape
     if h > height or w > width:
         raise KittiFormatError(f"{path}: depth map {w}x{h} is larger than its image {width}x{height}")
+    if width - w > MAX_DEPTH_CROP_COLUMNS or h < height / 2:
+        raise KittiFormatError(
+            f"{path}: depth map {w}x{h} does not fit its image {width}x{height}: a smaller map must be "
+            f"a top crop (at most half the rows missing) at most {MAX_DEPTH_CROP_COLUMNS} columns narrower"
+        )
     if (h, w) != (height, width):
         left = (width - w) // 2
         depth = np.pad(depth, ((height - h, 0), (left, width - w - left)), mode="edge")

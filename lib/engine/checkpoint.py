@@ -34,22 +34,38 @@ from lib.models.checkpoint_io import read_checkpoint_file
 TEMP_SUFFIX = ".tmp"
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (permission, full disk); the old file is kept."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` so that readers only ever see a complete file.
 
     The data go to a temporary file in the same folder, are flushed to disk, and the temporary
     file then replaces ``path`` in one ``os.replace`` (atomic on POSIX). If the process dies
     before that, ``path`` still holds its previous content.
+
+    Raises:
+        CheckpointWriteError: the folder cannot be written or the write failed (a full disk:
+            torch reports it as a ``RuntimeError`` of its zip writer); ``path`` is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise CheckpointWriteError(f"{path}: cannot write here ({err.strerror or err})") from err
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        reason = getattr(err, "strerror", None) or "the write failed; is the disk full?"
+        raise CheckpointWriteError(f"{path}: not written ({reason}); the previous file is unchanged") from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

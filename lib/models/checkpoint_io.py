@@ -130,10 +130,22 @@ def read_checkpoint_file(path: str | Path, *, map_location: str | torch.device =
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError here
-        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({err})") from None
+        reason = _load_reason(err)
+        raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     return ckpt
+
+
+def _load_reason(err: Exception) -> str:
+    """torch's reason in one line, without its advice to load with ``weights_only=False``
+    (arbitrary code from the file; no CLI here offers it)."""
+    text = str(err)
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:  # "Unsupported global: GLOBAL argparse.Namespace ..."
+            what = line.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed global")[0].strip()
+            return f"it holds Python objects, not only tensors: {what}"
+    return text.splitlines()[0].strip() if text.strip() else type(err).__name__
 
 
 def _is_state_dict(value: Any) -> bool:

@@ -18,11 +18,22 @@ import torch
 
 from lib.datasets.synthetic import write_dataset
 from lib.engine.checkpoint import load_checkpoint
+from lib.errors import run_cli as run_main
 from lib.models.build import build_detector
 from lib.models.checkpoint_io import load_model_state
 from lib.utils.logging import LOGGER_NAMES
-from tools.export_student import main as export_main
-from tools.train_val import main as train_val_main
+from tools.export_student import main as _export_main
+from tools.train_val import main as _train_val_main
+
+
+def train_val_main(argv: list[str]) -> int:
+    """tools/train_val.py in-process through the CLIs' error path (exit 2 for user errors)."""
+    return run_main(_train_val_main, argv)
+
+
+def export_main(argv: list[str]) -> int:
+    return run_main(_export_main, argv)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = """\
