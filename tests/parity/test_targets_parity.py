@@ -295,6 +295,19 @@ def test_depth_defaults(kitti_tree: Path, fixtures: dict) -> None:
     assert not np.array_equal(t["vis_depth"], ref["t_vis_depth"])
 
 
+MERGE_CASES = dt.merge_cases()
+
+
+@pytest.mark.parametrize("case", MERGE_CASES, ids=[c["name"] for c in MERGE_CASES])
+def test_class_merging_equals_reference(kitti_tree: Path, fixtures: dict, case: dict) -> None:
+    """GUPNet's class_merging: Van / Truck paint the Car channel, without regression targets."""
+    sample = ours(kitti_tree, "gupnet", case, class_merging=True, **REFERENCE_SWITCHES["gupnet"])
+    ref = reference(fixtures, "gupnet", case["name"])
+    _compare("gupnet", sample, ref, case["flip"])
+    unmerged = reference(fixtures, "gupnet", case["name"].removesuffix("_merge"))
+    assert (ref["t_heatmap"][1] > unmerged["t_heatmap"][1]).any()  # the merged class is painted
+
+
 COLOR_CASES = dt.color_cases()
 
 

@@ -70,6 +70,8 @@ COLOR_CASES: dict[str, tuple[int, str, dict]] = {
         {"order": [1, 2, 0], "uniform": [-0.35, 0.2, 0.39], "normal": [-0.15, 0.08, -0.02]},
     ),
 }
+# GUPNet's class_merging (Van and Truck paint the Car channel): frame 1's Truck, the edge frame's Van.
+MERGE_CASES: dict[str, tuple[int, str]] = {"f1_plain_merge": (1, "plain"), "f7_flip_merge": (7, "flip")}
 KINDS = {"gupnet": "gupnet", "monoskd": "monoskd"}  # fixture kind → refs key
 NUM_PIXELS = 1024  # input-image / teacher-input pixels kept per case
 PIXEL_SEED = 2026
@@ -172,6 +174,22 @@ def cases() -> list[dict]:
     ]
 
 
+def merge_cases() -> list[dict]:
+    """GUPNet's class_merging cases (:data:`MERGE_CASES`): a case of :func:`cases` plus the flag."""
+    out = []
+    for name, (frame, setting) in MERGE_CASES.items():
+        flip, crop = SETTINGS[setting]
+        out.append(
+            {"name": name, "index": FRAMES.index(frame), "flip": flip, "crop": crop, "class_merging": True}
+        )
+    return out
+
+
+def extra_cases(kind: str) -> list[dict]:
+    """The cases beyond :func:`cases` of a fixture kind: colour (MonoSKD), class merging (GUPNet)."""
+    return color_cases() if kind == "monoskd" else merge_cases()
+
+
 def color_cases() -> list[dict]:
     """MonoSKD's colour cases (:data:`COLOR_CASES`): a case of :func:`cases` plus ``color``."""
     out = []
@@ -191,7 +209,7 @@ def sample_pixels() -> np.ndarray:
 def run_reference(kind: str, ref_dir: Path, root: Path, work: Path) -> Path:
     """Run the driver in ``ref_dir`` on every case; returns the folder of per-case .npz."""
     spec = work / f"{kind}_spec.json"
-    all_cases = cases() + (color_cases() if kind == "monoskd" else [])
+    all_cases = cases() + extra_cases(kind)
     spec.write_text(json.dumps({"root": str(root), "cases": all_cases}))
     out = work / f"{kind}_out"
     cmd = [sys.executable, str(DRIVER), kind, str(ref_dir), str(spec), str(out)]
@@ -262,7 +280,7 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
                 continue
             dumps = run_reference(kind, Path(ref_dir), work / "tree", work)
             arrays = {}
-            for case in cases() + (color_cases() if kind == "monoskd" else []):
+            for case in cases() + extra_cases(kind):
                 with np.load(dumps / f"{case['name']}.npz") as f:
                     reduced = reduce_case(dict(f), pixels, color="color" in case)
                 arrays.update({f"{case['name']}/{k}": v for k, v in reduced.items()})

@@ -16,7 +16,8 @@ flip branch when ``flip``, the crop branch when ``crop`` is set, and return its 
 MonoSKD's colour augmentation (``random.shuffle`` of its three operations, then its own
 ``RandomState``) is a no-op unless the case has ``color`` = {"order": the operations'
 indices in brightness, contrast, saturation numbering, "uniform": 3 factor draws, "normal": 3
-lighting draws}; then the shuffle and the RandomState return those. Each case is written to
+lighting draws}; then the shuffle and the RandomState return those. A case with
+``class_merging`` true runs a dataset with GUPNet's class_merging on. Each case is written to
 ``OUT_DIR/<name>.npz`` (the input image, P2, coord_range, info and every target, uncompressed;
 data_targets.py reduces them).
 
@@ -98,7 +99,7 @@ def _script_colour(kitti: types.ModuleType, dataset: object, original, color: di
     dataset._data_rng = draws
 
 
-def _config(kind: str, root: Path) -> dict:
+def _config(kind: str, root: Path, class_merging: bool = False) -> dict:
     """The reference's dataset config (GUPNet experiments/config.yaml, MonoSKD configs/*.yaml)."""
     cfg = {
         "random_flip": 0.5,
@@ -106,7 +107,7 @@ def _config(kind: str, root: Path) -> dict:
         "scale": 0.4,
         "shift": 0.1,
         "use_dontcare": False,
-        "class_merging": False,
+        "class_merging": class_merging,
         "use_3d_center": True,
         "writelist": ["Car", "Pedestrian", "Cyclist"],
     }
@@ -145,9 +146,10 @@ def run(kind: str, ref_dir: Path, spec_path: Path, out_dir: Path) -> None:
     original_colour = getattr(kitti, "color_aug", None)
     uniform, normal = ScriptedDraws(), ScriptedDraws()
     np.random.random, np.random.randn = uniform, normal
-    dataset = kitti.KITTI(str(root), "train", _config(kind, root))
+    datasets = {merge: kitti.KITTI(str(root), "train", _config(kind, root, merge)) for merge in (False, True)}
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in spec["cases"]:
+        dataset = datasets[bool(case.get("class_merging"))]
         uniform.values = [0.0 if case["flip"] else 1.0, 0.0 if case["crop"] else 1.0]
         normal.values = list(case["crop"] or [])
         if kind == "monoskd":
