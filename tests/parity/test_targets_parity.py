@@ -344,3 +344,19 @@ def test_color_aug_rgb_default(kitti_tree: Path, fixtures: dict) -> None:
 def test_unknown_switch_value_names_the_key(kitti_sample_dir: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"dataset.{key}: 'PIL' is not one of"):
         KittiDataset(kitti_sample_dir, "train", **{key: "PIL"})
+
+
+def test_evaluation_samples_equal_reference_plain(kitti_tree: Path, fixtures: dict) -> None:
+    """Without a generator (evaluation) a sample is the reference's un-augmented one."""
+    for frame in (0, 7):
+        case = _case(f"f{frame}_plain")
+        ds = KittiDataset(
+            kitti_tree,
+            "train",
+            check_split_sizes=False,
+            writelist=("Car",),
+            load_depth=True,
+            depth_scale=MONOSKD_DEPTH_SCALE,
+            **REFERENCE_SWITCHES["monoskd"],
+        )
+        _compare("monoskd", ds[case["index"]], reference(fixtures, "monoskd", case["name"]), flipped=False)
