@@ -136,26 +136,39 @@ def _feature_stats(features: list[torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def did_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """MonoSKD's DID in train and eval mode; eval adds the decode-time merged depth and confidence."""
+    """DID in train and eval mode; eval adds the decode-time merged depth and confidence.
+
+    MonoSKD's DID takes ``{"rgb": images}`` and also returns the neck maps; DID-M3D's own copy
+    (``inp["api"] == "didm3d"``) takes the tensor and returns the outputs only.
+    """
     import lib.models.DID as did
     from lib.helpers.decode_helper import _nms, _topk, extract_dets_from_outputs
 
+    skd = str(inp["api"]) == "monoskd"
     model, out = _build(did.DID, did, inp)
-    images = {"rgb": common.seeded_images(int(inp["image_seed"]))}
+    images = common.seeded_images(int(inp["image_seed"]))
+    images = {"rgb": images} if skd else images
     args = _forward_inputs(inp)
+
+    def run(**kwargs) -> tuple[dict, list | None]:
+        result = model(images, args["coord_range"], args["calib"], **kwargs)
+        return (result[1], result[2]) if skd else (result, None)
+
     model.train()
-    _, ret, feats = model(images, args["coord_range"], args["calib"], targets=args["targets"], mode="train")
+    ret, feats = run(targets=args["targets"], mode="train")
     out.update({f"train/{k}": _np(ret[k]) for k in DID_KEYS})
-    out.update({f"train/{k}": v for k, v in _feature_stats(feats).items()})
+    if feats is not None:
+        out.update({f"train/{k}": v for k, v in _feature_stats(feats).items()})
     out["train/bn_running"] = _bn_running(model)
     model.load_state_dict(common.seeded_state_dict(model.state_dict(), int(inp["weight_seed"])))
     model.eval()
     with torch.no_grad():
-        _, ret, feats = model(images, args["coord_range"], args["calib"], targets=None, K=50, mode="val")
+        ret, feats = run(targets=None, K=50, mode="val")
         peaks = _topk(_nms(torch.clamp(ret["heatmap"].sigmoid(), min=1e-4, max=1 - 1e-4)), K=50)
         dets = extract_dets_from_outputs({**ret, "heatmap": ret["heatmap"].clone()}, K=50)
     out.update({f"eval/{k}": _np(ret[k]) for k in DID_KEYS})
-    out.update({f"eval/{k}": v for k, v in _feature_stats(feats).items()})
+    if feats is not None:
+        out.update({f"eval/{k}": v for k, v in _feature_stats(feats).items()})
     out["eval/topk_indices"] = _np(peaks[1]).astype(np.int64)
     out["eval/topk_cls"] = _np(peaks[2]).astype(np.int64)
     out["eval/topk_scores"] = _np(peaks[0])

@@ -89,9 +89,16 @@ def _gupnet_forward(ref: Path) -> dict[str, np.ndarray]:
     return {**inputs, **run_reference("gupnet_forward", ref, inputs)}
 
 
-def _did_forward(ref: Path) -> dict[str, np.ndarray]:
+def _did_forward(ref: Path, didm3d: Path | None = None) -> dict[str, np.ndarray]:
+    """MonoSKD's DID; with a DID-M3D checkout also DID-M3D's own DID.py, which must agree."""
     inputs = forward_inputs(1004, 2002, np.random.default_rng(12))
-    return {**inputs, **run_reference("did_forward", ref, inputs)}
+    outputs = run_reference("did_forward", ref, {**inputs, "api": np.array("monoskd")})
+    if didm3d is not None:
+        own = run_reference("did_forward", didm3d, {**inputs, "api": np.array("didm3d")})
+        for key, value in own.items():
+            if not np.array_equal(value, outputs[key]):
+                raise RuntimeError(f"DID-M3D ({didm3d}) and MonoSKD ({ref}) DID differ in {key}")
+    return {**inputs, **outputs}
 
 
 def topk_inputs(seed: int) -> dict[str, np.ndarray]:
@@ -263,7 +270,8 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
 
     Args:
         refs: checkout roots by key: ``gupnet`` (SuperMHP/GUPNet, its ``code`` folder or the
-            repository root), ``did`` (unused here: the DID-M3D model is MonoSKD's copy),
+            repository root), ``did`` (SPengLiang/DID-M3D: optional cross-check that its DID.py
+            gives MonoSKD's outputs bit for bit; the fixture is MonoSKD's),
             ``monoskd`` (Senwang98/MonoSKD), ``monodistill`` (monster-ghost/MonoDistill).
         out_dir: tests/fixtures/parity.
     """
@@ -277,6 +285,9 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
         if key == "gupnet" and (ref / "code" / "lib").is_dir():
             ref = ref / "code"
         path = out_dir / name
-        net_common.save_npz(path, build(ref))
+        if build is _did_forward and refs.get("did") is not None:
+            net_common.save_npz(path, build(ref, Path(refs["did"])))
+        else:
+            net_common.save_npz(path, build(ref))
         written.append(path)
     return written
