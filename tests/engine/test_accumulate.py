@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 
+from lib.engine.dist import DistInfo
 from lib.engine.trainer import Trainer, TrainerSettings, accumulation_step
 
 
@@ -108,3 +112,44 @@ def test_accumulation_step_scales_and_update_points(total, n, expected):
 def test_accumulate_steps_must_be_positive():
     with pytest.raises(ValueError, match="accumulate_steps"):
         TrainerSettings(max_epoch=1, accumulate_steps=0)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """Rank r trains on micro-batches 2r and 2r + 1 of four (4 samples each), accumulating 2."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        task = LinearTask()
+        optimizer = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        trainer = Trainer(
+            task,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1),
+            train_loader=_batches([4, 4, 4, 4])[2 * rank : 2 * rank + 2],
+            settings=TrainerSettings(max_epoch=1, eval_frequency=0, save_frequency=0, accumulate_steps=2),
+            run_dir=f"{out}/rank{rank}",
+            device=torch.device("cpu"),
+            dist_info=DistInfo(rank=rank, world_size=world),
+        )
+        trainer.train_one_epoch(0)
+        trainer.close()
+        if rank == 0:
+            torch.save([p.detach() for p in task.parameters()], f"{out}/ddp.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_accumulation_equals_one_full_batch_step(tmp_path):
+    """2 processes x 2 accumulated micro-batches of 4 = one step of 16 (no_sync on the first)."""
+    context = mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300  # a collective mismatch between ranks hangs: fail instead
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("DDP workers did not finish (deadlock between ranks?)")
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    full, _ = _train(tmp_path / "full", [_merge(_batches([4, 4, 4, 4]))], accumulate_steps=1)
+    for a, b in zip(ddp, full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
