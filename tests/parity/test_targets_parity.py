@@ -225,8 +225,8 @@ def test_projection_exact_default(kitti_tree: Path, fixtures: dict) -> None:
         assert "offset_3d" in changed and changed <= {"offset_3d", "offset_2d", "indices", "heatmap"}
         P2 = ref["calib"].astype(np.float64)
         width = float(ref["img_size"][0])
-        s, tx = RESOLUTION[0] / width, RESOLUTION[0] / 2 - RESOLUTION[0] / width * width / 2
-        ty = RESOLUTION[1] / 2 - s * float(ref["img_size"][1]) / 2
+        s = RESOLUTION[0] / width  # the whole image warped to the input: centre onto centre
+        tx, ty = RESOLUTION[0] / 2 - s * width / 2, RESOLUTION[1] / 2 - s * float(ref["img_size"][1]) / 2
         mask = ref["t_mask_2d"].astype(bool)
         t = sample["targets"]
         np.testing.assert_array_equal(t["mask_2d"], mask)
@@ -241,8 +241,8 @@ def test_projection_exact_default(kitti_tree: Path, fixtures: dict) -> None:
 
 
 def test_flip_about_w_minus_one_default(kitti_tree: Path, fixtures: dict) -> None:
-    """flip_about_width: false mirrors about W - 1: boxes move 1 original px left (s/4 feature px),
-    cu' = W - 1 - cu and p03' = -p03 + (W - 1)·p23 · [exact projection only]."""
+    """flip_about_width: false mirrors about W - 1: boxes move 1 original px left (s/4 feature px)
+    and cu' = W - 1 - cu; p03' stays GUPNet's -p03 under the reference projection."""
     switches = dict(REFERENCE_SWITCHES["gupnet"], flip_about_width=False)
     for name in ("f2_flip", "f3_flip"):
         ref = reference(fixtures, "gupnet", name)
@@ -251,7 +251,7 @@ def test_flip_about_w_minus_one_default(kitti_tree: Path, fixtures: dict) -> Non
         s = RESOLUTION[0] / float(ref["img_size"][0])
         np.testing.assert_array_equal(t["mask_2d"], mask)
         shift = (t["offset_2d"] - ref["t_offset_2d"]).astype(np.float64)[mask]
-        shift += (t["indices"] % 320 - ref["t_indices"] % 320)[mask, None] * [1, 0]
+        shift += (_cells(t["indices"]) - _cells(ref["t_indices"]))[mask] * [1, 0]
         _close("box centre shift", shift, np.broadcast_to([-s / 4, 0.0], shift.shape), OFFSET_ATOL)
         _close("size_2d", t["size_2d"], ref["t_size_2d"])
         assert sample["calib"][0, 2] == pytest.approx(ref["calib"][0, 2] - 1, abs=1e-4)
