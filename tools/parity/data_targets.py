@@ -186,8 +186,8 @@ def merge_cases() -> list[dict]:
 
 
 def extra_cases(kind: str) -> list[dict]:
-    """The cases beyond :func:`cases` of a fixture kind: colour (MonoSKD), class merging (GUPNet)."""
-    return color_cases() if kind == "monoskd" else merge_cases()
+    """The cases beyond :func:`cases` of a kind: colour (MonoSKD), class merging (GUPNet)."""
+    return {"monoskd": color_cases(), "gupnet": merge_cases()}.get(kind, [])
 
 
 def color_cases() -> list[dict]:
@@ -255,12 +255,31 @@ def reduce_case(
     return out
 
 
+def check_did_equals_monoskd(did_dumps: Path, monoskd_dumps: Path) -> None:
+    """DID-M3D's own dataset (no colour aug, no teacher input) gives MonoSKD's arrays exactly.
+
+    Raises:
+        RuntimeError: naming the first case and array that differ.
+    """
+    for case in cases():
+        with (
+            np.load(did_dumps / f"{case['name']}.npz") as did,
+            np.load(monoskd_dumps / f"{case['name']}.npz") as skd,
+        ):
+            for key in did.files:
+                if not np.array_equal(did[key], skd[key]):
+                    raise RuntimeError(
+                        f"DID-M3D's dataset differs from MonoSKD's: case {case['name']}, {key}"
+                    )
+
+
 def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
     """Write the target fixtures of every reference given in ``refs`` (module docstring).
 
     Args:
         refs: checkouts by key ('gupnet': SuperMHP/GUPNet root, 'monoskd': Senwang98/MonoSKD
-            root; 'did' and 'monodistill' are not used here). A missing key or None skips it.
+            root, 'did': SPengLiang/DID-M3D root, checked to give MonoSKD's targets bit for bit
+            and not stored; 'monodistill' is not used here). A missing key or None skips it.
         out_dir: tests/fixtures/parity.
 
     Returns:
@@ -287,6 +306,8 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
             path = out_dir / f"targets_{kind}.npz"
             np.savez_compressed(path, **arrays)
             written.append(path)
+            if kind == "monoskd" and refs.get("did") is not None:
+                check_did_equals_monoskd(run_reference("did", Path(refs["did"]), work / "tree", work), dumps)
         meta = {
             "frames": list(FRAMES),
             "settings": {k: {"flip": f, "crop": c} for k, (f, c) in SETTINGS.items()},

@@ -6,8 +6,9 @@ Run by tools/parity/data_targets.py in a child process whose working directory a
 
     python targets_driver.py KIND REF_DIR SPEC.json OUT_DIR
 
-KIND is ``gupnet`` (GUPNet's ``lib/datasets/kitti.py``, 3 classes, no depth) or ``monoskd``
-(MonoSKD's DID-M3D dataset: Car, 7x7 RoI depth targets, the teacher's depth input). SPEC holds
+KIND is ``gupnet`` (GUPNet's ``lib/datasets/kitti.py``, 3 classes, no depth), ``monoskd``
+(MonoSKD's DID-M3D dataset: Car, 7x7 RoI depth targets, the teacher's depth input) or ``did``
+(DID-M3D's own dataset: the same targets, no colour aug, no teacher input). SPEC holds
 ``root`` (a tree with ``KITTI/ImageSets/train.txt`` and ``KITTI/training/...``) and ``cases``:
 ``{"name", "index", "flip", "crop"}`` with ``crop`` null or the three standard-normal draws
 (scale, shift x, shift y). The reference draws its augmentation from the global
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("gupnet", "monoskd")
+KINDS = ("gupnet", "monoskd", "did")
 
 
 def _enter_reference(ref_dir: Path) -> types.ModuleType:
@@ -111,7 +112,7 @@ def _config(kind: str, root: Path, class_merging: bool = False) -> dict:
         "use_3d_center": True,
         "writelist": ["Car", "Pedestrian", "Cyclist"],
     }
-    if kind == "monoskd":
+    if kind in ("monoskd", "did"):
         cfg.update(
             writelist=["Car"],
             data_dir="KITTI",
