@@ -183,14 +183,19 @@ def format_report(report: CheckReport, *, max_errors: int = MAX_ERRORS_SHOWN) ->
     return "\n".join(lines)
 
 
-def check_splits(cfg: Config, splits: Sequence[str]) -> CheckReport:
+def check_splits(cfg: Config, splits: Sequence[str], *, load_depth: bool | None = None) -> CheckReport:
     """``dataset.check_on_start``: check a config's splits; stop on errors, log the warnings.
+
+    Args:
+        cfg: the resolved config. splits: split names.
+        load_depth: whether the run reads depth maps (as ``build_dataset``'s argument); None:
+            :func:`lib.datasets.kitti.needs_depth_maps` per split.
 
     Raises:
         DatasetCheckError: every error found, one a line.
     """
     d = cfg.dataset
-    depth_splits = [s for s in splits if needs_depth_maps(cfg, s)]
+    depth_splits = [s for s in splits if (needs_depth_maps(cfg, s) if load_depth is None else load_depth)]
     report = check_dataset(
         d.root_dir, splits, depth_dir=d.depth_dir, depth_splits=depth_splits, workers=max(1, d.num_workers)
     )
