@@ -23,6 +23,7 @@ from lib.visualize import (
     draw_bev,
     draw_boxes_3d,
     grow_sparse_depth,
+    render_detections,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +155,48 @@ def test_cli_writes_a_panel(kitti_sample: Path, tmp_path: Path) -> None:
     spec.loader.exec_module(tool)
     with pytest.raises(FileNotFoundError, match="--depth-map not found"):
         tool.main([*cmd[2:], "--depth-map", str(tmp_path / "nope.png")])
+
+
+def test_render_detections_draws_the_box_and_its_footprint() -> None:
+    image = np.full((120, 400, 3), 50, np.uint8)
+    obj = make_object(2.0, 15.0, score=0.7)
+    panel = render_detections(image, [obj], CALIB.P2, width=400)
+    assert panel.shape[0] == 120 and panel.shape[1] == 400 + round(
+        600 * 120 / 700
+    )  # the 60 m x 70 m view at the image height
+    x1, y1, x2, y2 = projected_bounds(obj)
+    box = panel[int(y1) : int(y2) + 1, int(x1) : int(x2) + 1].reshape(-1, 3).astype(int)
+    assert ((box[:, 0] > 180) & (box[:, 1] < 120)).any()  # red lines on the image
+    bev = panel[:, 400:].reshape(-1, 3).astype(int)
+    assert (
+        (bev[:, 0] > 180) & (bev[:, 1] < 90) & (bev[:, 2] < 90)
+    ).sum() >= 2  # its footprint, a few px at this scale
+    assert render_detections(image, [], CALIB.P2, width=400)[:, :400].max() == 50  # nothing drawn
+
+
+def test_cli_renders_a_split_or_all_results_with_a_score_threshold(
+    kitti_sample: Path, tmp_path: Path
+) -> None:
+    training = kitti_sample / "training"
+    cars = [o for o in read_label(training / "label_2" / "000001.txt") if o.cls_type != "DontCare"][:2]
+    cars[0].score, cars[1].score = 0.9, 0.1
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "000001.txt").write_text("".join(o.to_line() + "\n" for o in cars))
+    spec = importlib.util.spec_from_file_location("visualize_tool", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = ["--data-dir", str(kitti_sample), "--results", str(results), "--width", "200"]
+    args = tool.parse_args([*common, "--frame", "1", "--score-threshold", "0.5"])
+    assert [o.score for o in tool.read_predictions(args, "000001")] == [0.9]
+    assert tool.read_predictions(tool.parse_args([*common, "--frame", "1"]), "000001")[1].score == 0.1
+    assert tool.main([*common, "--split", "trainval", "--out-dir", str(tmp_path / "split")]) == 0
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+    ]
+    assert tool.main([*common, "--all-results", "--out-dir", str(tmp_path / "all")]) == 0
+    assert [p.name for p in (tmp_path / "all").iterdir()] == ["000001.png"]
+    with pytest.raises(SystemExit):
+        tool.parse_args([*common, "--split", "trainval"])  # no --out-dir

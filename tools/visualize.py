@@ -1,7 +1,12 @@
-"""Draw one KITTI frame as a panel PNG: 3D boxes, bird's-eye view, depth map and RPD bin map.
+"""Draw KITTI frames as panel PNGs: 3D boxes, bird's-eye view, depth map and RPD bin map.
 
     python tools/visualize.py --data-dir data/KITTI3D --frame 000001 \\
-        [--results outputs/student/data] [--depth-map P] [--out img/frame.png]
+        [--results outputs/student/data] [--score-threshold 0.2] [--depth-map P] [--out img/frame.png]
+    python tools/visualize.py --data-dir data/KITTI3D --split val --results R --out-dir vis/
+    python tools/visualize.py --data-dir data/KITTI3D --all-results --results R --out-dir vis/
+
+One frame (``--frame``), every frame of an ImageSets split (``--split``) or every frame with a
+result file (``--all-results``); the last two write ``<out-dir>/<frame>.png``.
 
 Left column: ground-truth (green) and predicted (red, from a KITTI results folder) 3D boxes on
 the image; the depth map (``--depth-map``, else ``training/depth_dense/<frame>.png``, else the
@@ -17,10 +22,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from lib.datasets.depth_maps import project_scan
-from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_velodyne
+from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
 from lib.datasets.rpd import MODES, DepthBins
+from lib.errors import UserError, run_cli
 from lib.visualize import (
     PRED_COLOUR,
     add_title,
@@ -42,13 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = DepthBins()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="KITTI root (holds training/)")
-    parser.add_argument("--frame", required=True, help="frame id, e.g. 000001")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--frame", help="frame id, e.g. 000001")
+    which.add_argument("--split", help="every frame of ImageSets/<SPLIT>.txt, into --out-dir")
+    which.add_argument("--all-results", action="store_true", help="every frame of --results, into --out-dir")
     parser.add_argument("--split-dir", default="training", help="training or testing")
     parser.add_argument("--results", type=Path, help="KITTI results folder (<frame>.txt or data/<frame>.txt)")
     parser.add_argument(
         "--depth-map", type=Path, help="uint16 depth PNG (default: depth_dense, else the scan)"
     )
-    parser.add_argument("--out", type=Path, help="output PNG (default: <frame>_vis.png)")
+    parser.add_argument("--out", type=Path, help="output PNG of --frame (default: <frame>_vis.png)")
+    parser.add_argument("--out-dir", type=Path, help="output folder of --split / --all-results")
+    parser.add_argument("--score-threshold", type=float, default=0.0, help="draw predictions with score >= S")
     parser.add_argument("--width", type=int, default=960, help="width of the image column, pixels")
     parser.add_argument("--bits", type=int, default=8, help="bits per colour channel kept (smaller PNGs)")
     parser.add_argument("--rpd-mode", choices=MODES, default=defaults.mode, help="bin layout of the bin map")
@@ -58,8 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.bits <= 8:
         parser.error(f"--bits must be in 1..8, got {args.bits}")
-    if not args.frame.isdigit():
+    if args.frame is not None and not args.frame.isdigit():
         parser.error(f"--frame must be a frame id like 000001, got {args.frame!r}")
+    if args.frame is None and args.out_dir is None:
+        parser.error("--split and --all-results write into --out-dir")
+    if args.all_results and args.results is None:
+        parser.error("--all-results needs --results")
     return args
 
 
@@ -73,9 +89,35 @@ def find_results(results_dir: Path, name: str) -> Path:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    name = f"{int(args.frame):06d}"
+def frame_names(args: argparse.Namespace) -> list[str]:
+    """The frames to draw: ``--frame``, the ``--split`` list, or every result file's frame."""
+    if args.frame is not None:
+        return [f"{int(args.frame):06d}"]
+    if args.split is not None:
+        return [f"{i:06d}" for i in read_split(args.data_dir / "ImageSets" / f"{args.split}.txt")]
+    folder = args.results / "data" if (args.results / "data").is_dir() else args.results
+    names = sorted(p.stem for p in folder.glob("*.txt") if p.stem.isdigit())
+    if not names:
+        raise UserError(f"{folder}: no result files NNNNNN.txt")
+    return names
+
+
+def read_predictions(args: argparse.Namespace, name: str) -> list:
+    """The frame's predictions with score >= --score-threshold; a frame of a --split without a
+    result file has none (as the evaluator counts it), a missing file of --frame is an error."""
+    if args.results is None:
+        return []
+    try:
+        pred = read_label(find_results(args.results, name))
+    except FileNotFoundError:
+        if args.frame is not None:
+            raise
+        return []
+    return [o for o in pred if o.score is None or o.score >= args.score_threshold]
+
+
+def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, int]:
+    """The panel of one frame (RGB) and its numbers of ground-truth and drawn predicted objects."""
     split_dir = args.data_dir / args.split_dir
     image_path = split_dir / "image_2" / f"{name}.png"
     bgr = cv2.imread(str(image_path))
@@ -86,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = read_calib(split_dir / "calib" / f"{name}.txt")
     label_path = split_dir / "label_2" / f"{name}.txt"
     gt = read_label(label_path) if label_path.is_file() else []
-    pred = read_label(find_results(args.results, name)) if args.results else []
+    pred = read_predictions(args, name)
     velodyne_path = split_dir / "velodyne" / f"{name}.bin"
     scan = read_velodyne(velodyne_path) if velodyne_path.is_file() else np.zeros((0, 4), np.float32)
 
@@ -117,18 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     far = min(far, BEV_MAX_RANGE)
     bev = draw_bev(scan, calib, gt=gt, pred=pred, z_range=(0.0, 10.0 * np.ceil(far / 10.0)))
     side = add_title(resize_to(bev, height=sum(im.shape[0] for im in column)), "bird's-eye view")
-    panel = compose_panel(column, side, width=args.width)
+    return compose_panel(column, side, width=args.width), len(gt), len(pred)
 
-    drop = 8 - args.bits  # posterise: keep the top bits, centred in the dropped range
-    if drop:
-        panel = (panel >> drop << drop) + (1 << (drop - 1))
-    out = args.out or Path(f"{name}_vis.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), panel[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"could not write {out}")
-    print(f"wrote {out} ({panel.shape[1]}x{panel.shape[0]}, {len(gt)} gt, {len(pred)} predicted objects)")
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = frame_names(args)
+    for name in tqdm(names, desc="panels", unit="frame", disable=len(names) == 1):
+        panel, num_gt, num_pred = render_frame(args, name)
+        drop = 8 - args.bits  # posterise: keep the top bits, centred in the dropped range
+        if drop:
+            panel = (panel >> drop << drop) + (1 << (drop - 1))
+        if args.frame is not None:
+            out = args.out or Path(f"{name}_vis.png")
+        else:
+            out = args.out_dir / f"{name}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(out), panel[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+            raise OSError(f"could not write {out}")
+        if args.frame is not None:
+            print(
+                f"wrote {out} ({panel.shape[1]}x{panel.shape[0]}, {num_gt} gt, {num_pred} predicted objects)"
+            )
+    if args.frame is None:
+        print(f"wrote {len(names)} panels to {args.out_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

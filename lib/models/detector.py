@@ -90,7 +90,7 @@ def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     prob = heatmap.float().sigmoid().clamp(HEATMAP_EPS, 1.0 - HEATMAP_EPS)
     peaks = prob * (F.max_pool2d(prob, 3, stride=1, padding=1) == prob)
     per_class = min(k, h * w)
-    class_scores, class_cells = peaks.view(b, c, -1).topk(per_class)  # (B, C, per_class)
+    class_scores, class_cells = peaks.reshape(b, c, -1).topk(per_class)  # (B, C, per_class), any layout
     scores, pick = class_scores.view(b, -1).topk(k)  # (B, K) among the C * per_class candidates
     indices = class_cells.view(b, -1).gather(1, pick)
     return {
