@@ -70,6 +70,20 @@ def _setup(fixture: dict, model_type: str) -> tuple[torch.nn.Module, torch.Tenso
     return model, images, kwargs
 
 
+def _check_gradients(model: torch.nn.Module, out: dict, keys: tuple[str, ...], fixture: dict) -> None:
+    """Backward of sum_k mean(out_k^2) as the reference driver did: the same parameters get a
+    gradient (not the dead ``project`` branch, not ``backbone.fc``) with the same norms.
+
+    The conv biases right before a BN (the RoI heads' ``.0.bias``) have a true gradient of 0 and
+    carry rounding noise only (~1e-10 of the largest norm), hence the absolute tolerance."""
+    sum((out[k].float() ** 2).mean() for k in sorted(keys)).backward()
+    named = sorted((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
+    assert [n for n, _ in named] == fixture["train/grad_names"].tolist()
+    norms = torch.stack([g.norm() for _, g in named]).numpy()
+    ref = fixture["train/grad_norms"]
+    np.testing.assert_allclose(norms, ref, rtol=RTOL, atol=1e-8 * ref.max(), err_msg="grad norms")
+
+
 def _targets(fixture: dict) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(fixture[k]) for k in ("indices", "cls_ids", "mask_2d")}
 
@@ -88,6 +102,7 @@ def test_gupnet_forward_train_mode(gupnet_fixture: dict) -> None:
     for key in GUPNET_KEYS:
         _close(f"train/{key}", out[key], fx[f"train/{key}"])
     _check_bn_running(model, fx["train/bn_running"], before)
+    _check_gradients(model, out, GUPNET_KEYS, fx)
 
 
 def test_gupnet_forward_eval_mode(gupnet_fixture: dict) -> None:
@@ -134,6 +149,7 @@ def test_did_forward_train_mode(did_fixture: dict) -> None:
         _close(f"train/{key}", out[key], fx[f"train/{key}"])
     _check_features(out["features"], fx, "train")
     _check_bn_running(model, fx["train/bn_running"], before)
+    _check_gradients(model, out, DID_KEYS, fx)
 
 
 def test_did_forward_eval_mode(did_fixture: dict) -> None:

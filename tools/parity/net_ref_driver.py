@@ -76,6 +76,18 @@ def _bn_running(model: torch.nn.Module) -> np.ndarray:
     return torch.cat([state[k].flatten() for k in keys]).numpy()
 
 
+def _grad_norms(model: torch.nn.Module, ret: dict, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Backward of sum_k mean(out_k^2) over the outputs ``keys``; per-parameter gradient norms
+    (parameters with a gradient, sorted by name) and their names."""
+    loss = sum((ret[k].float() ** 2).mean() for k in sorted(keys))
+    loss.backward()
+    named = sorted((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
+    return {
+        "train/grad_names": np.array([n for n, _ in named]),
+        "train/grad_norms": torch.stack([g.norm() for _, g in named]).numpy(),
+    }
+
+
 def _forward_inputs(inp: dict[str, np.ndarray]) -> dict:
     targets = {
         "indices": _t(inp["indices"]),
@@ -108,6 +120,7 @@ def gupnet_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     model.train()
     ret = model(images, args["coord_range"], args["calib"], targets=args["targets"], mode="train")
     out.update({f"train/{k}": _np(ret[k]) for k in keys})
+    out.update(_grad_norms(model, ret, keys))
     out["train/bn_running"] = _bn_running(model)
     model.load_state_dict(common.seeded_state_dict(model.state_dict(), int(inp["weight_seed"])))
     model.eval()
@@ -157,6 +170,7 @@ def did_forward(inp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     model.train()
     ret, feats = run(targets=args["targets"], mode="train")
     out.update({f"train/{k}": _np(ret[k]) for k in DID_KEYS})
+    out.update(_grad_norms(model, ret, DID_KEYS))
     if feats is not None:
         out.update({f"train/{k}": v for k, v in _feature_stats(feats).items()})
     out["train/bn_running"] = _bn_running(model)
