@@ -30,6 +30,15 @@ ROLES = {
 }
 TEACHER_INPUT = "depth"
 STUDENT_INPUT = "rgb"
+# --resume restores the whole task, so the network's shape must match too (else torch's strict
+# load fails with a list of tensors instead of the setting that differs).
+RESUME_KEYS = (
+    "model.backbone",
+    "model.head_conv",
+    "model.depth_branch",
+    "model.depth_branch_channels",
+    "rpd.num_bins",
+)
 
 
 class CheckpointRoleError(CheckpointError):
@@ -50,6 +59,13 @@ def detector_role(cfg: Mapping[str, Any], task: str | None) -> dict[str, Any]:
         "model.input": STUDENT_INPUT if task == "distiller" else model.get("input"),
         "dataset.writelist": list(writelist) if writelist is not None else None,
     }
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = cfg
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
 
 
 def _differences(stored: Mapping[str, Any], needed: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
@@ -74,7 +90,8 @@ def check_checkpoint_role(
         ckpt: the loaded checkpoint dict (its ``config`` and ``task`` entries are read).
         run_cfg: the resolved config of this run.
         path: the checkpoint file, for the message.
-        role: ``eval`` (-e: model type, input, classes), ``resume`` (the same plus the task),
+        role: ``eval`` (-e: model type, input, classes), ``resume`` (the same plus the task and
+            the network's shape, :data:`RESUME_KEYS`),
             ``teacher`` / ``student`` (``distill.*_checkpoint``: model type and a depth / RGB
             input; other classes only warn: the distilled terms are class-agnostic).
         run_task: the run's task ("detector" | "distiller"), for ``eval`` and ``resume``.
@@ -93,8 +110,11 @@ def check_checkpoint_role(
     if role in ("eval", "resume"):
         needed = detector_role(run_cfg, run_task)
         diffs = _differences(stored, needed, ("model.type", "model.input", "dataset.writelist"))
-        if role == "resume" and stored_task and run_task and stored_task != run_task:
-            diffs.insert(0, f"task is {stored_task!r} in the checkpoint, the run needs {run_task!r}")
+        if role == "resume":
+            shapes = ({k: _lookup(c, k) for k in RESUME_KEYS} for c in (stored_cfg, run_cfg))
+            diffs += _differences(*shapes, RESUME_KEYS)
+            if stored_task and run_task and stored_task != run_task:
+                diffs.insert(0, f"task is {stored_task!r} in the checkpoint, the run needs {run_task!r}")
     else:
         needed = detector_role(run_cfg, None)
         needed["model.input"] = TEACHER_INPUT if role == "teacher" else STUDENT_INPUT

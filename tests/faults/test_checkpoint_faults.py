@@ -74,6 +74,16 @@ def test_resume_refuses_a_distillation_checkpoint_in_a_detector_run(config, tmp_
     assert "task is 'distiller' in the checkpoint, the run needs 'detector'" in error_line(err)
 
 
+def test_resume_names_the_network_setting_that_differs(config, tmp_path, capsys):
+    wider = save_checkpoint(tmp_path / "ckpt" / "wide.pth", config, ["model.head_conv=32"])
+    code, err = run(config, tmp_path, capsys, "--resume", wider)
+    assert code == 2
+    assert error_line(err) == (
+        f"error: {wider}: not a checkpoint for --resume: "
+        "model.head_conv is 32 in the checkpoint, the run needs 16"
+    )
+
+
 def test_teacher_slot_refuses_a_student(config, tmp_path, capsys):
     student = save_checkpoint(tmp_path / "ckpt" / "student.pth", config, [])
     code, err = run(config, tmp_path, capsys, f"distill.teacher_checkpoint={student}")
