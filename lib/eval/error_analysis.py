@@ -308,6 +308,13 @@ _COLUMNS = (
 )
 
 
+_LEGEND = (
+    "range: ground-truth depth (m); R: recall at any score at 2D / 3D IoU; dz, dx, size (m) and head, "
+    "h%pi (rad): medians over matched pairs (dz p90: 90th percentile); dz rel: |dz| / z; bias: median "
+    "z_det - z_gt; s TP / s FP: median scores"
+)
+
+
 def format_error_table(report: dict) -> str:
     """A short text table of :func:`analyse_errors`: one row per class and distance bin.
 
@@ -322,4 +329,5 @@ def format_error_table(report: dict) -> str:
     for name, cells in report["classes"].items():
         for label, cell in cells.items():
             lines.append(f"{name:<11}{label:<7}" + "".join(f"{f(cell):>{w}}" for _, w, f in _COLUMNS))
+    lines.append(_LEGEND)
     return "\n".join(lines) + "\n"

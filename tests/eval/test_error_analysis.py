@@ -137,7 +137,7 @@ def test_custom_bins_table_and_bad_input():
     assert report["classes"]["Car"]["0-10"]["recall"]["2d@0.5"] == 1.0
     assert report["classes"]["Car"]["10-100"]["recall"]["2d@0.5"] == 0.0
     table = format_error_table(report)
-    assert "R3D.7" in table and "Car        0-10" in table and len(table.splitlines()) == 2 + 3
+    assert "R3D.7" in table and "Car        0-10" in table and len(table.splitlines()) == 2 + 3 + 1
     with pytest.raises(ValueError, match="frames"):
         analyse_errors(gt, [], classes=["Car"])
     with pytest.raises(ValueError, match="increasing"):
