@@ -271,9 +271,12 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
     split = cfg.tester.split
     with config_values(args.config):
         detector = build_detector(cfg, pretrained=False, input_key=input_key)
-        loader = build_eval_loader(build_dataset(cfg, split, train=False), cfg)
+        # inference reads depth maps only as the teacher's input (DID targets are not needed):
+        # a DID-M3D checkpoint is evaluated without training/depth_dense
+        load_depth = input_key == "depth"
+        loader = build_eval_loader(build_dataset(cfg, split, train=False, load_depth=load_depth), cfg)
         if cfg.dataset.check_on_start:
-            check_splits(cfg, [split])
+            check_splits(cfg, [split], load_depth=load_depth)
     ckpt = load_checkpoint(path)
     check_checkpoint_role(ckpt, cfg, path, "eval", run_task="distiller" if distilled else "detector")
     state = detector_state_from_checkpoint(ckpt, source=str(path))
