@@ -230,3 +230,61 @@ def test_threshold_order_is_the_model_types_own(decode_case) -> None:
     else:  # GUPNet thresholds peak x confidence
         assert (ref["raw"][:, -1] >= sd.THRESHOLD).all()
         assert len(_rows(_decode("gupnet", rule="did"))) > len(ref["raw"])
+
+
+# ------------------------------------------------------------------------------- baseline configs
+# Our config, the reference config it follows, and the facts of the reference's code (not in its
+# YAML): colour augmentation (MonoSKD's dataset always, GUPNet never) and drop_last of the train
+# loader (MonoSKD True, GUPNet False). None: our own choice (the teacher's input is a depth map).
+BASELINES = {
+    "configs/gupnet.yaml": ("gupnet:experiments/config.yaml", False, False),
+    "configs/did_m3d.yaml": ("monoskd:configs/rgb_baseline.yaml", True, True),
+    "configs/student.yaml": ("monoskd:configs/rgb_baseline.yaml", True, True),
+    "configs/teacher.yaml": ("monoskd:configs/rgb_baseline.yaml", None, True),
+    "configs/monoskd.yaml": ("monoskd:configs/monoskd.yaml", True, True),
+    "configs/monommkd.yaml": ("monoskd:configs/monoskd.yaml", True, True),
+    "configs/monodistill.yaml": ("monoskd:configs/monodistill.yaml", True, True),
+}
+MODEL_TYPES = {"gupnet": "gupnet", "DID": "did", "distill": "did"}
+
+
+@pytest.mark.parametrize("config", sorted(BASELINES))
+def test_config_has_the_reference_values(config: str) -> None:
+    name, color_aug, drop_last = BASELINES[config]
+    ref = json.loads((FIXTURES / "schedule_decode_configs.json").read_text())[name]
+    cfg = load_config(REPO / config)
+    d, rd = cfg.dataset, ref["dataset"]
+    assert list(d.writelist) == rd["writelist"] and d.batch_size == rd["batch_size"]
+    assert (d.random_flip, d.random_crop, d.scale, d.shift) == tuple(
+        rd[k] for k in ("random_flip", "random_crop", "scale", "shift")
+    )
+    assert (d.class_merging, d.use_dontcare) == (rd["class_merging"], rd["use_dontcare"])
+    assert d.drop_last_train == drop_last and (color_aug is None or d.color_aug == color_aug)
+    assert (
+        cfg.model.type == MODEL_TYPES[ref["model"]["type"]] and cfg.model.backbone == ref["model"]["backbone"]
+    )
+    o, ro = cfg.optimizer, ref["optimizer"]
+    assert (o.type, o.lr, o.weight_decay) == (ro["type"], ro["lr"], ro["weight_decay"])
+    s, rs = cfg.lr_scheduler, ref["lr_scheduler"]
+    assert (s.warmup, s.warmup_epochs, s.warmup_start_lr, s.decay_rate) == (
+        rs["warmup"],
+        5,
+        1e-5,
+        rs["decay_rate"],
+    )
+    assert list(s.decay_list) == [e + s.warmup_epochs for e in rs["decay_list"]]  # as its scheduler steps
+    t, rt = cfg.trainer, ref["trainer"]
+    assert (t.max_epoch, t.eval_frequency, t.save_frequency) == (
+        rt["max_epoch"],
+        rt["eval_frequency"],
+        rt["save_frequency"],
+    )
+    assert t.eval_start == rt.get("eval_start", 0)
+    assert cfg.tester.threshold == ref["tester"]["threshold"]
+
+
+def test_gupnet_and_did_m3d_configs_have_no_depth_branch_and_the_reference_inputs() -> None:
+    for config in ("configs/gupnet.yaml", "configs/did_m3d.yaml"):
+        cfg = load_config(REPO / config)
+        assert not cfg.model.depth_branch and cfg.model.input == "rgb" and not cfg.distill.teacher_checkpoint
+    assert load_config(REPO / "configs/student.yaml").model.depth_branch  # the MonoMMKD student keeps it

@@ -6,7 +6,7 @@
 * ``schedule_decode_htl.npz``: GUPNet's and MonoSKD's HTL weights over the 30-epoch loss history
   of :func:`htl_history` (GUPNet pushes the e0 pass, MonoSKD does not; both T = 140);
 * ``schedule_decode_lr.json``: the lr at every epoch of GUPNet's config and of MonoSKD's three
-  configs, as their trainers step the schedulers;
+  configs, as their trainers step the schedulers; ``schedule_decode_configs.json`` those configs;
 * ``schedule_decode_{gupnet,did}.npz``: GUPNet's / MonoSKD's decoding of the raw outputs of
   :func:`decode_inputs` (rebuilt by the test from the seed; the fixture holds their checksum):
   raw values and the KITTI result lines;
@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 DRIVER = Path(__file__).resolve().parent / "schedule_decode_driver.py"
 HTL_TERMS = ("seg", "size2d", "offset2d", "offset3d", "size3d", "heading", "depth")  # driver's order
@@ -285,6 +286,11 @@ def generate(refs: dict[str, Path | None], out_dir: Path) -> list[Path]:
             schedules |= {f"{key}:{name[len('lr/') :]}": out[name].tolist() for name in sorted(out)}
     if schedules:
         written.append(_write_json(out_dir / "schedule_decode_lr.json", schedules))
+        configs = {}  # the reference config files themselves (plain values), for the config test
+        for key, ref in (("gupnet", gupnet), ("monoskd", monoskd)):
+            for name in LR_CONFIGS[key] if ref is not None else ():
+                configs[f"{key}:{name}"] = yaml.safe_load((ref / name).read_text())
+        written.append(_write_json(out_dir / "schedule_decode_configs.json", configs))
     for model_type, ref in (("gupnet", gupnet), ("did", monoskd)):
         if ref is not None:
             path = out_dir / f"schedule_decode_{model_type}.npz"
