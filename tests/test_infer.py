@@ -25,8 +25,11 @@ from lib.errors import run_cli
 from lib.geometry import project_to_image
 from lib.inference import (
     CameraError,
+    Frame,
+    TorchBackend,
     intrinsics_projection,
     load_detector,
+    make_batch,
     pad_to_aspect,
     parse_intrinsics,
     prepare_input,
@@ -272,3 +275,25 @@ def test_infer_errors_are_one_line(
     for message, argv in cases.items():
         code, _, stderr = run_infer(infer_tool, [*base, *argv], capsys)
         assert code == 2 and message in stderr and stderr.count("\n") == 1, (message, stderr)
+
+
+def test_channels_last_backend_gives_the_same_outputs(checkpoint: Path, kitti_sample_dir: Path) -> None:
+    """NHWC (bench_infer's channels_last row) picks the same peaks, outputs within float noise."""
+    training = kitti_sample_dir / "training"
+    frames = [
+        Frame(
+            name,
+            cv2.imread(str(training / "image_2" / f"{name}.png"))[..., ::-1],
+            read_calib(training / "calib" / f"{name}.txt").P2,
+        )
+        for name in ("000000", "000001")
+    ]
+    batch = make_batch(frames, resolution=RESOLUTION, downsample=4)
+    detector = load_detector(load_config(CONFIG), checkpoint)
+    cpu = torch.device("cpu")
+    plain = TorchBackend(detector, topk=50, device=cpu)(batch.arrays)
+    nhwc = TorchBackend(detector, topk=50, device=cpu, channels_last=True)(batch.arrays)
+    for name in ("cls", "xs", "ys"):
+        assert np.array_equal(plain[name], nhwc[name])
+    for name, value in plain.items():
+        np.testing.assert_allclose(nhwc[name], value, atol=1e-3, rtol=1e-4, err_msg=name)
