@@ -1,7 +1,7 @@
 """CUDA twin of the BEV intersection kernel of :mod:`lib.eval.iou`, one GPU thread per box pair.
 
 Imported only when ``device="cuda"`` (or ``"auto"`` on a machine with a GPU) is asked for, so CPU-only
-machines never load ``numba.cuda``. The GPU runs the same :func:`lib.eval.iou.quad_intersection_area`
+machines never load ``numba.cuda``. The GPU runs the same :func:`lib.eval.polygon.quad_intersection_area`
 as the CPU, with every product rounded by libdevice ``dmul_rn`` so that NVVM cannot contract it into
 an FMA: the areas, and hence every AP, are bit-identical to the CPU path.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from numba import config, cuda, float64
 from numba.extending import overload
 
-from lib.eval.iou import CLIP_BUFFER, quad_intersection_area, rounded_mul
+from lib.eval.polygon import CLIP_BUFFER, quad_intersection_area, rounded_mul
 
 THREADS_PER_BLOCK = 256
 
