@@ -32,8 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import ConfigError, load_config
+from lib.config import load_config
 from lib.datasets.kitti_io import find_split_file, read_split
+from lib.errors import UserError, run_cli
 from lib.eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results
 
@@ -54,7 +55,7 @@ DEMO_OBJECTS = "4-10"
 DEMO_DEPTH_RANGE = "5-40"
 
 
-class StageError(RuntimeError):
+class StageError(UserError):
     """A subprocess of the pipeline failed; the message names the command and exit code."""
 
 
@@ -89,6 +90,16 @@ def run_command(cmd: list[str]) -> None:
     code = subprocess.run(cmd, cwd=REPO_ROOT, check=False, env=env).returncode
     if code != 0:
         raise StageError(f"command failed with exit code {code}: {' '.join(cmd)}")
+
+
+def check_not_trained(run_dir: Path, *, skip_done: bool) -> None:
+    """Refuse, before any stage runs, to train again over a stage's earlier checkpoints."""
+    ckpt_dir = run_dir / "checkpoints"
+    if not skip_done and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pth")):
+        raise UserError(
+            f"{run_dir}: holds the checkpoints of an earlier run; pass --skip-done to reuse finished "
+            "stages, or choose another --output-dir"
+        )
 
 
 def make_demo_data(data_dir: Path, *, frames: int) -> None:
@@ -259,35 +270,32 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = REPO_ROOT / "configs" / ("demo" if args.demo else "")
     stages = MAIN_STAGES + (BASELINE_STAGES if args.all else ())
     start = time.perf_counter()
-    try:
-        overrides = {}  # (chain folder, stage) -> overrides; the seed's last, so that it wins
-        for offset, chain_dir in seed_runs(out_dir, args.seeds):
-            for s in stages:
-                chain = stage_overrides(s, chain_dir, demo=args.demo, data_dir=out_dir / "data")
-                given = chain + list(args.overrides)
-                overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
-        for (_, stage), stage_args in overrides.items():  # a bad key or value fails here
-            load_config(config_dir / f"{stage}.yaml", stage_args)
-        if args.demo:
-            make_demo_data(out_dir / "data", frames=args.frames)
-        run_dirs: dict[str, list[Path]] = {s: [] for s in stages}  # stage -> its run folder per seed
-        for (chain_dir, stage), stage_args in overrides.items():
-            config = config_dir / f"{stage}.yaml"
-            run_dirs[stage].append(run_stage(stage, config, chain_dir, stage_args, skip_done=args.skip_done))
-        spread = "" if args.seeds == 1 else f"; mean ± std over {args.seeds} seeds"
-        strict = {stage: [strict_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-        title = f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol{spread})"
-        table = format_results_table(strict, title=title)
-        if args.demo:
-            loose = {stage: [loose_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-            title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7{spread})"
-            table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
-        errors = {stage: [error_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-        title = f"{TABLE_CLASS} errors on val (Moderate, all distances, any score{spread})"
-        table += "\n" + format_error_summary(errors, title=title)
-    except (StageError, ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    overrides = {}  # (chain folder, stage) -> overrides; the seed's last, so that it wins
+    for offset, chain_dir in seed_runs(out_dir, args.seeds):
+        for s in stages:
+            chain = stage_overrides(s, chain_dir, demo=args.demo, data_dir=out_dir / "data")
+            given = chain + list(args.overrides)
+            overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
+    for (chain_dir, stage), stage_args in overrides.items():  # a bad key or value fails here
+        cfg = load_config(config_dir / f"{stage}.yaml", stage_args)
+        check_not_trained(chain_dir / cfg.experiment.name, skip_done=args.skip_done)
+    if args.demo:
+        make_demo_data(out_dir / "data", frames=args.frames)
+    run_dirs: dict[str, list[Path]] = {s: [] for s in stages}  # stage -> its run folder per seed
+    for (chain_dir, stage), stage_args in overrides.items():
+        config = config_dir / f"{stage}.yaml"
+        run_dirs[stage].append(run_stage(stage, config, chain_dir, stage_args, skip_done=args.skip_done))
+    spread = "" if args.seeds == 1 else f"; mean ± std over {args.seeds} seeds"
+    strict = {stage: [strict_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+    title = f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol{spread})"
+    table = format_results_table(strict, title=title)
+    if args.demo:
+        loose = {stage: [loose_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+        title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7{spread})"
+        table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
+    errors = {stage: [error_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
+    title = f"{TABLE_CLASS} errors on val (Moderate, all distances, any score{spread})"
+    table += "\n" + format_error_summary(errors, title=title)
     table_path = out_dir / "table.md"
     table_path.parent.mkdir(parents=True, exist_ok=True)
     table_path.write_text(table)
@@ -296,4 +304,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
