@@ -9,9 +9,31 @@ the box's length along +x.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from lib.datasets.kitti_io import Calibration
+
+@dataclass
+class Calibration:
+    """The cameras of a KITTI calib file (``kitti_io.read_calib``); matrices map homogeneous columns.
+
+    Attributes:
+        P: (4, 3, 4) projection matrices P0..P3, rectified camera → image of camera i.
+        R0: (3, 3) rectifying rotation, reference camera → rectified camera.
+        V2C: (3, 4) Tr_velo_to_cam, Velodyne → reference camera.
+        I2V: (3, 4) Tr_imu_to_velo, IMU → Velodyne (absent in some files: identity then).
+    """
+
+    P: np.ndarray
+    R0: np.ndarray
+    V2C: np.ndarray
+    I2V: np.ndarray = field(default_factory=lambda: np.eye(3, 4))
+
+    @property
+    def P2(self) -> np.ndarray:
+        """(3, 4) projection of the left colour camera (image_2)."""
+        return self.P[2]
 
 
 def to_homogeneous(pts: np.ndarray) -> np.ndarray:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from lib.datasets.kitti_io import Calibration, Object3d
+from lib.datasets.kitti_io import Object3d
 from lib.datasets.rpd import DepthBins, rpd_valid
-from lib.geometry import box3d_corners, project_to_image, velo_to_rect
+from lib.geometry import Calibration, box3d_corners, project_to_image, velo_to_rect
 
 GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes
 PRED_COLOUR = (255, 40, 40)  # RGB: predicted boxes

@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.datasets.kitti_io import Calibration, KittiFormatError, read_calib, read_velodyne
-from lib.geometry import project_to_image, velo_to_rect
+from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne
+from lib.geometry import Calibration, project_to_image, velo_to_rect
 
 MIN_DEPTH = 0.1  # m: points closer to (or behind) the camera plane are dropped
 # Fewer image pixels hit than this and a scan is refused: a KITTI scan hits ~20,000 pixels of

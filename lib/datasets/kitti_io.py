@@ -16,12 +16,13 @@ the first malformed line. Empty files are valid (a frame without objects).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lib.errors import UserError
+from lib.geometry import Calibration
 
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
@@ -226,28 +227,6 @@ def write_label(path: str | Path, objects: list[Object3d], *, score_decimals: in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(obj.to_line(score_decimals) + "\n" for obj in objects))
-
-
-@dataclass
-class Calibration:
-    """A KITTI calib file. Matrices map homogeneous points (column vectors).
-
-    Attributes:
-        P: (4, 3, 4) projection matrices P0..P3, rectified camera → image of camera i.
-        R0: (3, 3) rectifying rotation, reference camera → rectified camera.
-        V2C: (3, 4) Tr_velo_to_cam, Velodyne → reference camera.
-        I2V: (3, 4) Tr_imu_to_velo, IMU → Velodyne (absent in some files: identity then).
-    """
-
-    P: np.ndarray
-    R0: np.ndarray
-    V2C: np.ndarray
-    I2V: np.ndarray = field(default_factory=lambda: np.eye(3, 4))
-
-    @property
-    def P2(self) -> np.ndarray:
-        """(3, 4) projection of the left colour camera (image_2)."""
-        return self.P[2]
 
 
 _CALIB_SHAPES = {

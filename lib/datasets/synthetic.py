@@ -30,8 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.datasets.kitti_io import Calibration, Object3d, write_calib, write_label, write_split
+from lib.datasets.kitti_io import Object3d, write_calib, write_label, write_split
 from lib.geometry import (
+    Calibration,
     box3d_corners,
     box3d_to_box2d,
     project_to_image,
