@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib.config import ConfigError
 from lib.constants import CLASSES, MEAN_SIZES, NUM_HEADING_BIN
 from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d, write_label
 from lib.datasets.targets import decode_heading
@@ -62,6 +63,21 @@ THRESHOLD_ON: dict[str, str] = {"gupnet": "score", "did": "peak"}
 #   "reference": GUPNet / DID-M3D / MonoSKD's Calibration.img_to_rect, x = (u - cu)·z/fu + tx with
 #   tx = -P2[0, 3]/fu (y likewise), which ignores P2[2, 3] (~2.7 mm in KITTI: x, y off by a few mm).
 BACKPROJECTIONS = ("exact", "reference")
+MAX_SCORE_DECIMALS = 12  # float64 scores carry ~16 digits; KITTI's evaluator reads any
+
+
+def check_result_options(backprojection: str, score_decimals: int) -> None:
+    """Validate ``tester.backprojection`` and ``tester.score_decimals`` before a run starts (a typo
+    must not surface at the first evaluation, epochs later).
+
+    Raises:
+        ConfigError: naming the key and the allowed values.
+    """
+    if backprojection not in BACKPROJECTIONS:
+        allowed = ", ".join(BACKPROJECTIONS)
+        raise ConfigError(f"tester.backprojection: {backprojection!r} is not one of {allowed}")
+    if not 0 <= score_decimals <= MAX_SCORE_DECIMALS:
+        raise ConfigError(f"tester.score_decimals must be in 0..{MAX_SCORE_DECIMALS}, got {score_decimals}")
 
 
 def score_rule(model_type: str) -> str:

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from lib.config import ConfigError
 from lib.constants import CLASSES, MEAN_SIZES
 from lib.datasets.kitti_io import read_label_table, write_split
-from lib.decode import back_project, decode_detections, heading_to_alpha, write_kitti_results
+from lib.decode import (
+    back_project,
+    check_result_options,
+    decode_detections,
+    heading_to_alpha,
+    write_kitti_results,
+)
 from lib.geometry import (
     affine_transform,
     box3d_corners,
@@ -407,3 +414,12 @@ def test_score_decimals_switch(tmp_path: Path) -> None:
     six = (tmp_path / "six" / "000000.txt").read_text().splitlines()[0]
     two = (tmp_path / "two" / "000000.txt").read_text().splitlines()[0]
     assert six.endswith(" 0.123457") and two.endswith(" 0.12") and six[:-9] == two[:-5]
+
+
+def test_result_options_are_checked_before_a_run() -> None:
+    check_result_options("reference", 2)
+    check_result_options("exact", 6)
+    with pytest.raises(ConfigError, match="tester.backprojection: 'approx' is not one of exact, reference"):
+        check_result_options("approx", 6)
+    with pytest.raises(ConfigError, match=r"tester.score_decimals must be in 0..12, got -1"):
+        check_result_options("exact", -1)

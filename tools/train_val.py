@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from lib.config import Config, ConfigError, load_config, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
+from lib.decode import check_result_options
 from lib.engine import dist as dist_utils
 from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
 from lib.engine.checkpoint_role import check_checkpoint_role
@@ -182,6 +183,7 @@ def build_training(
     """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
     run_dir = run_dir_of(cfg)
     settings = trainer_settings(cfg)  # validates the trainer keys before anything heavy is built
+    check_result_options(cfg.tester.backprojection, cfg.tester.score_decimals)
     train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)  # checks the folder layout
     val_loader = None
     if info.is_main and cfg.trainer.eval_frequency > 0:
