@@ -7,8 +7,10 @@ the config's network, random ImageNet-normalised inputs, KITTI's P2.
 
 CPU rows: PyTorch eager fp32, channels_last, ``torch.compile`` (reported as failed when it does
 not compile here) and ONNX Runtime (the file of lib/inference.py ``export_onnx``). GPU rows, when
-CUDA is available: eager fp32, fp16 and bf16 autocast, ONNX Runtime's CUDA provider when
-installed. Each row: ``--warmup`` untimed batches, then the median of ``--reps`` timed ones.
+CUDA is available: eager fp32, fp16 and bf16 autocast. Each row: ``--warmup`` untimed batches,
+then the median of ``--reps`` timed ones, in wall time and in CPU time of the process (all
+threads; the steadier figure on a shared machine), each with its ratio to the eager row of the
+same device and batch size.
 Example::
 
     python benchmarks/bench_infer.py                                    # 1280x384, batch 1 and 8
@@ -71,21 +73,25 @@ def make_batch(batch_size: int, resolution: tuple[int, int], downsample: int) ->
         "calib": np.stack([i.calib for i in inputs]).astype(np.float32),
         "coord_range": np.stack([i.coord_range for i in inputs]).astype(np.float32),
     }
-    return Batch(frames=[], inputs=inputs, arrays=arrays)
+    return Batch(inputs=inputs, arrays=arrays)
 
 
-def time_backend(run: Callable[[], object], *, reps: int, warmup: int, sync: Callable[[], None]) -> float:
-    """Median seconds of one call after ``warmup`` untimed calls."""
+def time_backend(
+    run: Callable[[], object], *, reps: int, warmup: int, sync: Callable[[], None]
+) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (this process, every thread) of one call after
+    ``warmup`` untimed calls. On a shared machine the CPU time is the steadier figure."""
     for _ in range(warmup):
         run()
     sync()
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
         sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def backends(args: argparse.Namespace, cfg, onnx_path: Path) -> dict[str, Callable[[], object]]:
@@ -128,7 +134,7 @@ def run_rows(args: argparse.Namespace, cfg, resolution: tuple[int, int], onnx_pa
             batch = make_batch(batch_size, resolution, cfg.dataset.downsample)
             try:
                 call = lambda backend=backend, arrays=batch.arrays: backend(arrays)  # noqa: E731
-                seconds = time_backend(call, reps=args.reps, warmup=args.warmup, sync=sync)
+                seconds, cpu_seconds = time_backend(call, reps=args.reps, warmup=args.warmup, sync=sync)
             except Exception as err:  # torch.compile fails at the first call when no compiler works
                 rows.append(
                     {
@@ -138,15 +144,20 @@ def run_rows(args: argparse.Namespace, cfg, resolution: tuple[int, int], onnx_pa
                     }
                 )
                 break
-            ms = 1000 * seconds / batch_size
+            ms, cpu_ms = 1000 * seconds / batch_size, 1000 * cpu_seconds / batch_size
             key = ("gpu" if name.startswith("gpu") else "cpu", batch_size)
             if "eager" in name:
-                eager[key] = ms
-            rows.append({"backend": name, "batch": batch_size, "ms_per_image": ms, "images_per_s": 1000 / ms,
-                         "speedup_vs_eager": eager.get(key, ms) / ms})  # fmt: skip
-            print(
-                f"{name:22s} batch {batch_size:2d}: {ms:9.1f} ms/image {1000 / ms:8.2f} images/s", flush=True
+                eager[key] = (ms, cpu_ms)
+            row = {"backend": name, "batch": batch_size, "ms_per_image": ms, "images_per_s": 1000 / ms}
+            eager_ms, eager_cpu_ms = eager.get(key, (ms, cpu_ms))
+            row.update(
+                cpu_ms_per_image=cpu_ms,
+                speedup_vs_eager=eager_ms / ms,
+                cpu_speedup_vs_eager=eager_cpu_ms / cpu_ms,
             )
+            rows.append(row)
+            print(f"{name:22s} batch {batch_size:2d}: {ms:9.1f} ms/image {1000 / ms:8.2f} images/s "
+                  f"(CPU {cpu_ms:.0f} ms/image)", flush=True)  # fmt: skip
     return rows
 
 
@@ -159,7 +170,7 @@ def time_decode(cfg, resolution: tuple[int, int]) -> float:
         device=torch.device("cpu"),
     )
     outputs = backend(batch.arrays)
-    seconds = time_backend(
+    seconds, _ = time_backend(
         lambda: decode_outputs(outputs, batch, model_type=cfg.model.type, threshold=0.0),
         reps=5,
         warmup=1,
@@ -189,13 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_rows(args, cfg, resolution, onnx_path)
     decode_ms = time_decode(cfg, resolution)
     print(f"decode (numpy, shared by every backend): {decode_ms:.1f} ms/image")
-    print("\n| backend | batch | ms/image | images/s | vs eager |\n|---|---|---|---|---|")
+    print(
+        "\n| backend | batch | ms/image | images/s | CPU ms/image | vs eager (wall) | vs eager (CPU) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         if "error" in row:
-            print(f"| {row['backend']} | {row.get('batch', '-')} | failed: {row['error']} | | |")
+            print(f"| {row['backend']} | {row.get('batch', '-')} | failed: {row['error']} | | | | |")
         else:
             cells = [row["backend"], row["batch"], f"{row['ms_per_image']:.1f}", f"{row['images_per_s']:.2f}"]
-            print("| " + " | ".join(map(str, cells)) + f" | {row['speedup_vs_eager']:.2f}x |")
+            cells.append(f"{row['cpu_ms_per_image']:.0f}")
+            cells += [f"{row['speedup_vs_eager']:.2f}x", f"{row['cpu_speedup_vs_eager']:.2f}x"]
+            print("| " + " | ".join(map(str, cells)) + " |")
     if args.json:
         args.json.write_text(
             json.dumps({"rows": rows, "decode_ms_per_image": decode_ms, "resolution": resolution}, indent=1)

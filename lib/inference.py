@@ -37,7 +37,7 @@ from torch import nn
 from lib.config import Config
 from lib.datasets.augment import augment_sample
 from lib.datasets.kitti import normalize_image
-from lib.datasets.kitti_io import Object3d, read_calib
+from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
 from lib.errors import UserError
 from lib.models.build import build_detector
@@ -62,7 +62,8 @@ OUTPUT_NAMES = (
 )
 ROI_OUTPUTS = ("offset_3d", "size_3d", "heading", "depth", "depth_confidence")
 ONNX_OPSET = 17
-RAW_CALIB_KEY = "P_rect_02"  # the left colour camera in KITTI raw's calib_cam_to_cam.txt
+# The left colour camera: in a KITTI object calib file, and in KITTI raw's calib_cam_to_cam.txt.
+PROJECTION_KEYS = ("P2", "P_rect_02")
 
 
 class CameraError(UserError, ValueError):
@@ -90,31 +91,30 @@ def parse_intrinsics(text: str) -> np.ndarray:
 
 
 def read_projection(path: str | Path) -> np.ndarray:
-    """The left colour camera's (3, 4) projection from a KITTI calib file (``P2``, with
-    ``R0_rect`` and ``Tr_velo_to_cam`` as :func:`lib.datasets.kitti_io.read_calib` requires) or
-    a KITTI raw ``calib_cam_to_cam.txt`` (``P_rect_02``).
+    """The left colour camera's (3, 4) projection from a KITTI calib file (its ``P2`` line; the
+    other matrices are not needed) or a KITTI raw ``calib_cam_to_cam.txt`` (``P_rect_02``).
 
     Raises:
-        FileNotFoundError: no such file. CameraError / KittiFormatError: malformed.
+        FileNotFoundError: no such file. CameraError: no such line, or not 12 finite values with
+            positive focal lengths.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"calib file not found: {path}")
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         key, _, rest = line.partition(":")
-        if key.strip() != RAW_CALIB_KEY:
+        if key.strip() not in PROJECTION_KEYS:
             continue
         try:
             values = np.array([float(v) for v in rest.split()])
         except ValueError:
             values = np.zeros(0)
-        if values.size != 12 or not np.isfinite(values).all() or values[0] <= 0:
-            raise CameraError(f"{path}:{lineno}: {RAW_CALIB_KEY} needs 12 finite values with fx > 0")
+        if values.size != 12 or not np.isfinite(values).all() or values[0] <= 0 or values[5] <= 0:
+            raise CameraError(f"{path}:{lineno}: {key.strip()} needs 12 finite values with fx, fy > 0")
         return values.reshape(3, 4)
-    P2 = read_calib(path).P2
-    if not (P2[0, 0] > 0 and P2[1, 1] > 0):
-        raise CameraError(f"{path}: P2 has a non-positive focal length")
-    return P2
+    raise CameraError(
+        f"{path}: no {' or '.join(PROJECTION_KEYS)} line (a KITTI calib file or calib_cam_to_cam.txt)"
+    )
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,9 @@ def prepare_input(
 
 @dataclass(frozen=True)
 class Batch:
-    """Frames and their network inputs; ``arrays`` holds the :data:`INPUT_NAMES` float32 arrays."""
+    """The network inputs of a batch of frames; ``arrays`` holds the :data:`INPUT_NAMES` float32
+    arrays stacked, ``inputs`` what decoding needs of each frame."""
 
-    frames: list[Frame]
     inputs: list[NetworkInput]
     arrays: dict[str, np.ndarray]
 
@@ -213,7 +213,7 @@ def make_batch(frames: Sequence[Frame], *, resolution: tuple[int, int], downsamp
         "calib": np.stack([i.calib for i in inputs]).astype(np.float32),
         "coord_range": np.stack([i.coord_range for i in inputs]).astype(np.float32),
     }
-    return Batch(frames=list(frames), inputs=inputs, arrays=arrays)
+    return Batch(inputs=inputs, arrays=arrays)
 
 
 class InferenceGraph(nn.Module):

@@ -134,6 +134,9 @@ def test_read_projection_kitti_raw_and_errors(kitti_sample_dir: Path, tmp_path: 
     raw.write_text("P_rect_02: 1 2 3\n")
     with pytest.raises(CameraError, match=r"calib_cam_to_cam.txt:1: P_rect_02 needs 12"):
         read_projection(raw)
+    raw.write_text("P_rect_00: " + " ".join(["1"] * 12) + "\n")
+    with pytest.raises(CameraError, match=r"no P2 or P_rect_02 line"):
+        read_projection(raw)
     np.testing.assert_array_equal(
         parse_intrinsics("700,710.5,600,180"), intrinsics_projection(700, 710.5, 600, 180)
     )
@@ -271,7 +274,12 @@ def test_infer_errors_are_one_line(
     }
     malformed = tmp_path / "bad_calib.txt"
     malformed.write_text("P2: 1 2 three\n")
-    cases["bad_calib.txt:1: non-numeric"] = ["--input", str(training / "image_2"), "--calib", str(malformed)]
+    cases["bad_calib.txt:1: P2 needs 12 finite values"] = [
+        "--input",
+        str(training / "image_2"),
+        "--calib",
+        str(malformed),
+    ]
     for message, argv in cases.items():
         code, _, stderr = run_infer(infer_tool, [*base, *argv], capsys)
         assert code == 2 and message in stderr and stderr.count("\n") == 1, (message, stderr)
