@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib.box_coding import decode_heading
 from lib.config import ConfigError
 from lib.constants import CLASSES, MEAN_SIZES, NUM_HEADING_BIN
 from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d, write_label
-from lib.datasets.targets import decode_heading
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def heading_to_alpha(heading: np.ndarray) -> np.ndarray:
         heading: (N, 2·NB) bin logits, then per-bin residuals (radians), NB = 12.
 
     Returns:
-        (N,) alpha in (-π, π] (:func:`lib.datasets.targets.decode_heading`).
+        (N,) alpha in (-π, π] (:func:`lib.box_coding.decode_heading`).
     """
     bins = heading[:, :NUM_HEADING_BIN].argmax(axis=1)  # (N,)
     residual = heading[np.arange(len(bins)), NUM_HEADING_BIN + bins]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchsort
 from torch import Tensor
 
-from lib.datasets.targets import gaussian_radius
+from lib.box_coding import gaussian_radius
 
 DUAL_KL_MODES = ("dynamic", "forward", "reverse", "fixed")
 SPEARMAN_MODES = ("skd", "rank_both")

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.datasets.targets import draw_gaussian
+from lib.box_coding import draw_gaussian
 from lib.losses.distill import (
     affinity_loss,
     dual_kl_loss,
