@@ -32,7 +32,7 @@ import torch
 
 from lib.config import Config, load_config
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, rpd_valid
+from lib.depth_bins import DepthBins, rpd_valid
 from lib.distiller import Distiller, DistillSettings
 from lib.losses.criterion import Criterion
 from lib.models import build_detector

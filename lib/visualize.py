@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from lib.datasets.kitti_io import Object3d
-from lib.datasets.rpd import DepthBins, rpd_valid
+from lib.depth_bins import DepthBins, rpd_valid
 from lib.geometry import Calibration, box3d_corners, project_to_image, velo_to_rect
 
 GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes

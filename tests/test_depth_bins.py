@@ -1,4 +1,4 @@
-"""RPD depth bins, targets and decoding (lib/datasets/rpd.py, METHOD §2.2-2.3)."""
+"""RPD depth bins, targets and decoding (lib/depth_bins.py, METHOD §2.2-2.3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.datasets.rpd import MODES, DepthBins, bin_edges, downsample_depth, expected_depth, soft_targets
+from lib.depth_bins import MODES, DepthBins, bin_edges, downsample_depth, expected_depth, soft_targets
 
 # A small RPD case that can be worked by hand: f·h = 100, r_lo = 100/10 = 10, r_hi = 100/2 = 50,
 # Δr = (50 − 10)/4 = 10, edge_k = 100/(50 − 10k), centre_k = 100/(50 − 10(k + 0.5)).

@@ -19,7 +19,7 @@ from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti import build_dataset
 from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, rpd_valid
+from lib.depth_bins import DepthBins, rpd_valid
 from lib.distiller import Distiller, DistillSettings, DualKLSettings
 from lib.losses.criterion import Criterion
 from lib.losses.distill import dual_kl_loss

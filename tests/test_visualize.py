@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from lib.datasets.kitti_io import Object3d, read_label
-from lib.datasets.rpd import DepthBins
 from lib.datasets.synthetic import synthetic_calibration
+from lib.depth_bins import DepthBins
 from lib.geometry import box3d_corners, project_to_image, rect_to_velo
 from lib.visualize import (
     colorize_bins,

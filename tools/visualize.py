@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lib.datasets.depth_maps import project_scan
 from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
-from lib.datasets.rpd import MODES, DepthBins
+from lib.depth_bins import MODES, DepthBins
 from lib.errors import UserError, run_cli
 from lib.visualize import (
     PRED_COLOUR,

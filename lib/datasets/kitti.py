@@ -55,8 +55,8 @@ from lib.datasets.kitti_io import (
     read_label,
     read_split,
 )
-from lib.datasets.rpd import DepthBins
 from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
+from lib.depth_bins import DepthBins
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from lib.box_coding import draw_gaussian, encode_heading, gaussian_radius
 from lib.constants import CLASS_TO_ID, CLASSES, MEAN_SIZES
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, downsample_depth, rpd_valid
+from lib.depth_bins import DepthBins, downsample_depth, rpd_valid
 from lib.geometry import affine_transform, project_to_image, ry_to_alpha_pixel
 
 MIN_OBJECT_DEPTH = 2.0  # m: GUPNet skips closer objects
@@ -236,7 +236,7 @@ def build_rpd_depth(
     The feature-grid depth is multiplied by the crop scale factor as the teacher's input is, so
     a zoomed crop asks for the depth the zoomed image looks like (METHOD §1). The (K+1, H_f, W_f)
     soft two-hot target itself is made on the training device from this (H_f, W_f) map
-    (:func:`lib.datasets.rpd.soft_targets`, in the criterion): ~80x less to ship per sample.
+    (:func:`lib.depth_bins.soft_targets`, in the criterion): ~80x less to ship per sample.
 
     Args:
         depth_map: (H_f, W_f) metres, 0 = none, or None. feature_size: (W_f, H_f).
@@ -279,7 +279,7 @@ def build_targets(
         crop_scale: crop width / image width of the sample's augmentation.
         feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (METHOD §2.2).
         heatmap_cell, projection: as :func:`build_detection_targets`.
-        depth_downsample: ``valid_mean`` (:func:`lib.datasets.rpd.downsample_depth`) or
+        depth_downsample: ``valid_mean`` (:func:`lib.depth_bins.downsample_depth`) or
             ``area`` (MonoSKD: cv2 INTER_AREA, empty pixels averaged in as 0 m, and the DID RoI
             depths aligned the same way).
 

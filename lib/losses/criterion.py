@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lib.datasets.rpd import DepthBins, soft_targets
+from lib.depth_bins import DepthBins, soft_targets
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import HTL_TASKS, DetectionLoss
 

@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from lib.config import load_config
 from lib.datasets.kitti import KittiDataset, build_dataset
 from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne, write_depth_map, write_split
-from lib.datasets.rpd import DepthBins, downsample_depth, expected_depth, soft_targets
+from lib.depth_bins import DepthBins, downsample_depth, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, velo_to_rect
 
 RESOLUTION = (640, 192)

@@ -10,13 +10,13 @@ from lib.box_coding import decode_heading
 from lib.constants import CLASS_TO_ID, MEAN_SIZES
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
-from lib.datasets.rpd import DepthBins, expected_depth, soft_targets
 from lib.datasets.targets import (
     build_detection_targets,
     build_did_depth_targets,
     build_rpd_depth,
     build_targets,
 )
+from lib.depth_bins import DepthBins, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, ry_to_alpha_pixel
 
 # A KITTI-like camera (frame 000002's P2, rounded) and a 1242 x 375 image warped to 640 x 192.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.datasets.rpd import DepthBins, rpd_valid, soft_targets
+from lib.depth_bins import DepthBins, rpd_valid, soft_targets
 from lib.losses.criterion import HTL_TASKS, Criterion
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import (
