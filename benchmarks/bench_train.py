@@ -31,9 +31,10 @@ import torch
 from lib.config import load_config
 from lib.datasets.kitti import build_dataset
 from lib.datasets.synthetic import write_dataset
+from lib.engine.dist import move_to_device
 from lib.engine.optim import build_optimizer
 from lib.engine.task import build_task
-from lib.engine.trainer import move_to_device, resolve_amp_dtype
+from lib.engine.trainer import resolve_amp_dtype
 from lib.models.build import build_detector
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,13 +2,16 @@
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python tools/train_val.py`` has none
 of them and runs as a single process (rank 0 of 1). NCCL is used with CUDA, gloo on CPU.
-Only the main process (rank 0) logs, saves checkpoints and evaluates.
+Only the main process (rank 0) logs, saves checkpoints and evaluates. Where tensors go is
+decided here too (:func:`select_device`, :func:`move_to_device`), for the trainer and the tester.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,6 +53,17 @@ def select_device(info: DistInfo) -> torch.device:
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Copy every tensor of a (nested) batch to ``device``; other values are kept as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d
 from lib.decode import decode_detections, write_kitti_results
-from lib.engine.trainer import move_to_device
+from lib.engine.dist import move_to_device
 from lib.eval import evaluate
 from lib.eval.error_analysis import analyse_errors, format_error_table
 from lib.eval.kitti_eval import CLASSES as EVAL_CLASSES

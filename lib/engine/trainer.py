@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from lib.engine import dist as dist_utils
 from lib.engine.checkpoint import atomic_link, atomic_save, git_sha, load_checkpoint, remove_temp_files
+from lib.engine.dist import move_to_device
 from lib.utils.logging import JsonlWriter
 from lib.utils.seed import capture_rng_state, make_generator, restore_rng_state, worker_init_fn
 
@@ -117,17 +118,6 @@ def accumulation_step(step: int, total: int, accumulate_steps: int) -> tuple[flo
     first = step - step % accumulate_steps
     size = min(accumulate_steps, total - first)
     return 1.0 / size, step == first + size - 1
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Copy every tensor of a (nested) batch to ``device``; other values are kept as they are."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
 
 
 def batch_image_ids(batch: Mapping[str, Any]) -> list[int]:
