@@ -1,14 +1,20 @@
-"""Dataset-wide constants shared by the data pipeline, the models and decoding."""
+"""Constants that more than one layer means the same way: classes, sizes, grids, clamps.
+
+Each is defined once here; a module that needs one imports it rather than restating the value.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Heatmap channel order of GUPNet (REFERENCE §1.3): its checkpoints depend on it.
-CLASSES: tuple[str, ...] = ("Pedestrian", "Car", "Cyclist")
-CLASS_TO_ID: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+# Heatmap channel order of GUPNet (docs/reference.md §1.3): its checkpoints depend on it.
+HEATMAP_CLASSES: tuple[str, ...] = ("Pedestrian", "Car", "Cyclist")
+CLASS_TO_ID: dict[str, int] = {name: i for i, name in enumerate(HEATMAP_CLASSES)}  # heatmap channel
 
-# Class mean sizes [h, w, l] in metres, rows in CLASSES order (REFERENCE §1.7).
+# The KITTI benchmark's (and devkit's) class order: the evaluator's choices and report rows.
+EVAL_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
+
+# Class mean sizes [h, w, l] in metres, rows in HEATMAP_CLASSES order (docs/reference.md §1.7).
 MEAN_SIZES = np.array(
     [
         [1.76255119, 0.66068622, 0.84422524],
@@ -18,11 +24,23 @@ MEAN_SIZES = np.array(
     dtype=np.float32,
 )
 
-NUM_HEADING_BIN = 12  # 12 bins of 30° (REFERENCE §1.6)
+NUM_HEADING_BIN = 12  # 12 bins of 30° (docs/reference.md §1.6)
 
-# Frame counts of the standard KITTI 3D splits (REFERENCE §3).
+# Frame counts of the standard KITTI 3D splits (docs/reference.md §3).
 KITTI_SPLIT_SIZES: dict[str, int] = {"train": 3712, "val": 3769, "trainval": 7481, "test": 7518}
 
-# ImageNet normalisation of the RGB input (REFERENCE §3).
+# ImageNet normalisation of the RGB input (docs/reference.md §3).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# RoI grid: RoIAlign's output and DID-M3D's per-RoI depth targets are both 7 × 7 cells
+# (docs/reference.md §1.4, §1.9).
+ROI_SIZE = 7
+
+# The heatmap probability is clamped to [eps, 1 - eps] after the sigmoid, in CornerNet's focal
+# loss and before peak picking (docs/reference.md §2, §4).
+HEATMAP_EPS = 1e-4
+
+# m: points closer to (or behind) the camera plane are not projected (LiDAR points for the depth
+# maps, box corners for the drawings): their image coordinates blow up or flip.
+MIN_PROJECTION_DEPTH = 0.1

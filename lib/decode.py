@@ -26,7 +26,7 @@ import torch
 
 from lib.box_coding import decode_heading
 from lib.config import ConfigError
-from lib.constants import CLASSES, MEAN_SIZES, NUM_HEADING_BIN
+from lib.constants import HEATMAP_CLASSES, MEAN_SIZES, NUM_HEADING_BIN
 from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d, write_label
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
 
@@ -132,7 +132,7 @@ def decode_detections(
     model_type: str,
     threshold: float = 0.2,
     backprojection: str = "exact",
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str] = HEATMAP_CLASSES,
     mean_sizes: np.ndarray = MEAN_SIZES,
 ) -> list[list[Object3d]]:
     """KITTI objects of every image of an eval batch.

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from lib.constants import MIN_PROJECTION_DEPTH
 from lib.datasets.kitti_io import Object3d
 from lib.depth_bins import DepthBins, rpd_valid
 from lib.geometry import Calibration, box3d_corners, project_to_image, velo_to_rect
 
 GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes
 PRED_COLOUR = (255, 40, 40)  # RGB: predicted boxes
-MIN_DEPTH = 0.1  # m: boxes with a corner this close to (or behind) the camera plane are not drawn
 # The 12 edges of a box3d_corners box: bottom face, top face, verticals.
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 _FRONT_FACE = (0, 1, 5, 4)  # the +l/2 face: the direction the object faces (ry)
@@ -63,7 +63,7 @@ def draw_boxes_3d(
     corners = _corners(drawn)  # (N, 8, 3)
     for obj, box in zip(drawn, corners, strict=True):
         uv, depth = project_to_image(box, P)  # (8, 2), (8,)
-        if depth.min() < MIN_DEPTH:
+        if depth.min() < MIN_PROJECTION_DEPTH:  # not drawn
             continue
         pts = np.round(uv).astype(np.int32)
         for i, j in _EDGES:

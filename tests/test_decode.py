@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lib.config import ConfigError
-from lib.constants import CLASSES, MEAN_SIZES
+from lib.constants import HEATMAP_CLASSES, MEAN_SIZES
 from lib.datasets.kitti_io import read_label_table, write_split
 from lib.decode import (
     back_project,
@@ -152,7 +152,7 @@ def test_round_trip_is_exact_when_the_affine_is_a_pure_stride() -> None:
     for objs, encs, found in zip(batch, encoded, dets, strict=True):
         assert len(found) == len(objs)  # padding peaks (0.05) are below the threshold
         for o, e, d in zip(objs, encs, found, strict=True):
-            assert d.cls_type == CLASSES[o.cls_id]
+            assert d.cls_type == HEATMAP_CLASSES[o.cls_id]
             np.testing.assert_allclose(d.pos, o.pos, atol=1e-4)
             np.testing.assert_allclose([d.h, d.w, d.l], o.dims, atol=1e-5)
             assert abs(wrap_angle(d.ry - o.ry)) < 1e-4

@@ -19,11 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from lib.constants import EVAL_CLASSES
 from lib.datasets.kitti_io import read_split
 from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors, format_error_table
 from lib.eval.iou import DEVICES
-from lib.eval.kitti_eval import CLASSES, evaluate
+from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
 from lib.eval.report import format_table, write_json
 
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-dir", required=True, help="folder of ground-truth NNNNNN.txt (label_2)")
     parser.add_argument("--result-dir", required=True, help="folder of result NNNNNN.txt (or its data/)")
     parser.add_argument("--split", required=True, help="ImageSets split file listing the frames")
-    parser.add_argument("--classes", nargs="+", default=list(CLASSES), choices=CLASSES)
+    parser.add_argument("--classes", nargs="+", default=list(EVAL_CLASSES), choices=EVAL_CLASSES)
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
     parser.add_argument(
         "--only-result-frames",

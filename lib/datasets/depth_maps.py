@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lib.constants import MIN_PROJECTION_DEPTH
 from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne
 from lib.geometry import Calibration, project_to_image, velo_to_rect
 
-MIN_DEPTH = 0.1  # m: points closer to (or behind) the camera plane are dropped
 # Fewer image pixels hit than this and a scan is refused: a KITTI scan hits ~20,000 pixels of
 # its image, so a handful means a wrong file or calibration, not a sparse scene.
 MIN_PROJECTED_POINTS = 100
@@ -51,7 +51,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def project_scan(
-    points: np.ndarray, calib: Calibration, image_size: tuple[int, int], *, min_depth: float = MIN_DEPTH
+    points: np.ndarray,
+    calib: Calibration,
+    image_size: tuple[int, int],
+    *,
+    min_depth: float = MIN_PROJECTION_DEPTH,
 ) -> np.ndarray:
     """Sparse depth map of a Velodyne scan in the left colour camera (image_2).
 

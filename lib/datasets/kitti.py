@@ -44,7 +44,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from lib.config import Config, ConfigError
-from lib.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
+from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, augment_sample
 from lib.datasets.kitti_io import (
     Calibration,
@@ -111,7 +111,7 @@ class KittiDataset(Dataset):
         train: bool = False,
         resolution: tuple[int, int] = (1280, 384),
         downsample: int = 4,
-        writelist: Sequence[str] = CLASSES,
+        writelist: Sequence[str] = HEATMAP_CLASSES,
         class_merging: bool = False,
         use_dontcare: bool = False,
         max_objs: int = 50,
@@ -145,7 +145,7 @@ class KittiDataset(Dataset):
                 image is warped to ``resolution`` (evaluation).
             resolution: network input (W, H), a multiple of ``downsample``.
             downsample: feature stride of the targets.
-            writelist: classes that get targets, a subset of CLASSES.
+            writelist: classes that get targets, a subset of HEATMAP_CLASSES.
             class_merging: Van and Truck paint the Car heatmap channel (no regression targets).
             use_dontcare: must be False. In GUPNet DontCare boxes (z = −1000 m) are always
                 dropped by the 2 m depth filter, so the option never did anything.
@@ -173,10 +173,10 @@ class KittiDataset(Dataset):
             raise ValueError(
                 "use_dontcare=True is not supported: GUPNet drops DontCare boxes anyway (z < 2 m)"
             )
-        unknown = sorted(set(writelist) - set(CLASSES))
+        unknown = sorted(set(writelist) - set(HEATMAP_CLASSES))
         if unknown:
             raise ValueError(
-                f"writelist classes {unknown} are not among {CLASSES} (Van/Truck: use class_merging)"
+                f"writelist classes {unknown} are not among {HEATMAP_CLASSES} (Van/Truck: use class_merging)"
             )
         switches = [
             ("projection", projection, PROJECTIONS),

@@ -25,7 +25,7 @@ import torch
 from torchvision.ops import roi_align
 
 from lib.box_coding import draw_gaussian, encode_heading, gaussian_radius
-from lib.constants import CLASS_TO_ID, CLASSES, MEAN_SIZES
+from lib.constants import CLASS_TO_ID, HEATMAP_CLASSES, MEAN_SIZES, ROI_SIZE
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
 from lib.depth_bins import DepthBins, downsample_depth, rpd_valid
@@ -38,7 +38,6 @@ MAX_TRUNCATION = 0.5
 MAX_OCCLUSION = 2
 # With class merging these paint the Car heatmap channel but get no regression targets.
 MERGED_CLASSES = {"Van": "Car", "Truck": "Car"}
-ROI_SIZE = 7  # DID-M3D RoI depth maps are 7 × 7 (REFERENCE §1.9)
 DID_DEPTH_TOLERANCE = 3.0  # m: RoI cells whose LiDAR depth is farther from z are not the object
 HEATMAP_CELLS = ("floor", "trunc")
 # exact: pixels = P2·X divided by P2's third row (z + P2[2, 3]); reference: divided by rect z
@@ -79,7 +78,7 @@ def build_detection_targets(
     feature_size: tuple[int, int],
     downsample: int,
     max_objs: int = 50,
-    writelist: Sequence[str] = CLASSES,
+    writelist: Sequence[str] = HEATMAP_CLASSES,
     class_merging: bool = False,
     heatmap_cell: str = "floor",
     projection: str = "exact",
@@ -96,7 +95,7 @@ def build_detection_targets(
         objects: labels in slot order; only the first ``max_objs`` are used.
         P2: (3, 4) projection of the image the labels are in. trans: (2, 3) original →
             input pixels. feature_size: (W_f, H_f). downsample: input px per feature px.
-        writelist: trained classes, a subset of CLASSES.
+        writelist: trained classes, a subset of HEATMAP_CLASSES.
         heatmap_cell: ``floor`` or ``trunc`` (GUPNet: centres in (−1, 0) go to cell 0).
         projection: ``exact`` or ``reference`` (:data:`PROJECTIONS`).
 
@@ -107,10 +106,10 @@ def build_detection_targets(
         class mean), src_size_3d (M, 3) float32 (hwl, m), heading_bin (M, 1) int64,
         heading_res (M, 1) float32, box2d (M, 4) float32 (feature px).
     """
-    unknown = sorted(set(writelist) - set(CLASSES))
+    unknown = sorted(set(writelist) - set(HEATMAP_CLASSES))
     if unknown:
         raise ValueError(
-            f"writelist classes {unknown} are not among {CLASSES} (Van/Truck: use class_merging)"
+            f"writelist classes {unknown} are not among {HEATMAP_CLASSES} (Van/Truck: use class_merging)"
         )
     if heatmap_cell not in HEATMAP_CELLS:
         raise ValueError(f"dataset.heatmap_cell: {heatmap_cell!r} is not one of {HEATMAP_CELLS}")
@@ -119,7 +118,7 @@ def build_detection_targets(
     wf, hf = feature_size
     m = max_objs
     t = {
-        "heatmap": np.zeros((len(CLASSES), hf, wf), dtype=np.float32),
+        "heatmap": np.zeros((len(HEATMAP_CLASSES), hf, wf), dtype=np.float32),
         "indices": np.zeros(m, dtype=np.int64),
         "cls_ids": np.zeros(m, dtype=np.int64),
         "mask_2d": np.zeros(m, dtype=bool),
@@ -265,7 +264,7 @@ def build_targets(
     bins: DepthBins,
     supervise_beyond: bool = False,
     max_objs: int = 50,
-    writelist: Sequence[str] = CLASSES,
+    writelist: Sequence[str] = HEATMAP_CLASSES,
     class_merging: bool = False,
     heatmap_cell: str = "floor",
     projection: str = "exact",

@@ -23,12 +23,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lib.constants import EVAL_CLASSES
 from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d
 from lib.decode import decode_detections, write_kitti_results
 from lib.engine.dist import move_to_device
 from lib.eval import evaluate
 from lib.eval.error_analysis import analyse_errors, format_error_table
-from lib.eval.kitti_eval import CLASSES as EVAL_CLASSES
 from lib.eval.kitti_eval import DIFFICULTIES, METRICS
 from lib.eval.kitti_format import load_labels, load_results
 from lib.eval.report import format_table

@@ -28,10 +28,10 @@ from itertools import pairwise
 import numpy as np
 from numba import njit
 
+from lib.constants import EVAL_CLASSES
 from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
 from lib.eval.kitti_eval import (
-    CLASSES,
     DIFFICULTIES,
     MAX_OCCLUSION,
     MAX_TRUNCATION,
@@ -218,7 +218,7 @@ def analyse_errors(
     gt_tables: Sequence[LabelTable] | FrameObjects,
     det_tables: Sequence[LabelTable] | FrameObjects,
     *,
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str] = EVAL_CLASSES,
     distance_bins: Sequence[float] = (0.0, 20.0, 40.0, math.inf),
     difficulty: str | None = "moderate",
 ) -> dict:

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from lib.constants import EVAL_CLASSES
 from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
 
-CLASSES = ("Car", "Pedestrian", "Cyclist")
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")
 AP_MODES = (40, 11)
@@ -603,9 +603,9 @@ def _check_inputs(
         raise ValueError(f"ground truth has {len(gt)} frames but detections have {len(det)}")
     if det.table.score is None and len(det.table):
         raise ValueError("detections need a score column (16-column KITTI result lines)")
-    unknown = [c for c in classes if c not in CLASSES]
+    unknown = [c for c in classes if c not in EVAL_CLASSES]
     if unknown or not classes:
-        raise ValueError(f"unknown classes {unknown}; choose from {CLASSES}")
+        raise ValueError(f"unknown classes {unknown}; choose from {EVAL_CLASSES}")
     bad_modes = [m for m in ap_modes if m not in AP_MODES]
     if bad_modes:
         raise ValueError(f"unknown AP modes {bad_modes}; choose from {AP_MODES}")
@@ -640,7 +640,7 @@ def _few_ground_truth_warnings(num_gt: dict[str, dict[str, int]], ap_mode: int) 
 def evaluate(
     gt_annos: Sequence[LabelTable] | FrameObjects,
     det_annos: Sequence[LabelTable] | FrameObjects,
-    classes: Sequence[str] = CLASSES,
+    classes: Sequence[str] = EVAL_CLASSES,
     *,
     ap_modes: Sequence[int] = AP_MODES,
     loose: bool = False,

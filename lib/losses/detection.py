@@ -19,15 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lib.constants import NUM_HEADING_BIN
+from lib.constants import HEATMAP_EPS, NUM_HEADING_BIN
 
 # The 7 detection terms, the task names of Hierarchical Task Learning (REFERENCE §2.1).
 HTL_TASKS: tuple[str, ...] = ("seg", "offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
 
 MODEL_TYPES: tuple[str, ...] = ("did", "gupnet")
-
-# CornerNet focal loss clamps the heatmap probability away from 0 and 1 (REFERENCE §2).
-HEATMAP_EPS = 1e-4
 
 # √2 of the Laplacian loss, exact; GUPNet and MonoSKD write the literal 1.4142 (up to 3e-5
 # relative on a loss term, docs/parity.md).

@@ -30,15 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from lib.constants import MEAN_SIZES
+from lib.constants import HEATMAP_EPS, MEAN_SIZES, ROI_SIZE
 from lib.models.backbones import DLAUp, build_backbone
 from lib.models.depth_branch import build_depth_branch
 from lib.models.heads import HeadSpec, build_head
 
 FEATURE_STRIDE = 4  # the heads read the stride-4 neck output (REFERENCE §1.2)
 INPUT_MULTIPLE = 32  # the deepest level has stride 32: H and W must be multiples of it
-ROI_SIZE = 7  # RoIAlign output, 7x7 cells (REFERENCE §1.4)
-HEATMAP_EPS = 1e-4  # sigmoid clamp before peak picking (REFERENCE §4)
 INPUT_KEYS = ("rgb", "depth")  # student sees `rgb`, teacher sees `depth` (METHOD §1)
 
 # 2D heads on the stride-4 feature (REFERENCE §1.3); the heatmap width is the class count.

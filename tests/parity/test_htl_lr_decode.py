@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.constants import CLASSES
+from lib.constants import CLASS_TO_ID
 from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
 from lib.engine.optim import build_lr_scheduler, build_optimizer
@@ -168,7 +168,7 @@ def _rows(dets: list[list[Object3d]]) -> np.ndarray:
     ids = sd.decode_batch_info()["img_id"]
     return np.array(
         [
-            [ids[i], CLASSES.index(d.cls_type), d.alpha, *d.box2d, d.h, d.w, d.l, *d.pos, d.ry, d.score]
+            [ids[i], CLASS_TO_ID[d.cls_type], d.alpha, *d.box2d, d.h, d.w, d.l, *d.pos, d.ry, d.score]
             for i, found in enumerate(dets)
             for d in found
         ]
