@@ -41,6 +41,7 @@ from lib.losses.distill import (
     foreground_feature_loss,
     gaussian_disc_mask,
     laplace_dual_kl_loss,
+    require_torchsort,
     response_loss,
     spearman_loss,
 )
@@ -106,6 +107,8 @@ class DistillSettings:
         for name in ("feature_weight", "affinity_weight", "spearman_weight", "response_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
+        if self.spearman_weight > 0:
+            require_torchsort()  # a missing torchsort stops the run here, not at the first step
 
     @property
     def uses_adapters(self) -> bool:

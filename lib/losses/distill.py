@@ -18,16 +18,19 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-import torchsort
 from torch import Tensor
 
 from lib.box_coding import gaussian_radius
+from lib.errors import UserError
 
 DUAL_KL_MODES = ("dynamic", "forward", "reverse", "fixed")
 SPEARMAN_MODES = ("skd", "rank_both")
+# torchsort is a compiled extension that only the Spearman term needs: imported on first use.
+TORCHSORT_INSTALL = "pip install --no-build-isolation torchsort==0.1.10"  # as requirements.txt pins it
 # (w_f, w_r) of the ablation modes (METHOD §3.3); "dynamic" computes them per cell.
 STATIC_BALANCE = {"forward": (1.0, 0.0), "reverse": (0.0, 1.0), "fixed": (0.5, 0.5)}
 
@@ -307,12 +310,30 @@ def _pearson(x: Tensor, y: Tensor) -> Tensor:
     return (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-12)
 
 
+def require_torchsort() -> ModuleType:
+    """The ``torchsort`` module, imported here rather than with this module.
+
+    Raises:
+        UserError: torchsort is missing or its extension does not load; the message names
+            ``distill.spearman_weight`` (the only term that needs it) and the install command.
+    """
+    try:
+        import torchsort
+    except ImportError as err:
+        raise UserError(
+            f"distill.spearman_weight > 0 needs torchsort, which does not import ({err}): install it "
+            f"with `{TORCHSORT_INSTALL}` (make install does) or set distill.spearman_weight=0"
+        ) from err
+    return torchsort
+
+
 def _soft_rank(x: Tensor, strength: float) -> Tensor:
     """``torchsort.soft_rank`` ("l2"), on the CPU when torchsort was built without CUDA.
 
     ``make install`` builds torchsort CPU-only unless TORCHSORT_CUDA=1; autograd carries the
     gradient across the device copy, so only speed differs.
     """
+    torchsort = require_torchsort()
     if x.is_cuda and importlib.util.find_spec("torchsort.isotonic_cuda") is None:
         return torchsort.soft_rank(x.cpu(), regularization="l2", regularization_strength=strength).to(
             x.device
