@@ -2,8 +2,10 @@
 
 The graph is lib/inference.py ``InferenceGraph`` (backbone to depth confidence, top-K peaks and
 their RoI heads), i.e. what ``tools/infer.py`` runs per batch; the numpy box decoding, shared by
-every backend, is timed on its own line. Random weights (the speed does not depend on them) of
-the config's network, random ImageNet-normalised inputs, KITTI's P2.
+every backend, is timed on its own line. Random weights of the config's network, random
+ImageNet-normalised inputs, KITTI's P2. The speed does not depend on the weights except in
+RoIAlign, whose adaptive sampling grows with the 2D boxes: random weights predict boxes of about
+zero size, so the 50 RoIs cost a trained model somewhat more than measured here.
 
 CPU rows: PyTorch eager fp32, channels_last, ``torch.compile`` (reported as failed when it does
 not compile here) and ONNX Runtime (the file of lib/inference.py ``export_onnx``). GPU rows, when
