@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.video_out is not None and args.no_render:
+        parser.error("--video-out writes rendered frames: drop --no-render")
     return args
 
 
