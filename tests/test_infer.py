@@ -27,6 +27,7 @@ from lib.inference import (
     CameraError,
     Frame,
     TorchBackend,
+    decode_outputs,
     intrinsics_projection,
     load_detector,
     make_batch,
@@ -305,3 +306,31 @@ def test_channels_last_backend_gives_the_same_outputs(checkpoint: Path, kitti_sa
         assert np.array_equal(plain[name], nhwc[name])
     for name, value in plain.items():
         np.testing.assert_allclose(nhwc[name], value, atol=1e-3, rtol=1e-4, err_msg=name)
+
+
+def test_decoding_a_padded_frame_gives_boxes_in_its_own_pixels() -> None:
+    """A 16:9 frame is padded at the sides; one peak decoded from made-up outputs lands where the
+    frame's own camera projects it, and its 2D box is in the frame's pixels."""
+    width, height = 640, 360
+    P = intrinsics_projection(500.0, 500.0, 330.0, 170.0)
+    frame = Frame("wide", np.zeros((height, width, 3), np.uint8), P)
+    batch = make_batch([frame], resolution=RESOLUTION, downsample=4)
+    (net,) = batch.inputs
+    assert tuple(net.pad) == (220, 0) and np.allclose(net.ratio, [1080 / 96, 360 / 32])
+    hf, wf = RESOLUTION[1] // 4, RESOLUTION[0] // 4
+    outputs = {
+        "scores": np.array([[0.9]], np.float32), "cls": np.array([[1]]),  # Car
+        "xs": np.array([[40]]), "ys": np.array([[20]]),
+        "offset_2d": np.zeros((1, 2, hf, wf), np.float32),
+        "size_2d": np.full((1, 2, hf, wf), 4.0, np.float32),
+        "offset_3d": np.zeros((1, 1, 2), np.float32), "size_3d": np.zeros((1, 1, 3), np.float32),
+        "heading": np.zeros((1, 1, 24), np.float32), "depth": np.array([[[20.0, 0.0]]], np.float32),
+        "depth_confidence": np.ones((1, 1), np.float32),
+    }  # fmt: skip
+    (objects,) = decode_outputs(outputs, batch, model_type="did", threshold=0.1)
+    (obj,) = objects
+    centre = np.array([40 * 1080 / 96 - 220, 20 * 360 / 32])  # the peak cell in the frame's pixels
+    np.testing.assert_allclose((obj.box2d[:2] + obj.box2d[2:]) / 2, centre, atol=1e-4)
+    uv, depth = project_to_image((obj.pos - [0.0, obj.h / 2, 0.0])[None], P)  # the 3D centre
+    np.testing.assert_allclose(uv[0], centre, atol=1e-4)
+    assert depth[0] == pytest.approx(20.0)
