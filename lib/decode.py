@@ -40,7 +40,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def heading_to_alpha(heading: np.ndarray) -> np.ndarray:
-    """Multi-bin heading outputs → alpha (REFERENCE §1.6): the argmax bin and its residual.
+    """Multi-bin heading outputs → alpha (docs/reference.md §1.6): the argmax bin and its residual.
 
     Args:
         heading: (N, 2·NB) bin logits, then per-bin residuals (radians), NB = 12.

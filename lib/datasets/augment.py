@@ -1,8 +1,8 @@
-"""Training augmentation of a KITTI frame: h-flip, random crop/scale/shift, colour (REFERENCE §3).
+"""Training augmentation of a KITTI frame: h-flip, random crop/scale/shift, colour (docs/reference.md §3).
 
 Every function is pure: it returns new arrays and objects and never changes its inputs.
 The image, its depth map and every label move together, so the teacher's depth input, the
-depth targets and the 3D labels stay aligned with the RGB pixels (METHOD §1, §2.3).
+depth targets and the 3D labels stay aligned with the RGB pixels (docs/method.md §1, §2.3).
 
 Pixel convention: integer coordinates are pixel centres (OpenCV's and the KITTI labels'), so
 ``np.fliplr`` maps u to W − 1 − u and boxes and P2 are mirrored about W − 1. GUPNet mirrors
@@ -26,13 +26,13 @@ from lib.datasets.kitti_io import Object3d
 from lib.datasets.targets import PROJECTIONS
 from lib.geometry import get_affine_transform, unproject_to_rect, wrap_angle
 
-# Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", REFERENCE §3): a grid of
+# Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", docs/reference.md §3): a grid of
 # FLIP_FIT_COLUMNS × FLIP_FIT_ROWS image points at depths spread over FLIP_FIT_DEPTHS.
 FLIP_FIT_COLUMNS = 4
 FLIP_FIT_ROWS = 2
 FLIP_FIT_DEPTHS = (2.0, 78.0)  # metres
 
-# CenterNet colour augmentation (used by MonoSKD / MonoDistill, REFERENCE §3).
+# CenterNet colour augmentation (used by MonoSKD / MonoDistill, docs/reference.md §3).
 COLOR_JITTER = 0.4  # brightness / contrast / saturation factors 1 ± U(0.4)
 LIGHTING_STD = 0.1  # std of the PCA lighting coefficients
 # ImageNet PCA of pixel colours as CenterNet lists it. Its rows are in BGR order (CenterNet
@@ -56,7 +56,7 @@ DEPTH_WARPS = ("nearest", "bilinear")
 def flip_projection(
     P: np.ndarray, image_size: tuple[int, int], *, about_width: bool = False, projection: str = "exact"
 ) -> np.ndarray:
-    """Projection matrix of the mirrored image, re-fitted by least squares (REFERENCE §3).
+    """Projection matrix of the mirrored image, re-fitted by least squares (docs/reference.md §3).
 
     Sample pixels on a 4 × 2 grid over the image at depths 2..78 m, back-project them with P,
     mirror the 3D points (x → −x) and their pixels (u → W − 1 − u), and solve for the
@@ -123,7 +123,7 @@ def flip_objects(objects: list[Object3d], image_width: int, *, about_width: bool
 def sample_crop(
     image_size: tuple[int, int], rng: np.random.Generator, *, random_crop: float, scale: float, shift: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GUPNet's random crop (REFERENCE §3): with probability ``random_crop``, crop size =
+    """GUPNet's random crop (docs/reference.md §3): with probability ``random_crop``, crop size =
     image size × clip(N(0,1)·scale + 1, 1 − scale, 1 + scale) and centre += image size ×
     clip(N(0,1)·shift, −2·shift, 2·shift) per axis; otherwise the whole image.
 
@@ -187,7 +187,7 @@ def warp_depth(
 
     Nearest by default, not bilinear as MonoSKD: an interpolated depth between a surface and
     an empty pixel, or between a car and the wall behind it, is a depth that exists nowhere in
-    the scene, and METHOD §2.3 keeps empty pixels out of the depth targets. ``interpolation``:
+    the scene, and docs/method.md §2.3 keeps empty pixels out of the depth targets. ``interpolation``:
     ``nearest`` or ``bilinear``; ``engine`` as :func:`warp_image`.
     """
     if interpolation not in DEPTH_WARPS:
@@ -201,7 +201,7 @@ def warp_depth(
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, *, bgr: bool = False) -> np.ndarray:
-    """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (REFERENCE §3).
+    """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (docs/reference.md §3).
 
     Brightness, contrast and saturation with factors f = 1 ± U(0.4), in random order, then
     PCA lighting with coefficients N(0, 0.1). Each of the three maps x → f·x + (1 − f)·t with
@@ -281,7 +281,7 @@ def augment_sample(
     image_warp: str = "cv2",
     depth_warp: str = "nearest",
 ) -> AugmentedSample:
-    """Flip, crop and warp a frame to the network resolution (REFERENCE §3).
+    """Flip, crop and warp a frame to the network resolution (docs/reference.md §3).
 
     Order as GUPNet: flip with probability ``random_flip``, then the random crop (in the
     flipped frame), the affine warp to ``resolution`` and, with ``color_aug``, colour jitter

@@ -1,8 +1,8 @@
 """The KITTI 3D object dataset: frame index → a sample dict (the batch layout below).
 
 Chains kitti_io (files) → augment (flip, crop, colour) → targets (GUPNet, DID-M3D, RPD), as
-GUPNet's ``lib/datasets/kitti.py`` does (REFERENCE §3), plus the teacher's depth input
-(METHOD §1). Layout under ``root_dir`` (the MonoSKD layout, no ``KITTI/`` level)::
+GUPNet's ``lib/datasets/kitti.py`` does (docs/reference.md §3), plus the teacher's depth input
+(docs/method.md §1). Layout under ``root_dir`` (the MonoSKD layout, no ``KITTI/`` level)::
 
     ImageSets/{train,val,trainval,test}.txt
     training/{image_2,calib,label_2,velodyne,depth_dense}/
@@ -67,7 +67,7 @@ def depth_map_command(root: Path) -> str:
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB in [0, 1] → (3, H, W) float32 ImageNet-normalised (REFERENCE §3)."""
+    """(H, W, 3) RGB in [0, 1] → (3, H, W) float32 ImageNet-normalised (docs/reference.md §3)."""
     out = np.empty((3, *image.shape[:2]), dtype=np.float32)
     for c in range(3):  # one pass per channel straight into CHW
         np.subtract(image[..., c], IMAGENET_MEAN[c], out=out[c])
@@ -150,13 +150,13 @@ class KittiDataset(Dataset):
             use_dontcare: must be False. In GUPNet DontCare boxes (z = −1000 m) are always
                 dropped by the 2 m depth filter, so the option never did anything.
             max_objs: target slots; only the first ``max_objs`` label lines are used.
-            random_flip, random_crop: probabilities; scale, shift: crop parameters (REFERENCE §3).
+            random_flip, random_crop: probabilities; scale, shift: crop parameters (docs/reference.md §3).
             color_aug: CenterNet colour jitter and PCA lighting (MonoSKD / MonoDistill).
             load_depth: read ``<split folder>/<depth_dir>/NNNNNN.png`` for the teacher input and
                 the DID / RPD depth targets (zeros / False without).
-            depth_scale: the teacher input is metres × crop scale × depth_scale (METHOD §1).
-            bins: the RPD bins (METHOD §2.2); default DepthBins().
-            supervise_beyond: RPD cells without depth go to the extra bin (METHOD §2.2).
+            depth_scale: the teacher input is metres × crop scale × depth_scale (docs/method.md §1).
+            bins: the RPD bins (docs/method.md §2.2); default DepthBins().
+            supervise_beyond: RPD cells without depth go to the extra bin (docs/method.md §2.2).
             check_split_sizes: log a warning when a KITTI split's frame count is not the standard.
             seed: base seed of the per-sample generators.
             color_aug_bgr, flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
@@ -331,7 +331,7 @@ class KittiDataset(Dataset):
 def needs_depth_maps(cfg: Config, split: str) -> bool:
     """Whether a run of ``cfg`` needs depth maps on ``split``: the teacher's input
     (``model.input: depth``) or, on labelled splits, the DID-M3D targets (``model.type: did``)
-    and the RPD targets of the depth branch (METHOD §2.3)."""
+    and the RPD targets of the depth branch (docs/method.md §2.3)."""
     if cfg.model.input == "depth":
         return True
     if split == "test":

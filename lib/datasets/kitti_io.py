@@ -396,7 +396,7 @@ def read_depth_map(path: str | Path, image_size: tuple[int, int] | None = None) 
         path: the PNG (``training/depth_dense/NNNNNN.png``).
         image_size: (width, height) of the frame's image. A smaller map is one of the
             top-cropped maps MonoDistill / MonoSKD distribute: it is edge-padded as they do
-            (REFERENCE §6.2): the missing rows on top, (W − w) // 2 columns on the left and
+            (docs/reference.md §6.2): the missing rows on top, (W − w) // 2 columns on the left and
             the rest on the right. Any other size is refused (:data:`MAX_DEPTH_CROP_COLUMNS`).
 
     Raises:

@@ -1,11 +1,11 @@
 """Training targets of a KITTI frame, as pure functions of (labels, P2, affine, depth map).
 
-* GUPNet's CenterNet-style detection targets (REFERENCE §3, §1.6): a class heatmap of
+* GUPNet's CenterNet-style detection targets (docs/reference.md §3, §1.6): a class heatmap of
   gaussians at the projected 3D centres, and per-object regression targets in up to
-  ``max_objs`` slots (slot = label line index, REFERENCE §9.17).
-* DID-M3D's per-RoI depth targets (REFERENCE §1.9, §6.2): LiDAR depth at the 7 × 7 RoI cells
+  ``max_objs`` slots (slot = label line index, docs/reference.md §9.17).
+* DID-M3D's per-RoI depth targets (docs/reference.md §1.9, §6.2): LiDAR depth at the 7 × 7 RoI cells
   of each GT box (``vis_depth``) and the remainder to the object depth (``att_depth``).
-* RPD depth-branch targets (METHOD §2.3) and the foreground mask that weights them.
+* RPD depth-branch targets (docs/method.md §2.3) and the foreground mask that weights them.
 
 Frames: objects and P2 are in the (flipped) original image; ``trans`` maps original pixels to
 network-input pixels; targets are in feature pixels (input pixels / ``downsample``).
@@ -83,7 +83,7 @@ def build_detection_targets(
     heatmap_cell: str = "floor",
     projection: str = "exact",
 ) -> dict[str, np.ndarray]:
-    """GUPNet's detection targets (REFERENCE §3).
+    """GUPNet's detection targets (docs/reference.md §3).
 
     Objects are skipped when their class is not trained (not in ``writelist``, and not
     Van/Truck with ``class_merging``), when they have no KITTI difficulty, when z < 2 m, or
@@ -180,7 +180,7 @@ def build_did_depth_targets(
     tolerance: float = DID_DEPTH_TOLERANCE,
     valid_only: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """DID-M3D's per-RoI depth targets (REFERENCE §1.9, §6.2).
+    """DID-M3D's per-RoI depth targets (docs/reference.md §1.9, §6.2).
 
     The feature-grid depth map is RoI-aligned (``torchvision.ops.roi_align``, spatial scale
     1, adaptive sampling, aligned=False, as MonoSKD) over each GT box. Empty cells are not
@@ -230,10 +230,10 @@ def build_rpd_depth(
     supervise_beyond: bool,
     feature_size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The depth the RPD targets encode, and which cells they supervise (METHOD §2.3).
+    """The depth the RPD targets encode, and which cells they supervise (docs/method.md §2.3).
 
     The feature-grid depth is multiplied by the crop scale factor as the teacher's input is, so
-    a zoomed crop asks for the depth the zoomed image looks like (METHOD §1). The (K+1, H_f, W_f)
+    a zoomed crop asks for the depth the zoomed image looks like (docs/method.md §1). The (K+1, H_f, W_f)
     soft two-hot target itself is made on the training device from this (H_f, W_f) map
     (:func:`lib.depth_bins.soft_targets`, in the criterion): ~80x less to ship per sample.
 
@@ -276,7 +276,7 @@ def build_targets(
         objects, P2, trans: as :func:`build_detection_targets`.
         depth: (H_f·downsample, W_f·downsample) warped depth map, metres (0 = none), or None.
         crop_scale: crop width / image width of the sample's augmentation.
-        feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (METHOD §2.2).
+        feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (docs/method.md §2.2).
         heatmap_cell, projection: as :func:`build_detection_targets`.
         depth_downsample: ``valid_mean`` (:func:`lib.depth_bins.downsample_depth`) or
             ``area`` (MonoSKD: cv2 INTER_AREA, empty pixels averaged in as 0 m, and the DID RoI

@@ -1,4 +1,4 @@
-"""Optimiser parameter groups and the learning-rate schedule of GUPNet (REFERENCE §5).
+"""Optimiser parameter groups and the learning-rate schedule of GUPNet (docs/reference.md §5).
 
 Schedule, stepped once per epoch (``epoch`` is 0-based, the epoch about to be trained):
 
@@ -10,7 +10,7 @@ Schedule, stepped once per epoch (``epoch`` is 0-based, the epoch about to be tr
 
 ``decay_list`` holds the epochs at which the decayed lr is FIRST USED. GUPNet's config says
 [90, 120], but its LambdaLR is stepped only after the 5 warm-up epochs, so its lr really drops
-at epochs 96 and 126 (1-based), i.e. 95 and 125 0-based (REFERENCE §5, §9.9, confirmed in
+at epochs 96 and 126 (1-based), i.e. 95 and 125 0-based (docs/reference.md §5, §9.9, confirmed in
 MonoSKD's log). To reproduce GUPNet's effective schedule the base config therefore sets
 ``decay_list: [95, 125]``; the schedule here applies the list as written, without hidden offsets.
 """
@@ -34,7 +34,7 @@ def build_param_groups(
 ) -> list[dict]:
     """Split trainable parameters into a decayed group and a no-decay group for biases.
 
-    GUPNet gives weight decay 0 to every parameter whose name contains "bias" (REFERENCE §5);
+    GUPNet gives weight decay 0 to every parameter whose name contains "bias" (docs/reference.md §5);
     BatchNorm weights keep the decay, as there. Frozen parameters (requires_grad False) are left
     out, so a frozen teacher never reaches the optimiser.
 

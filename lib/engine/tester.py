@@ -1,11 +1,11 @@
-"""Inference on a split, KITTI result files, and the AP40/AP11 evaluation (REFERENCE §4).
+"""Inference on a split, KITTI result files, and the AP40/AP11 evaluation (docs/reference.md §4).
 
 :func:`predict_split` runs the detector (eval mode, top-K peaks, fp32 as GUPNet) over a loader
 and decodes KITTI objects with the files' calibration; :func:`write_results` writes one
 ``NNNNNN.txt`` per frame (an empty file when nothing is kept, so every frame is scored);
 :func:`evaluate_results` scores a result folder against ``label_2`` with our KITTI evaluator
 (``lib/eval``) on EVERY frame of the split (GUPNet and MonoSKD score only frames with a result
-file, REFERENCE §4, §9.6) and analyses its errors (:mod:`lib.eval.error_analysis`: recall and
+file, docs/reference.md §4, §9.6) and analyses its errors (:mod:`lib.eval.error_analysis`: recall and
 box errors per distance bin). :func:`format_markdown` and :func:`save_reports` give the table
 that the CLI prints and stores.
 """

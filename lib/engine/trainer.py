@@ -1,4 +1,4 @@
-"""The training loop: epochs of weighted-loss steps, evaluation, checkpoints (REFERENCE §5).
+"""The training loop: epochs of weighted-loss steps, evaluation, checkpoints (docs/reference.md §5).
 
 Read top to bottom like nanoGPT's ``train.py``: :meth:`Trainer.fit` runs the epochs;
 :meth:`Trainer.train_one_epoch` is the step loop. The *task* (``lib/engine/task.py``
@@ -344,11 +344,11 @@ class Trainer:
 
     @torch.no_grad()
     def measure_initial_losses(self) -> dict[str, float]:
-        """GUPNet's "epoch 0" pass for HTL: mean losses of one pass before training (REFERENCE §2.1).
+        """GUPNet's "epoch 0" pass for HTL: mean losses of one pass before training (docs/reference.md §2.1).
 
         Runs in train mode as GUPNet does (the task's train-time forward), but the BatchNorm
         running statistics are restored afterwards, so the pass leaves the model unchanged
-        (REFERENCE §9.8 lists the drift as a GUPNet quirk).
+        (docs/reference.md §9.8 lists the drift as a GUPNet quirk).
         """
         parameters = {name for name, _ in self.task.named_parameters()}
         buffers = {k: v.clone() for k, v in self.task.state_dict().items() if k not in parameters}

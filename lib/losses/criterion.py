@@ -1,7 +1,7 @@
 """The training criterion of one network: detection terms + the depth-branch term.
 
 The trainer multiplies exactly the :data:`HTL_TASKS` entries by their Hierarchical Task
-Learning weights and adds every other entry as it is (REFERENCE §2, METHOD §2.3).
+Learning weights and adds every other entry as it is (docs/reference.md §2, docs/method.md §2.3).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Criterion:
         Args:
             model_type: ``did`` or ``gupnet`` (which depth / size3d losses apply).
             depth_branch_weight: multiplier of the depth-branch loss; 0 turns the term off.
-            depth_branch_fg_weight: foreground cell weight inside that loss (METHOD §2.3).
+            depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md §2.3).
             bins, supervise_beyond: the RPD settings (``rpd`` section) that turn the batch's
                 ``rpd_depth`` into soft targets on its device; default ``DepthBins()``.
         """

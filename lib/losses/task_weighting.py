@@ -40,7 +40,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-# GUPNet's task graph (REFERENCE §2.1): task → pre-tasks whose learning situation gates it.
+# GUPNet's task graph (docs/reference.md §2.1): task → pre-tasks whose learning situation gates it.
 GUPNET_PRE_TASKS: dict[str, tuple[str, ...]] = {
     "seg": (),
     "size2d": (),

@@ -1,4 +1,4 @@
-"""Detectors (GUPNet, DID-M3D), their backbones, heads and checkpoint loading (REFERENCE §1)."""
+"""Detectors (GUPNet, DID-M3D), their backbones, heads and checkpoint loading (docs/reference.md §1)."""
 
 from lib.models.build import DETECTORS, build_detector
 from lib.models.checkpoint_io import (

@@ -1,7 +1,7 @@
 """``build_detector``: one builder for teacher and student, with an explicit name -> class table.
 
 The teacher and the student are the same class; only ``model.input`` (the batch key the network
-reads) differs (METHOD §1). ImageNet backbone weights are loaded here, never in a constructor.
+reads) differs (docs/method.md §1). ImageNet backbone weights are loaded here, never in a constructor.
 """
 
 from __future__ import annotations

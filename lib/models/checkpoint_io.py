@@ -270,7 +270,7 @@ def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained_backbone(model: nn.Module, path_or_url: str) -> None:
-    """Load ImageNet weights into ``model.backbone`` (REFERENCE §1.1); called by the builder only.
+    """Load ImageNet weights into ``model.backbone`` (docs/reference.md §1.1); called by the builder only.
 
     The file is a local path or a URL (downloaded once to the torch hub cache). Every backbone
     key must be present with its shape, except the ImageNet classifier ``fc.*``: it is skipped,

@@ -1,7 +1,7 @@
 """DID-M3D (Peng et al., ECCV 2022) as MonoSKD uses it: visual + attribute depth per RoI cell.
 
 Same network as GUPNet up to the RoI features; no ``depth`` head, ``size_3d`` without the height
-uncertainty, and four 7x7 per-cell heads (REFERENCE §1.9). Names and shapes equal MonoSKD's
+uncertainty, and four 7x7 per-cell heads (docs/reference.md §1.9). Names and shapes equal MonoSKD's
 ``DID`` (370 state_dict entries, 21,348,809 parameters), so its ``model_state`` loads strictly.
 """
 
@@ -26,7 +26,7 @@ def visual_depth_scale(boxes_feat: torch.Tensor, boxes_orig: torch.Tensor) -> to
 
 
 def merge_cell_depths(depth: torch.Tensor, log_variance: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Merge per-cell instance depths into one depth per RoI (REFERENCE §1.9, DID-M3D decoding).
+    """Merge per-cell instance depths into one depth per RoI (docs/reference.md §1.9, DID-M3D decoding).
 
     Cell weight p = exp(-sigma), sigma = exp(log-variance / 2). The RoI depth is the p-weighted
     mean of the cell depths, its log-variance the p-weighted mean of the cell log-variances (our

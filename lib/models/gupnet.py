@@ -1,6 +1,6 @@
 """GUPNet (Lu et al., "Geometry Uncertainty Projection Network", ICCV 2021): its RoI 3D heads.
 
-Parameter names and shapes equal GUPNet's (REFERENCE §1.8), so ``model_state`` of a GUPNet
+Parameter names and shapes equal GUPNet's (docs/reference.md §1.8), so ``model_state`` of a GUPNet
 checkpoint loads strictly into ``GUPNet(backbone="dla34", depth_branch=False)``.
 """
 
@@ -12,7 +12,7 @@ from lib.constants import NUM_HEADING_BIN
 from lib.models.detector import Detector, RoiBatch
 from lib.models.heads import HeadSpec
 
-BIAS_EPS = 1e-6  # in the depth bias 1 / (sigmoid + eps) - 1 (REFERENCE §1.5)
+BIAS_EPS = 1e-6  # in the depth bias 1 / (sigmoid + eps) - 1 (docs/reference.md §1.5)
 
 
 def gup_depth(
@@ -23,7 +23,7 @@ def gup_depth(
     focal: torch.Tensor,
     depth_net: torch.Tensor,
 ) -> torch.Tensor:
-    """Geometry Uncertainty Projection depth, as GUPNet's code computes it (REFERENCE §1.5).
+    """Geometry Uncertainty Projection depth, as GUPNet's code computes it (docs/reference.md §1.5).
 
     Geometric depth z_p = h3d * f / h2d with log-variance log sigma_h^2 + 2 (log f - log h2d)
     (the projection scales the std of h3d by f / h2d). The network adds a bias
@@ -49,7 +49,7 @@ def gup_depth(
 
 
 def depth_confidence(depth_log_variance: torch.Tensor) -> torch.Tensor:
-    """GUPNet's decoding confidence exp(-sigma_d), sigma_d = exp(log-variance / 2) (REFERENCE §4)."""
+    """GUPNet's decoding confidence exp(-sigma_d), sigma_d = exp(log-variance / 2) (docs/reference.md §4)."""
     return torch.exp(-torch.exp(0.5 * depth_log_variance))
 
 

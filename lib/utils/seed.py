@@ -1,7 +1,7 @@
 """Seeding and RNG-state capture, so that runs repeat and resumed runs continue exactly.
 
 STYLE "Training loop": seed ``base + rank`` in each process and every data-loader worker.
-GUPNet and MonoSKD define a seed but never apply it (REFERENCE §5, §9.5); here it is applied
+GUPNet and MonoSKD define a seed but never apply it (docs/reference.md §5, §9.5); here it is applied
 to Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
 """
 

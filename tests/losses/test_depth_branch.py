@@ -1,4 +1,4 @@
-"""Depth-branch soft cross-entropy (METHOD §2.3) against hand-computed values."""
+"""Depth-branch soft cross-entropy (docs/method.md §2.3) against hand-computed values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Detection loss terms (REFERENCE §2, §1.9) against hand-computed values; the DetectionLoss and
+"""Detection loss terms (docs/reference.md §2, §1.9) against hand-computed values; the DetectionLoss and
 Criterion wrappers on hand-made batches (no model or dataset needed)."""
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def test_criterion_adds_the_weighted_depth_branch_term() -> None:
     )
     losses = criterion(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
-    # the soft two-hot targets are made here from rpd_depth (METHOD §2.3)
+    # the soft two-hot targets are made here from rpd_depth (docs/method.md §2.3)
     rpd_target, valid = soft_targets(targets["rpd_depth"], FOUR_BINS)
     assert torch.equal(valid, targets["rpd_mask"]) and valid.any() and not valid.all()
     expected = 0.5 * depth_branch_loss(

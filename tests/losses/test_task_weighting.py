@@ -1,4 +1,4 @@
-"""Hierarchical Task Learning weights (REFERENCE §2.1): hand-computed values, an independent
+"""Hierarchical Task Learning weights (docs/reference.md §2.1): hand-computed values, an independent
 re-implementation over a random loss history, guards, and the checkpoint round trip."""
 
 from __future__ import annotations

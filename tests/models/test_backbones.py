@@ -1,4 +1,5 @@
-"""DLA-34, DLAUp and ResNet-18 level shapes, and the bilinear up-sampling init (REFERENCE §1.1-1.2)."""
+"""DLA-34, DLAUp and ResNet-18 level shapes, and the bilinear up-sampling init
+(docs/reference.md §1.1-1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Strict checkpoint loading (REFERENCE §7) and ImageNet backbone weights (REFERENCE §1.1)."""
+"""Strict checkpoint loading (docs/reference.md §7) and ImageNet backbone weights (docs/reference.md §1.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""State-dict layout equals GUPNet's / MonoSKD-DID's (REFERENCE §1.8, §1.9): names, shapes, counts."""
+"""State-dict layout equals GUPNet's / MonoSKD-DID's (docs/reference.md §1.8, §1.9): names, shapes, counts."""
 
 from __future__ import annotations
 
