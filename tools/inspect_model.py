@@ -25,6 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from lib.config import ConfigError, load_config
+from lib.errors import run_cli
 from lib.models import CheckpointMismatchError, build_detector, load_model_state
 from lib.models.checkpoint_io import CheckpointError
 
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
