@@ -11,7 +11,7 @@
 #      30 timed training steps of the student and MonoMMKD at 1280x384, batch 16, in
 #      fp32 / bf16 / fp16, eager / channels_last / torch.compile: images/s and peak memory;
 #   4. a `torchrun --nproc_per_node 1` run (NCCL on CUDA) of a few iterations with evaluation;
-#   5. benchmarks/bench_infer.py, when it exists.
+#   5. benchmarks/bench_infer.py: inference images/s per backend (fp32/fp16/bf16 on the GPU).
 # Every step's status and output tail, and bench_gpu.py's JSON, end up in one JSON file.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,9 +53,9 @@ DATA="$WORK/kitti"
 run ddp 120 "$(dirname "$PY")/torchrun" --nproc_per_node 1 tools/train_val.py \
   --config configs/demo/student.yaml --output-dir "$WORK/runs" "dataset.root_dir=$DATA" \
   trainer.max_epoch=1 trainer.max_iters_per_epoch=3 trainer.eval_frequency=1
-if [ -f benchmarks/bench_infer.py ]; then
-  run bench_infer 120 "$PY" benchmarks/bench_infer.py "${QUICK[@]}"
-fi
+INFER=(--json "$WORK/bench_infer.json")
+[ ${#QUICK[@]} -gt 0 ] && INFER+=(--config configs/demo/student.yaml --resolution 384x128 --batch-sizes 1 --reps 1 --warmup 1 --skip compile)
+run bench_infer 150 "$PY" benchmarks/bench_infer.py "${INFER[@]}"
 
 "$PY" - "$WORK" "$OUT" <<'PYTHON'
 """Gather every step's status, timing and output tail and bench_gpu.py's JSON into one file."""
@@ -69,9 +69,9 @@ for status in sorted(work.glob("*.status")):
     rc, seconds = status.read_text().split()
     log = status.with_suffix(".log").read_text(errors="replace").splitlines()
     result["steps"][status.stem] = {"exit": int(rc), "seconds": int(seconds), "tail": log[-15:]}
-bench = work / "bench_gpu.json"
-if bench.is_file():
-    result["bench_gpu"] = json.loads(bench.read_text())
+for name in ("bench_gpu", "bench_infer"):
+    if (work / f"{name}.json").is_file():
+        result[name] = json.loads((work / f"{name}.json").read_text())
 out.write_text(json.dumps(result, indent=1))
 failed = [name for name, step in result["steps"].items() if step["exit"] != 0]
 print(f"gpu_check: wrote {out}; failed steps: {', '.join(failed) or 'none'}")
