@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from bench_eval import generate_dataset
-from bench_train import EXPECTED_TASK, SETTINGS, TASKS, make_data, teacher_checkpoint, time_setting
+from bench_train import EXPECTED_TASK, TASKS, common_overrides, make_data, teacher_checkpoint, time_setting
 
 AMP_MODES = ("none", "bf16", "fp16")
 VARIANTS = {"eager": {}, "channels_last": {"channels_last": True}, "compile": {"compile_model": True}}
@@ -66,14 +66,7 @@ def bench_eval(frames: int) -> dict:
 
 
 def _train_rows(root: Path, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    common = [
-        f"dataset.root_dir={root}",
-        f"dataset.batch_size={args.batch}",
-        f"dataset.num_workers={args.workers}",
-        "dataset.check_split_sizes=false",
-        "model.pretrained=false",
-        *SETTINGS[args.setting],
-    ]
+    common = common_overrides(root, batch=args.batch, workers=args.workers, setting=args.setting)
     teacher = teacher_checkpoint(root.parent, common)
     amp_modes = AMP_MODES if device.type == "cuda" else ("none",)
     rows = []

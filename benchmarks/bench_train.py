@@ -56,6 +56,18 @@ def make_data(root: Path, frames: int) -> None:
     )
 
 
+def common_overrides(root: Path, *, batch: int, workers: int, setting: str) -> list[str]:
+    """Config overrides shared by every timed task: the synthetic data, batch, workers, size."""
+    return [
+        f"dataset.root_dir={root}",
+        f"dataset.batch_size={batch}",
+        f"dataset.num_workers={workers}",
+        "dataset.check_split_sizes=false",
+        "model.pretrained=false",
+        *SETTINGS[setting],
+    ]
+
+
 def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
     """A randomly initialised teacher of the right architecture (timing does not need a trained one)."""
     cfg = load_config(REPO / TASKS["student"], overrides)
@@ -157,14 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp) / "kitti"
         make_data(root, args.frames)
         for setting in args.settings:
-            common = [
-                f"dataset.root_dir={root}",
-                f"dataset.batch_size={args.batch}",
-                f"dataset.num_workers={args.workers}",
-                "dataset.check_split_sizes=false",
-                "model.pretrained=false",
-                *SETTINGS[setting],
-            ]
+            common = common_overrides(root, batch=args.batch, workers=args.workers, setting=setting)
             teacher = teacher_checkpoint(Path(tmp), common)
             for task_name, config in TASKS.items():
                 overrides = list(common)
