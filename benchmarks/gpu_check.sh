@@ -20,6 +20,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
 PY=.venv/bin/python
+# Spinning OpenMP threads make CPU steps ~10x slower when other jobs share the cores (README).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 QUICK=()
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "gpu_check: no nvidia-smi: CPU dry run (CUDA parts are skipped, sizes are tiny)"
