@@ -43,7 +43,7 @@ SANITY_CONFIGS ?= configs/sanity/did_teacher.yaml configs/sanity/did_student.yam
 	configs/sanity/gupnet_teacher.yaml configs/sanity/gupnet_student.yaml
 sanity: install
 	@status=0; for config in $(SANITY_CONFIGS); do \
-		$(PY) tools/sanity_check.py --config $$config || status=1; \
+		$(PY) tools/sanity_check.py --overwrite --config $$config || status=1; \
 	done; exit $$status
 
 bench: install

@@ -83,7 +83,9 @@ def test_cli_fails_below_the_bar_and_passes_at_it(tmp_path):
     assert summary["passed"] is False and summary["recall_3d@0.7"] < 1.0
     assert summary["moderate_cars"] == summary["error_analysis"]["classes"]["Car"]["all"]["num_gt"] > 0
     assert "FAIL:" in strict.stdout and "Error analysis" in strict.stdout
-    lenient = sanity(*out, "--min-recall", "0.0", *TOY)  # reuses the synthetic frames
+    again = sanity(*out, "--min-recall", "0.0", *TOY)  # the earlier run is not replaced unasked
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    lenient = sanity(*out, "--overwrite", "--min-recall", "0.0", *TOY)  # reuses the synthetic frames
     assert lenient.returncode == 0, lenient.stdout[-2000:] + lenient.stderr[-2000:]
     assert json.loads((tmp_path / "did_teacher" / "sanity.json").read_text())["passed"] is True
     assert len(list(tmp_path.glob("data-*"))) == 1

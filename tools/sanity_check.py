@@ -18,7 +18,8 @@ The verdict is the recall at 3D IoU 0.7 of the Moderate cars at any score: the f
 that some detection recovers. Unlike AP|R40 it is meaningful on a few dozen objects (with N < 41
 ground-truth objects AP|R40 cannot exceed (N - 1) / 40). Exit status: 0 when the recall reaches
 ``--min-recall``, 1 below it, 2 for a user error. ``<output-dir>/<experiment name>/sanity.json``
-keeps the recall, the bar, the error analysis and the wall and CPU seconds.
+keeps the recall, the bar, the error analysis and the wall and CPU seconds. A second check of the
+same config needs ``--overwrite`` (``tools/train_val.py`` then moves the earlier run folder aside).
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frame-list", type=Path, default=None, help="frame ids of --kitti-root, one a line")
     parser.add_argument("--min-recall", type=float, default=MIN_RECALL, help=f"bar (default {MIN_RECALL})")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/sanity"), help="outputs/sanity")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="retrain over an earlier run of the config (moved aside)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value (after the check's own)")
     args = parser.parse_args(argv)
     if (args.kitti_root is None) != (args.frame_list is None):
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cfg = load_config(args.config, overrides)  # a bad key or value fails before anything runs
     base = [sys.executable, "tools/train_val.py", "--config", str(args.config), "--output-dir", str(out_dir)]
-    run(base + overrides)
+    run(base + (["--overwrite"] if args.overwrite else []) + overrides)
     run(base + ["-e"] + overrides)
     run_dir = out_dir / cfg.experiment.name
     frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
