@@ -173,47 +173,78 @@ def decode_detections(
     ratios = _to_numpy(info["bbox_downsample_ratio"]).reshape(num_images, 2)
     mean_sizes = np.asarray(mean_sizes, dtype=np.float64)
 
-    results: list[list[Object3d]] = []
-    for i in range(num_images):
-        P, ratio = calibs[i], ratios[i]
-        centre_2d = (g["cell"][i] + g["offset_2d"][i]) * ratio  # (K, 2) pixels
-        half_2d = g["size_2d"][i] * ratio / 2
-        boxes = np.concatenate([centre_2d - half_2d, centre_2d + half_2d], axis=1)  # (K, 4)
-        dims = g["size_3d"][i] + mean_sizes[g["cls"][i]]  # (K, 3) h, w, l
-        centre_3d_px = (g["cell"][i] + g["offset_3d"][i]) * ratio  # (K, 2)
-        pos = back_project(centre_3d_px, g["depth"][i][:, 0], P, backprojection)  # (K, 3) rect
-        pos[:, 1] += dims[:, 0] / 2  # bottom centre
-        alpha = heading_to_alpha(g["heading"][i])
-        ry = alpha_to_ry_pixel(alpha, centre_2d[:, 0], P)
-        finite = np.isfinite(np.concatenate([boxes, dims, pos, np.stack([ry, scores[i]], 1)], 1)).all(1)
-        if not finite.all():
-            logger.warning(
-                "decode_detections: dropped %d of %d peaks of image %d with a non-finite box or score "
-                "(a diverged or barely trained model)",
-                int((~finite).sum()),
-                k,
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite peaks: dropped with our warning
+        return [
+            _decode_image(
+                g,
                 i,
-            )
-        keep = finite & (gated[i] >= threshold) & (dims >= 0).all(axis=1)
-        results.append(
-            [
-                Object3d(
-                    cls_type=classes[g["cls"][i, j]],
-                    truncation=0.0,
-                    occlusion=0,
-                    alpha=float(alpha[j]),
-                    box2d=boxes[j],
-                    h=float(dims[j, 0]),
-                    w=float(dims[j, 1]),
-                    l=float(dims[j, 2]),
-                    pos=pos[j],
-                    ry=float(ry[j]),
-                    score=float(scores[i, j]),
-                )
-                for j in np.flatnonzero(keep)
-            ]
+                scores=scores[i],
+                gated=gated[i],
+                P=calibs[i],
+                ratio=ratios[i],
+                threshold=threshold,
+                backprojection=backprojection,
+                classes=classes,
+                mean_sizes=mean_sizes,
+            )  # fmt: skip
+            for i in range(num_images)
+        ]
+
+
+def _decode_image(
+    g: Mapping[str, np.ndarray],
+    i: int,
+    *,
+    scores: np.ndarray,
+    gated: np.ndarray,
+    P: np.ndarray,
+    ratio: np.ndarray,
+    threshold: float,
+    backprojection: str,
+    classes: Sequence[str],
+    mean_sizes: np.ndarray,
+) -> list[Object3d]:
+    """The kept objects of image ``i`` of the gathered peaks ``g`` (:func:`decode_detections`).
+
+    ``scores`` (K,) are peak × confidence, ``gated`` (K,) the values the threshold applies to,
+    ``P`` (3, 4) the image's file calib, ``ratio`` (2,) its ``bbox_downsample_ratio``.
+    """
+    k = len(scores)
+    centre_2d = (g["cell"][i] + g["offset_2d"][i]) * ratio  # (K, 2) pixels
+    half_2d = g["size_2d"][i] * ratio / 2
+    boxes = np.concatenate([centre_2d - half_2d, centre_2d + half_2d], axis=1)  # (K, 4)
+    dims = g["size_3d"][i] + mean_sizes[g["cls"][i]]  # (K, 3) h, w, l
+    centre_3d_px = (g["cell"][i] + g["offset_3d"][i]) * ratio  # (K, 2)
+    pos = back_project(centre_3d_px, g["depth"][i][:, 0], P, backprojection)  # (K, 3) rect
+    pos[:, 1] += dims[:, 0] / 2  # bottom centre
+    alpha = heading_to_alpha(g["heading"][i])
+    ry = alpha_to_ry_pixel(alpha, centre_2d[:, 0], P)
+    finite = np.isfinite(np.concatenate([boxes, dims, pos, np.stack([ry, scores], 1)], 1)).all(1)
+    if not finite.all():
+        logger.warning(
+            "decode_detections: dropped %d of %d peaks of image %d with a non-finite box or score "
+            "(a diverged or barely trained model)",
+            int((~finite).sum()),
+            k,
+            i,
         )
-    return results
+    keep = finite & (gated >= threshold) & (dims >= 0).all(axis=1)
+    return [
+        Object3d(
+            cls_type=classes[g["cls"][i, j]],
+            truncation=0.0,
+            occlusion=0,
+            alpha=float(alpha[j]),
+            box2d=boxes[j],
+            h=float(dims[j, 0]),
+            w=float(dims[j, 1]),
+            l=float(dims[j, 2]),
+            pos=pos[j],
+            ry=float(ry[j]),
+            score=float(scores[j]),
+        )
+        for j in np.flatnonzero(keep)
+    ]
 
 
 def write_kitti_results(
