@@ -30,8 +30,6 @@ import torch
 from torch import Tensor, nn
 
 from lib.datasets.masks import foreground_mask
-from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
-from lib.engine.checkpoint_role import check_checkpoint_role
 from lib.losses.criterion import Criterion
 from lib.losses.distill import (
     DUAL_KL_MODES,
@@ -46,6 +44,8 @@ from lib.losses.distill import (
     spearman_loss,
 )
 from lib.models import build_detector, load_model_state
+from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint
+from lib.models.checkpoint_role import check_checkpoint_role
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Distiller(nn.Module):
         ``distill.teacher_checkpoint`` (required) and ``distill.student_checkpoint`` (optional,
         MonoSKD's "student initialised from the RGB baseline") may be this project's training or
         exported checkpoints or GUPNet / MonoSKD files: all keep the detector under
-        ``model_state`` (lib/engine/checkpoint.py; a MonoSKD distillation file gives its student).
+        ``model_state`` (lib/models/checkpoint_io.py; a MonoSKD distillation file gives its student).
         Both load strictly (lib/models/checkpoint_io.py: only the training-only depth branch may
         be absent from a file, or present for a network without one). ImageNet backbone weights
         are loaded only for a student that has no checkpoint.

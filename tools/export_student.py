@@ -17,8 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.engine.checkpoint import atomic_save, detector_state_from_checkpoint, load_checkpoint
+from lib.engine.checkpoint import atomic_save
 from lib.errors import UserError, run_cli
+from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint
 from lib.models.depth_branch import DEPTH_BRANCH_NAME
 
 

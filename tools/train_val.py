@@ -15,7 +15,7 @@ train.jsonl, eval.jsonl, tensorboard/, checkpoints/ and results/<split>/ (KITTI 
 ap.md). A new run refuses a run folder that holds checkpoints: continue it with ``--resume``,
 or start afresh with ``--overwrite``, which first moves the old folder to
 ``<run>.old-<YYYYmmdd-HHMMSS>``. Checkpoints given to ``-e``, ``--resume`` and ``distill.*``
-must have been trained for that role (lib/engine/checkpoint_role.py). User errors print one line
+must have been trained for that role (lib/models/checkpoint_role.py). User errors print one line
 ``error: ...`` and exit with status 2 (lib/errors.py).
 ``dataset.batch_size`` is the global batch, split over the torchrun processes.
 """
@@ -39,8 +39,6 @@ from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.decode import check_result_options
 from lib.engine import dist as dist_utils
-from lib.engine.checkpoint import detector_state_from_checkpoint, load_checkpoint
-from lib.engine.checkpoint_role import check_checkpoint_role
 from lib.engine.optim import build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
 from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
@@ -50,7 +48,8 @@ from lib.eval.report import format_table
 from lib.losses.criterion import HTL_TASKS
 from lib.losses.task_weighting import HierarchicalTaskLearning
 from lib.models.build import build_detector
-from lib.models.checkpoint_io import load_model_state
+from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
+from lib.models.checkpoint_role import check_checkpoint_role
 from lib.utils.logging import setup_logging
 from lib.utils.seed import seed_everything
 

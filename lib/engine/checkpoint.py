@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes and loading (the reader itself: lib/models/checkpoint_io.py).
+"""Checkpoint files: atomic writes (the one reader: lib/models/checkpoint_io.py ``load_checkpoint``).
 
 A training checkpoint (written by :class:`lib.engine.trainer.Trainer`) is a dict:
 ``{"model_state": the evaluated (student) detector's state_dict, "model": the unwrapped task's
@@ -25,11 +25,7 @@ from typing import Any
 
 import torch
 
-# The reading path lives in lib/models/checkpoint_io.py (one reader for every tool); the error
-# and the layout reader are re-exported for the engine's callers.
-from lib.models.checkpoint_io import CheckpointError as CheckpointError
-from lib.models.checkpoint_io import detector_state_from_checkpoint as detector_state_from_checkpoint
-from lib.models.checkpoint_io import read_checkpoint_file
+from lib.models.checkpoint_io import CheckpointError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -95,17 +91,6 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
         tmp.unlink()
         removed.append(tmp)
     return removed
-
-
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint dict (``weights_only=True``) with the one reader of
-    :func:`lib.models.checkpoint_io.read_checkpoint_file`; the detector inside any layout is
-    :func:`lib.models.checkpoint_io.detector_state_from_checkpoint`.
-
-    Raises:
-        CheckpointError: the file is missing, is not a dict, or holds non-tensor objects.
-    """
-    return read_checkpoint_file(path, map_location=map_location)
 
 
 def git_sha(repo_dir: str | Path | None = None) -> str | None:

@@ -39,8 +39,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lib.engine import dist as dist_utils
-from lib.engine.checkpoint import atomic_link, atomic_save, git_sha, load_checkpoint, remove_temp_files
+from lib.engine.checkpoint import atomic_link, atomic_save, git_sha, remove_temp_files
 from lib.engine.dist import move_to_device
+from lib.models.checkpoint_io import load_checkpoint
 from lib.utils.logging import JsonlWriter
 from lib.utils.seed import capture_rng_state, make_generator, restore_rng_state, worker_init_fn
 

@@ -2,7 +2,7 @@
 
 Every tool that reads a detector from a checkpoint file (``tools/train_val.py -e``,
 ``tools/inspect_model.py``, ``tools/export_student.py``, the distiller's teacher and student)
-goes through :func:`read_checkpoint_file` and :func:`detector_state_from_checkpoint`, so a file
+goes through :func:`load_checkpoint` and :func:`detector_state_from_checkpoint`, so a file
 that one of them accepts, all accept (docs/reference.md §7, docs/parity.md "checkpoint layouts"):
 
 * ours: ``{"model_state": the (student) detector, "model": the whole task, ...}``;
@@ -117,7 +117,7 @@ class LoadReport:
         }
 
 
-def read_checkpoint_file(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint dict with ``torch.load(weights_only=True)`` (no code from the file runs).
 
     Raises:
@@ -183,7 +183,7 @@ def detector_state_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "ch
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The detector state_dict of a checkpoint file, on CPU (:func:`detector_state_from_checkpoint`)."""
-    return detector_state_from_checkpoint(read_checkpoint_file(path), source=str(path))
+    return detector_state_from_checkpoint(load_checkpoint(path), source=str(path))
 
 
 def compare_state_dict(
@@ -253,7 +253,7 @@ def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
                 "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth) to that path, point "
                 "model.backbone_weights at the file, or set model.pretrained=false."
             )
-        return detector_state_from_checkpoint(read_checkpoint_file(path), source=str(path))
+        return detector_state_from_checkpoint(load_checkpoint(path), source=str(path))
     file_name = path_or_url.rsplit("/", 1)[-1]
     try:
         state = torch.hub.load_state_dict_from_url(

@@ -10,13 +10,8 @@ import torch
 from engine_toy import make_trainer
 
 from lib.engine import checkpoint as ckpt_io
-from lib.engine.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    detector_state_from_checkpoint,
-    load_checkpoint,
-    remove_temp_files,
-)
+from lib.engine.checkpoint import atomic_save, remove_temp_files
+from lib.models.checkpoint_io import CheckpointError, detector_state_from_checkpoint, load_checkpoint
 from lib.utils.seed import capture_rng_state, restore_rng_state
 
 

@@ -10,10 +10,10 @@ import torch
 import torch.multiprocessing as mp
 from engine_toy import ToyDataset, ToyTask, make_trainer
 
-from lib.engine.checkpoint import load_checkpoint
 from lib.engine.dist import DistInfo
 from lib.engine.optim import build_lr_scheduler, build_optimizer
 from lib.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, build_train_loader
+from lib.models.checkpoint_io import load_checkpoint
 from lib.utils.seed import seed_everything
 
 

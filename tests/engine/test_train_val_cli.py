@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from lib.datasets.synthetic import write_dataset
-from lib.engine.checkpoint import load_checkpoint
 from lib.errors import run_cli as run_main
 from lib.models.build import build_detector
-from lib.models.checkpoint_io import load_model_state
+from lib.models.checkpoint_io import load_checkpoint, load_model_state
 from lib.utils.logging import LOGGER_NAMES
 from tools.export_student import main as _export_main
 from tools.train_val import main as _train_val_main

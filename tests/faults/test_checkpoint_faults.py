@@ -12,8 +12,8 @@ import torch
 from faults_common import assert_kept, cli, error_line, snapshot
 
 from lib.config import load_config
-from lib.engine.checkpoint_role import CheckpointRoleError, check_checkpoint_role
 from lib.models.build import build_detector
+from lib.models.checkpoint_role import CheckpointRoleError, check_checkpoint_role
 from tools.train_val import main as train_main
 
 

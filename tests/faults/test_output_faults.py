@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from faults_common import assert_kept, cli, cli_out, error_line, snapshot
 
-from lib.engine.checkpoint import load_checkpoint
+from lib.models.checkpoint_io import load_checkpoint
 from tools.evaluate import main as evaluate_main
 from tools.export_student import main as export_main
 from tools.make_synthetic_kitti import MARKER

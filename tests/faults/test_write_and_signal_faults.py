@@ -15,9 +15,10 @@ import torch
 from faults_common import assert_kept, cli, error_line, snapshot
 
 from lib.engine import checkpoint
-from lib.engine.checkpoint import CheckpointWriteError, atomic_save, load_checkpoint
+from lib.engine.checkpoint import CheckpointWriteError, atomic_save
 from lib.engine.trainer import NonFiniteLossError, Trainer, resolve_amp_dtype
 from lib.errors import run_cli
+from lib.models.checkpoint_io import load_checkpoint
 from tools import make_depth_maps
 from tools.check_dataset import main as check_main
 from tools.export_student import main as export_main

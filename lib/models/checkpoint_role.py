@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lib.engine.checkpoint import CheckpointError
+from lib.models.checkpoint_io import CheckpointError
 
 logger = logging.getLogger(__name__)
 
