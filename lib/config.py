@@ -43,7 +43,11 @@ _Loader.add_implicit_resolver(
 
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load`` with :class:`_Loader` (no arbitrary objects; ``1e-3`` a float)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 class ConfigError(UserError, ValueError):

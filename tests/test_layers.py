@@ -6,7 +6,7 @@ above it; ``lib`` itself only to ``base``):
 0. base: ``lib``, ``lib.errors``, ``lib.constants``, ``lib.utils``: no project imports but these.
 1. geometry: ``lib.geometry`` (camera and box maths, the ``Calibration`` record),
    ``lib.box_coding`` (heading bins, heatmap gaussian radius), ``lib.depth_bins`` (RPD / UD /
-   SID / LID depth bins): pure maths shared by data, models, losses and decoding.
+   SID / LID depth bins): pure maths used by data, models, losses and decoding.
 2. io: ``lib.config`` and ``lib.datasets.kitti_io`` (KITTI files <-> typed records). The
    KITTI reader still lives in the ``datasets`` package but sits below everything else in it:
    the evaluator reads labels with it.
@@ -204,13 +204,13 @@ def module_constants(tree: ast.Module) -> set[str]:
 
 def test_constants_are_defined_once() -> None:
     """Every name of lib/constants.py is imported from there, never restated in another module."""
-    shared = module_constants(ast.parse((LIB_DIR / "constants.py").read_text(encoding="utf-8")))
-    assert {"HEATMAP_CLASSES", "EVAL_CLASSES", "ROI_SIZE", "HEATMAP_EPS", "MIN_PROJECTION_DEPTH"} <= shared
+    common = module_constants(ast.parse((LIB_DIR / "constants.py").read_text(encoding="utf-8")))
+    assert {"HEATMAP_CLASSES", "EVAL_CLASSES", "ROI_SIZE", "HEATMAP_EPS", "MIN_PROJECTION_DEPTH"} <= common
     restated = {
         f"{path.relative_to(LIB_DIR.parent)}: {name}"
         for path in LIB_DIR.rglob("*.py")
         if path != LIB_DIR / "constants.py"
-        for name in module_constants(ast.parse(path.read_text(encoding="utf-8"))) & shared
+        for name in module_constants(ast.parse(path.read_text(encoding="utf-8"))) & common
     }
     assert restated == set()
 

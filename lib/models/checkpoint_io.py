@@ -138,8 +138,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
 
 def _load_reason(err: Exception) -> str:
-    """torch's reason in one line, without its advice to load with ``weights_only=False``
-    (arbitrary code from the file; no CLI here offers it)."""
+    """torch's reason in one line, without its advice to turn weights-only loading off (that would
+    run arbitrary code from the file; no CLI here offers it)."""
     text = str(err)
     for line in text.splitlines():
         if "WeightsUnpickler error:" in line:  # "Unsupported global: GLOBAL argparse.Namespace ..."

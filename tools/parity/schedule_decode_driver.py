@@ -47,7 +47,8 @@ def _enter_reference(ref_dir: Path) -> None:
             sys.modules[name] = types.ModuleType(name)
             for attr in attrs:
                 setattr(sys.modules[name], attr, None)
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # the references hard-code .cuda()
+    # The references move tensors to CUDA unconditionally; here everything stays on the CPU.
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
     import lib
 
     origin = Path(list(lib.__path__)[0]).resolve()
