@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+
+from lib.utils.logging import reset_logging
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
@@ -30,3 +34,15 @@ def kitti_sample(kitti_sample_dir: Path, tmp_path: Path) -> Path:
     for p in dst.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dst
+
+
+@pytest.fixture
+def cli_globals() -> Iterator[None]:
+    """One torch thread while a test runs CLI mains in-process; afterwards undo what they set
+    process-wide (deterministic mode, log handlers bound to this test's captured stderr)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+    reset_logging()

@@ -37,13 +37,26 @@ def setup_logging(log_file: str | Path | None = None, *, main_process: bool = Tr
         handler.setFormatter(formatter)
     for name in LOGGER_NAMES:
         logger = logging.getLogger(name)
-        for old in list(logger.handlers):
-            logger.removeHandler(old)
-            old.close()
+        _detach_handlers(logger)
         for handler in handlers:
             logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
+
+
+def reset_logging() -> None:
+    """Undo :func:`setup_logging`: the project's loggers lose their handlers (closed) and pass
+    records to the root logger again (for a process that runs several CLI mains, e.g. tests)."""
+    for name in LOGGER_NAMES:
+        logger = logging.getLogger(name)
+        _detach_handlers(logger)
+        logger.propagate = True
+
+
+def _detach_handlers(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
 
 
 class JsonlWriter:

@@ -5,7 +5,6 @@ subprocess where the test needs a real process (SIGKILL, exit code, no traceback
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli as run_main
 from lib.models.build import build_detector
 from lib.models.checkpoint_io import load_checkpoint, load_model_state
-from lib.utils.logging import LOGGER_NAMES
 from tools.export_student import main as _export_main
 from tools.train_val import main as _train_val_main
 
@@ -87,20 +85,8 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASS
 
 
 @pytest.fixture(autouse=True)
-def one_thread_and_restore_globals():
-    """Run with one torch thread; afterwards undo the CLI's process-wide settings (deterministic
-    mode, log handlers bound to this test's captured stderr)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-    for name in LOGGER_NAMES:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-        logger.propagate = True
+def one_thread_and_restore_globals(cli_globals) -> None:
+    """The CLI mains run in-process with one torch thread (tests/conftest.py ``cli_globals``)."""
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

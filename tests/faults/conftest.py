@@ -7,15 +7,12 @@ does), which keeps the suite fast; no test trains more than one iteration.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from lib.datasets.synthetic import write_dataset
-from lib.utils.logging import LOGGER_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # 8 train + 2 val frames of 128x48 pixels; the network sees 128x64 (resnet18, 16-channel heads).
@@ -78,16 +75,6 @@ def config(data: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def restore_globals():
-    """One torch thread; afterwards undo what a CLI set process-wide (log handlers, determinism)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-    for name in LOGGER_NAMES:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-        logger.propagate = True
+def restore_globals(cli_globals) -> None:
+    """Fault tests run CLI mains in-process: one torch thread, process-wide settings undone after
+    (tests/conftest.py ``cli_globals``)."""

@@ -12,7 +12,6 @@ format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
 from lib.models import build_detector, load_model_state
 from lib.models.checkpoint_io import CheckpointError, read_checkpoint
-from lib.utils.logging import LOGGER_NAMES
 from tools.export_student import main as export_main
 from tools.inspect_model import main as inspect_main
 from tools.train_val import main as train_val_main
@@ -64,15 +62,8 @@ def reference_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(autouse=True)
-def restore_logging():
-    yield
-    torch.use_deterministic_algorithms(False)
-    for name in LOGGER_NAMES:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-        logger.propagate = True
+def restore_logging(cli_globals) -> None:
+    """The CLI mains run in-process; their process-wide settings are undone after each test."""
 
 
 def test_our_detectors_have_the_reference_layouts() -> None:
