@@ -3,7 +3,6 @@ train on trainval without evaluation, ``-e`` on a split without labels, zip."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -13,11 +12,12 @@ import pytest
 from lib.datasets.kitti_io import write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
-from lib.utils.logging import LOGGER_NAMES
+from lib.utils.logging import reset_logging
 from tools.make_submission import main
 from tools.train_val import main as train_val_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
 CAR = "Car -1 -1 -1.57 100.00 150.00 200.00 250.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50 0.87\n"
 PEDESTRIAN = "Pedestrian -1 -1 0.20 600.00 160.00 640.00 260.00 1.76 0.66 0.84 -2.00 1.60 12.00 0.10 0.41\n"
 
@@ -116,36 +116,17 @@ experiment:
 dataset:
   root_dir: {data}
   train_split: trainval
-  writelist: [Car]
-  resolution: [128, 64]
-  batch_size: 2
-  num_workers: 0
-  check_split_sizes: false
-model:
-  type: gupnet
-  input: rgb
-  backbone: resnet18
-  pretrained: false
-  head_conv: 16
-  depth_branch: false
-lr_scheduler:
-  warmup_epochs: 1
 trainer:
   max_epoch: 1
-  eval_frequency: 0
 tester:
   split: test
-  threshold: 0.0
 """
 
 
 @pytest.fixture
 def restore_loggers():
     yield
-    for name in LOGGER_NAMES:  # train_val attaches file handlers to the run folder
-        for handler in list(logging.getLogger(name).handlers):
-            logging.getLogger(name).removeHandler(handler)
-            handler.close()
+    reset_logging()  # train_val attaches file handlers to the run folder
 
 
 def test_trainval_run_then_test_split_then_zip(tmp_path: Path, restore_loggers, monkeypatch, capsys) -> None:
@@ -158,7 +139,7 @@ def test_trainval_run_then_test_split_then_zip(tmp_path: Path, restore_loggers, 
         shutil.copytree(data / "training" / folder, data / "testing" / folder)
     write_split(data / "ImageSets" / "test.txt", [0, 2, 3, 5])
     config = tmp_path / "trainval.yaml"
-    config.write_text(TRAINVAL_CONFIG.format(base=REPO_ROOT / "configs" / "base.yaml", data=data))
+    config.write_text(TRAINVAL_CONFIG.format(base=TINY_BASE, data=data))
     outputs = f"experiment.output_dir={tmp_path / 'outputs'}"
 
     assert run_cli(train_val_main, ["--config", str(config), outputs]) == 0

@@ -33,39 +33,22 @@ def export_main(argv: list[str]) -> int:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
 TINY_CONFIG = """\
 _base_: {base}
 experiment:
-  name: tiny
   seed: 7
   deterministic: true
 dataset:
   root_dir: {data}
-  writelist: [Car]
-  resolution: [128, 64]
-  batch_size: 2
-  num_workers: 0
-  check_split_sizes: false
-model:
-  type: gupnet
-  input: rgb
-  backbone: resnet18
-  pretrained: false
-  head_conv: 16
-  depth_branch: false
 loss:
   htl: true
   htl_window: 3
-lr_scheduler:
-  warmup_epochs: 1
 trainer:
   max_epoch: 3
-  eval_frequency: 0
   save_frequency: 1
   log_interval: 1
   htl_init_pass: false
-tester:
-  threshold: 0.0
 """
 
 
@@ -75,7 +58,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_kitti")
     write_dataset(root / "data", frames=14, seed=1, image_size=(320, 96), val_fraction=0.15)
     config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(base=REPO_ROOT / "configs" / "base.yaml", data=root / "data"))
+    config.write_text(TINY_CONFIG.format(base=TINY_BASE, data=root / "data"))
     return {"root": root, "config": config}
 
 

@@ -15,37 +15,20 @@ import pytest
 from lib.datasets.synthetic import write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
 # 8 train + 2 val frames of 128x48 pixels; the network sees 128x64 (resnet18, 16-channel heads).
 TINY_CONFIG = """\
 _base_: {base}
 experiment:
-  name: tiny
   seed: 3
 dataset:
   root_dir: {data}
-  writelist: [Car]
-  resolution: [128, 64]
-  batch_size: 2
-  num_workers: 0
-  check_split_sizes: false
-model:
-  type: gupnet
-  input: rgb
-  backbone: resnet18
-  pretrained: false
-  head_conv: 16
-  depth_branch: false
-lr_scheduler:
-  warmup_epochs: 1
 trainer:
   max_epoch: 1
   max_iters_per_epoch: 1
-  eval_frequency: 0
   save_frequency: 1
   log_interval: 1
   htl_init_pass: false
-tester:
-  threshold: 0.0
 """
 
 
@@ -70,7 +53,7 @@ def data(pristine: Path, tmp_path: Path) -> Path:
 def config(data: Path, tmp_path: Path) -> Path:
     """The tiny config on the private copy of the data (run folders under tmp_path/out)."""
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_CONFIG.format(base=REPO_ROOT / "configs" / "base.yaml", data=data))
+    path.write_text(TINY_CONFIG.format(base=TINY_BASE, data=data))
     return path
 
 
