@@ -39,7 +39,7 @@ from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.decode import check_result_options
 from lib.engine import dist as dist_utils
-from lib.engine.optim import build_lr_scheduler, build_optimizer
+from lib.engine.optim import build_lr_scheduler, build_optimizer, lr_scheduler_settings
 from lib.engine.task import build_task, uses_distiller
 from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
 from lib.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, build_train_loader
@@ -210,14 +210,7 @@ def build_training(
         weight_decay=o.weight_decay,
         momentum=o.momentum,
     )
-    s = cfg.lr_scheduler
-    scheduler = build_lr_scheduler(
-        optimizer,
-        warmup_epochs=s.warmup_epochs if s.warmup else 0,
-        warmup_start_lr=s.warmup_start_lr,
-        decay_rate=s.decay_rate,
-        decay_list=s.decay_list,
-    )
+    scheduler = build_lr_scheduler(optimizer, **lr_scheduler_settings(cfg.lr_scheduler))
     htl = None
     if cfg.loss.htl:
         horizon = cfg.loss.htl_horizon if cfg.loss.htl_horizon is not None else cfg.trainer.max_epoch

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -133,3 +134,14 @@ def build_lr_scheduler(
         decay_list=tuple(decay_list),
     )
     return LambdaLR(optimizer, factor)
+
+
+def lr_scheduler_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`build_lr_scheduler` from a config's ``lr_scheduler``
+    section (``warmup: false`` means no warm-up epochs)."""
+    return {
+        "warmup_epochs": section["warmup_epochs"] if section["warmup"] else 0,
+        "warmup_start_lr": section["warmup_start_lr"],
+        "decay_rate": section["decay_rate"],
+        "decay_list": section["decay_list"],
+    }
