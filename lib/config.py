@@ -14,16 +14,18 @@ CLIs in ``tools/`` read raw configs; the rest of ``lib`` receives plain values o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from lib.errors import UserError
 
 BASE_KEY = "_base_"
+S = TypeVar("S")
 
 
 class _Loader(yaml.SafeLoader):
@@ -197,3 +199,49 @@ def save_config(cfg: Config, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+
+
+def section_settings(
+    cls: type[S],
+    section: Mapping[str, Any],
+    *,
+    name: str,
+    skip: Iterable[str] = (),
+    nested: Mapping[str, type] | None = None,
+) -> S:
+    """A config section as a typed, frozen settings object: the one parse of that section.
+
+    ``cls`` is a dataclass with one field per key of ``section`` (minus ``skip``, keys read
+    elsewhere) and no defaults of its own: every default lives in ``configs/base.yaml``
+    (docs/architecture.md, "Config"). A sub-section whose field is named in ``nested`` becomes
+    that dataclass in turn. Value checks (allowed choices, ranges) belong in ``cls.__post_init__``
+    and raise :class:`ConfigError` naming ``<name>.<key>``.
+
+    Args:
+        cls: the settings dataclass (``@dataclass(frozen=True)``).
+        section: the section (a :class:`Config` or a plain mapping).
+        name: the section's dotted name, for messages (``"trainer"``, ``"distill.dualkl"``).
+        skip: keys of the section that are not fields of ``cls``.
+        nested: field name -> settings dataclass of a sub-section.
+
+    Raises:
+        ValueError: the fields of ``cls`` and the keys of the section differ (a programming
+            error: base.yaml and the dataclass must list the same keys).
+    """
+    nested = nested or {}
+    keys = set(section) - set(skip)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if keys != fields:
+        raise ValueError(
+            f"{cls.__name__} and the config section '{name}' differ: only in the section: "
+            f"{sorted(keys - fields)}, only in the class: {sorted(fields - keys)}"
+        )
+    values = {}
+    for key in sorted(keys):
+        value = section[key]
+        if key in nested:
+            value = section_settings(nested[key], value, name=f"{name}.{key}")
+        elif isinstance(value, Config):
+            value = value.to_dict()
+        values[key] = value
+    return cls(**values)

@@ -119,3 +119,29 @@ def test_every_repo_config_loads() -> None:
     for path in files:
         cfg = load_config(path)
         assert cfg.model.type in ("did", "gupnet"), path
+
+
+def test_section_settings_builds_the_frozen_object_and_names_a_key_mismatch():
+    import dataclasses
+
+    from lib.config import Config, section_settings
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        weight: float
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        lr: float
+        steps: list
+        inner: Inner
+
+    section = Config({"lr": 0.5, "steps": [3, 4], "inner": {"weight": 2.0}, "path": "x"})
+    got = section_settings(Outer, section, name="opt", skip=("path",), nested={"inner": Inner})
+    assert got == Outer(lr=0.5, steps=[3, 4], inner=Inner(weight=2.0))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.lr = 1.0
+    with pytest.raises(ValueError, match=r"only in the section: \['path'\], only in the class: \[\]"):
+        section_settings(Outer, section, name="opt", nested={"inner": Inner})
+    with pytest.raises(ValueError, match=r"only in the section: \[\], only in the class: \['inner'\]"):
+        section_settings(Outer, {"lr": 1.0, "steps": []}, name="opt")
