@@ -1,7 +1,7 @@
 """Write a synthetic dataset in the KITTI 3D object layout (lib/datasets/synthetic.py).
 
     python tools/make_synthetic_kitti.py --out data/synthetic --frames 200 --seed 0 --size 1242x375 \
-        [--objects 2-8] [--depth-range 5-60]
+        [--objects 2-8] [--depth-range 5-60] [--camera-height 1.2-2.1] [--object-scale 0.8-1.2]
 
 Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
 ``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
@@ -9,6 +9,12 @@ The same seed gives byte-identical files. Make the teacher's depth maps afterwar
 ``python tools/make_depth_maps.py --data-dir <out>``. ``--out`` must be new, empty, or an earlier
 output of this tool (it holds the marker file ``.synthetic_kitti``): a real KITTI copy is
 never overwritten.
+
+``--camera-height`` and ``--object-scale`` (off by default: the frames stay those of earlier
+versions) make monocular depth ambiguous while the LiDAR stays exact: each frame's road lies
+a random height below the camera although its calibration file is KITTI's, and each object's
+size gets a random factor, so neither the ground contact row nor the image size of an object
+tells its distance; the depth maps made from the scan do.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.datasets.synthetic import DEPTH_RANGE, IMAGE_SIZE, NUM_OBJECTS, write_dataset
+from lib.datasets.synthetic_scene import CAMERA_HEIGHT
 from lib.errors import UserError, run_cli
 
 MARKER = ".synthetic_kitti"  # written first into --out: the folder is this tool's to rewrite
@@ -71,6 +78,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEPTH_RANGE,
         help=f"object centre rect z in m, NEAR-FAR (default {DEPTH_RANGE[0]:g}-{DEPTH_RANGE[1]:g})",
     )
+    parser.add_argument(
+        "--camera-height",
+        type=parse_range(float),
+        default=None,
+        help="camera height above each frame's road in m, MIN-MAX, calibration unchanged (default: "
+        f"{CAMERA_HEIGHT:g} m, KITTI's)",
+    )
+    parser.add_argument(
+        "--object-scale",
+        type=parse_range(float),
+        default=None,
+        help="factor of each object's h, w, l, MIN-MAX (default: none)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error(f"--frames must be >= 1, got {args.frames}")
@@ -84,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if not 0 < args.depth_range[0] < args.depth_range[1]:
         parser.error(f"--depth-range must be NEAR-FAR with 0 < NEAR < FAR, got {args.depth_range}")
+    for name in ("camera_height", "object_scale"):
+        bounds = getattr(args, name)
+        if bounds is not None and not 0 < bounds[0] <= bounds[1]:
+            option = "--" + name.replace("_", "-")
+            parser.error(f"{option} must be MIN-MAX with 0 < MIN <= MAX, got {bounds[0]:g}-{bounds[1]:g}")
     return args
 
 
@@ -117,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         num_objects=args.objects,
         depth_range=args.depth_range,
+        camera_height=args.camera_height,
+        object_scale=args.object_scale,
     )
     seconds = time.perf_counter() - start
     width, height = args.size

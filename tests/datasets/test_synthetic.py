@@ -14,7 +14,6 @@ from lib.constants import CLASS_TO_ID, MEAN_SIZES
 from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti_io import read_calib, read_label, read_split, read_velodyne
 from lib.datasets.synthetic import (
-    CAMERA_HEIGHT,
     IMAGE_SIZE,
     SceneObject,
     SyntheticFrame,
@@ -25,6 +24,7 @@ from lib.datasets.synthetic import (
     synthetic_calibration,
     write_dataset,
 )
+from lib.datasets.synthetic_scene import CAMERA_HEIGHT
 from lib.geometry import box3d_corners, project_to_image, velo_to_rect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
