@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_batch(batch_size: int, resolution: tuple[int, int], downsample: int) -> Batch:
-    """Random normalised images standing for KITTI frames (P2, crop window, decoding ratio)."""
+def make_batch(batch_size: int, resolution: tuple[int, int]) -> Batch:
+    """Random normalised images standing for KITTI frames (P2, the input's window)."""
     width, height = resolution
     rng = np.random.default_rng(0)
     inputs = [
@@ -65,7 +65,6 @@ def make_batch(batch_size: int, resolution: tuple[int, int], downsample: int) ->
             rgb=rng.standard_normal((3, height, width), dtype=np.float32),
             calib=KITTI_P2,
             coord_range=np.array([[0.0, 0.0], KITTI_SIZE]),
-            ratio=(np.array(KITTI_SIZE) / (width // downsample, height // downsample)).astype(np.float32),
             pad=np.zeros(2, np.int64),
         )
         for _ in range(batch_size)
@@ -133,7 +132,7 @@ def run_rows(args: argparse.Namespace, cfg, resolution: tuple[int, int], onnx_pa
             rows.append({"backend": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"})
             continue
         for batch_size in args.batch_sizes:
-            batch = make_batch(batch_size, resolution, cfg.dataset.downsample)
+            batch = make_batch(batch_size, resolution)
             try:
                 call = lambda backend=backend, arrays=batch.arrays: backend(arrays)  # noqa: E731
                 seconds, cpu_seconds = time_backend(call, reps=args.reps, warmup=args.warmup, sync=sync)
@@ -165,7 +164,7 @@ def run_rows(args: argparse.Namespace, cfg, resolution: tuple[int, int], onnx_pa
 
 def time_decode(cfg, resolution: tuple[int, int]) -> float:
     """ms/image of the shared numpy decoding of a batch of 8 (eager outputs, threshold 0)."""
-    batch = make_batch(8, resolution, cfg.dataset.downsample)
+    batch = make_batch(8, resolution)
     backend = TorchBackend(
         build_detector(cfg, pretrained=False, input_key="rgb"),
         topk=cfg.tester.topk,

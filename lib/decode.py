@@ -2,10 +2,11 @@
 
 The model already picks the top-K heatmap peaks per image in eval mode and runs its RoI
 heads on them (lib/models/detector.py: ``preds['topk']``, RoI rows in (image, peak) order). Decoding is
-pure numpy on the original image: feature-grid quantities are mapped back with the per-axis
-``bbox_downsample_ratio`` (image size / feature size, GUPNet's approximation of the inverse
-affine, ~1 px off in y for a full KITTI frame, docs/reference.md §9.10), and the 3D centre is
-back-projected with the file calib.
+pure numpy on the original image: feature-grid quantities are mapped back through the sample's
+``coord_range``, the original-px window of the input, as the RoI head maps its boxes in training
+(x = x_feat / W_feat · (x1 − x0) + x0, likewise y; lib/datasets/augment.py ``input_window``:
+exact, or GUPNet's per-axis ratio with ``dataset.inverse_affine: reference``, docs/reference.md
+§9.10), and the 3D centre is back-projected with the file calib.
 
 Which value the score threshold applies to depends on the model type, as in each reference's
 ``lib/helpers/decode_helper.py`` (:data:`THRESHOLD_ON`): GUPNet keeps a peak when
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,28 @@ def back_project(uv: np.ndarray, depth: np.ndarray, P: np.ndarray, formula: str 
     raise ValueError(f"tester.backprojection: {formula!r} is not one of {', '.join(BACKPROJECTIONS)}")
 
 
+@dataclass(frozen=True)
+class FeatureToOriginal:
+    """Feature px → original px through an input window (lib/models/detector.py
+    ``boxes_to_original`` maps the training RoIs the same way).
+
+    Attributes:
+        window: (2, 2) [[x0, y0], [x1, y1]] original px (the sample's ``coord_range``).
+        grid: (2,) W_feat, H_feat.
+    """
+
+    window: np.ndarray
+    grid: np.ndarray
+
+    def points(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) feature px → original px: x / W_feat · (x1 − x0) + x0, likewise y."""
+        return self.lengths(xy) + self.window[0]
+
+    def lengths(self, wh: np.ndarray) -> np.ndarray:
+        """(..., 2) feature-px extents (sizes) → original px."""
+        return wh / self.grid * (self.window[1] - self.window[0])
+
+
 def _gather(preds: Mapping[str, Any], num_images: int, k: int) -> dict[str, np.ndarray]:
     """Per-peak arrays (B, K, ...) of the eval outputs: dense 2D heads read at the peak cells,
     RoI rows (B·K, ...) reshaped."""
@@ -128,7 +152,7 @@ def decode_detections(
     preds: Mapping[str, Any],
     *,
     calib: Any,
-    info: Mapping[str, Any],
+    coord_range: Any,
     model_type: str,
     threshold: float = 0.2,
     backprojection: str = "exact",
@@ -138,8 +162,8 @@ def decode_detections(
     """KITTI objects of every image of an eval batch.
 
     Per peak (cell x, y of class c, heatmap peak s): 2D centre = (x, y) + offset_2d and 2D
-    size = size_2d, both × ``bbox_downsample_ratio``; projected 3D centre = (x, y) +
-    offset_3d, scaled the same way, back-projected at the predicted depth z with the calib
+    size = size_2d, both mapped to original px through ``coord_range``; projected 3D centre =
+    (x, y) + offset_3d, mapped the same way, back-projected at the predicted depth z with the calib
     (:func:`back_project`), then y += h/2 for the bottom centre; dims = residuals + class mean
     (peaks with a negative dim are dropped); alpha from the heading bins, ry = alpha +
     atan2(u_2D - cu, fu) with the 2D box centre u_2D. Score = s × depth confidence; a peak is
@@ -154,7 +178,8 @@ def decode_detections(
             ``size_3d`` (·, 3), ``heading`` (·, 24), ``depth`` (·, 2) [z metres, log σ²],
             ``depth_confidence`` (·,) (gupnet exp(-σ), did Σp²/Σp).
         calib: (B, 3, 4) P2 of the ORIGINAL images (the files' calib), numpy or tensor.
-        info: batch info with ``bbox_downsample_ratio`` (B, 2) (original size / feature size).
+        coord_range: (B, 2, 2) [[x0, y0], [x1, y1]] original-px window of each input (the batch's
+            ``coord_range``), numpy or tensor.
         model_type: ``gupnet`` or ``did`` (``model.type``): selects the threshold rule.
         threshold: minimal peak (did) or score (gupnet) kept.
         backprojection: ``exact`` or ``reference`` (:data:`BACKPROJECTIONS`).
@@ -170,7 +195,8 @@ def decode_detections(
     scores = g["peak"] * g["depth_confidence"].reshape(num_images, k)
     gated = scores if rule == "score" else g["peak"]
     calibs = _to_numpy(calib).reshape(num_images, 3, 4)
-    ratios = _to_numpy(info["bbox_downsample_ratio"]).reshape(num_images, 2)
+    windows = _to_numpy(coord_range).reshape(num_images, 2, 2)
+    grid = np.array(preds["offset_2d"].shape[:-3:-1], dtype=np.float64)  # (W_feat, H_feat)
     mean_sizes = np.asarray(mean_sizes, dtype=np.float64)
 
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite peaks: dropped with our warning
@@ -181,7 +207,7 @@ def decode_detections(
                 scores=scores[i],
                 gated=gated[i],
                 P=calibs[i],
-                ratio=ratios[i],
+                to_original=FeatureToOriginal(windows[i], grid),
                 threshold=threshold,
                 backprojection=backprojection,
                 classes=classes,
@@ -198,7 +224,7 @@ def _decode_image(
     scores: np.ndarray,
     gated: np.ndarray,
     P: np.ndarray,
-    ratio: np.ndarray,
+    to_original: FeatureToOriginal,
     threshold: float,
     backprojection: str,
     classes: Sequence[str],
@@ -207,14 +233,14 @@ def _decode_image(
     """The kept objects of image ``i`` of the gathered peaks ``g`` (:func:`decode_detections`).
 
     ``scores`` (K,) are peak × confidence, ``gated`` (K,) the values the threshold applies to,
-    ``P`` (3, 4) the image's file calib, ``ratio`` (2,) its ``bbox_downsample_ratio``.
+    ``P`` (3, 4) the image's file calib, ``to_original`` its feature → original px map.
     """
     k = len(scores)
-    centre_2d = (g["cell"][i] + g["offset_2d"][i]) * ratio  # (K, 2) pixels
-    half_2d = g["size_2d"][i] * ratio / 2
+    centre_2d = to_original.points(g["cell"][i] + g["offset_2d"][i])  # (K, 2) pixels
+    half_2d = to_original.lengths(g["size_2d"][i]) / 2
     boxes = np.concatenate([centre_2d - half_2d, centre_2d + half_2d], axis=1)  # (K, 4)
     dims = g["size_3d"][i] + mean_sizes[g["cls"][i]]  # (K, 3) h, w, l
-    centre_3d_px = (g["cell"][i] + g["offset_3d"][i]) * ratio  # (K, 2)
+    centre_3d_px = to_original.points(g["cell"][i] + g["offset_3d"][i])  # (K, 2)
     pos = back_project(centre_3d_px, g["depth"][i][:, 0], P, backprojection)  # (K, 3) rect
     pos[:, 1] += dims[:, 0] / 2  # bottom centre
     alpha = heading_to_alpha(g["heading"][i])

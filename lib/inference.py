@@ -7,13 +7,13 @@ The path of one frame (docs/reference.md §4, as ``tools/train_val.py -e`` runs 
    and its camera adjusted (the principal point moves by the padding). The (padded) frame is
    then made into the network input exactly as in evaluation: the whole image warped to the
    resolution by the evaluation affine (lib/datasets/augment.py ``augment_sample`` without a
-   generator), ImageNet normalisation, the file's P2, the crop window = the whole frame.
-   The evaluation affine scales by the width only while the crop window (and decoding's
-   ``bbox_downsample_ratio``) maps rows as if the whole height filled the input: nearly true
-   for KITTI frames at 1280×384 (0.6 %), 10 % off at the demo's 384×128, and for a 16:9 frame
-   the input would hold only its middle band. Within the tolerance, frames are treated exactly
-   as the model was trained and evaluated (KITTI frames are never padded, even at 384×128);
-   beyond it, the padding makes the mapping exact.
+   generator), ImageNet normalisation, the file's P2 and the input's window in frame pixels
+   (``coord_range``, lib/datasets/augment.py ``input_window`` with the config's
+   ``dataset.inverse_affine``). The evaluation affine scales by the width only, so a frame much
+   taller than the input's aspect ratio would lose its top and bottom rows (a 16:9 frame would
+   keep only its middle band) and a much wider one would get black bands; the padding keeps the
+   whole frame in view. Within the tolerance, frames are treated exactly as the model was
+   trained and evaluated (KITTI frames are never padded, even at 384×128).
 2. A backend runs :class:`InferenceGraph` (backbone, neck, heads, top-K peaks, RoI heads, depth
    and its confidence): :class:`TorchBackend` in PyTorch, :class:`OnnxBackend` the file that
    :func:`export_onnx` wrote. Both return the same named numpy arrays (:data:`OUTPUT_NAMES`).
@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lib.config import Config
-from lib.datasets.augment import augment_sample
+from lib.datasets.augment import augment_sample, input_window
 from lib.datasets.kitti import normalize_image
 from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
@@ -133,15 +133,13 @@ class NetworkInput:
     Attributes:
         rgb: (3, H_in, W_in) float32, ImageNet-normalised.
         calib: (3, 4) float64 projection of the padded frame (= the file's without padding).
-        coord_range: (2, 2) crop window [[x0, y0], [x1, y1]] in padded-frame px.
-        ratio: (2,) bbox_downsample_ratio, padded frame size / feature size.
+        coord_range: (2, 2) window of the input [[x0, y0], [x1, y1]] in padded-frame px.
         pad: (2,) px of black added left and on top.
     """
 
     rgb: np.ndarray
     calib: np.ndarray
     coord_range: np.ndarray
-    ratio: np.ndarray
     pad: np.ndarray
 
 
@@ -172,23 +170,21 @@ def pad_to_aspect(
 
 
 def prepare_input(
-    image: np.ndarray, P2: np.ndarray, *, resolution: tuple[int, int], downsample: int
+    image: np.ndarray, P2: np.ndarray, *, resolution: tuple[int, int], inverse_affine: str = "exact"
 ) -> NetworkInput:
     """One frame → the network input, as ``KittiDataset`` makes an evaluation sample.
 
     Args:
         image: (H, W, 3) uint8 RGB. P2: (3, 4) its projection.
-        resolution: network input (W_in, H_in). downsample: feature stride.
+        resolution: network input (W_in, H_in).
+        inverse_affine: the model's ``dataset.inverse_affine`` (the window its RoIs were trained with).
     """
     image, P2, pad = pad_to_aspect(image, P2, resolution)
     aug = augment_sample(image, None, [], P2, None, resolution=resolution)
-    size = np.array([image.shape[1], image.shape[0]], np.float64)
-    feature_size = np.array([resolution[0] // downsample, resolution[1] // downsample])
     return NetworkInput(
         rgb=normalize_image(aug.image),
         calib=aug.P2,
-        coord_range=np.stack([aug.center - aug.crop_size / 2, aug.center + aug.crop_size / 2]),
-        ratio=(size / feature_size).astype(np.float32),
+        coord_range=input_window(aug.center, aug.crop_size, resolution, inverse_affine=inverse_affine),
         pad=pad,
     )
 
@@ -202,12 +198,16 @@ class Batch:
     arrays: dict[str, np.ndarray]
 
 
-def make_batch(frames: Sequence[Frame], *, resolution: tuple[int, int], downsample: int) -> Batch:
-    """Prepare and stack frames; each is made into the same input size on its own, so a batch
-    may mix image sizes (KITTI's do), each frame with its own camera."""
+def make_batch(
+    frames: Sequence[Frame], *, resolution: tuple[int, int], inverse_affine: str = "exact"
+) -> Batch:
+    """Prepare and stack frames (:func:`prepare_input`); each is made into the same input size on
+    its own, so a batch may mix image sizes (KITTI's do), each frame with its own camera."""
     if not frames:
         raise ValueError("make_batch needs at least one frame")
-    inputs = [prepare_input(f.image, f.P2, resolution=resolution, downsample=downsample) for f in frames]
+    inputs = [
+        prepare_input(f.image, f.P2, resolution=resolution, inverse_affine=inverse_affine) for f in frames
+    ]
     arrays = {
         "images": np.stack([i.rgb for i in inputs]),
         "calib": np.stack([i.calib for i in inputs]).astype(np.float32),
@@ -344,12 +344,10 @@ def decode_outputs(
         "size_2d": outputs["size_2d"],
         **{n: outputs[n].reshape(b * k, *outputs[n].shape[2:]) for n in ROI_OUTPUTS},
     }
-    calib = np.stack([i.calib for i in batch.inputs])
-    info = {"bbox_downsample_ratio": np.stack([i.ratio for i in batch.inputs])}
     detections = decode_detections(
         preds,
-        calib=calib,
-        info=info,
+        calib=np.stack([i.calib for i in batch.inputs]),
+        coord_range=np.stack([i.coord_range for i in batch.inputs]),
         model_type=model_type,
         threshold=threshold,
         backprojection=backprojection,

@@ -12,6 +12,7 @@ import torch
 
 from lib.config import ConfigError
 from lib.constants import HEATMAP_CLASSES, MEAN_SIZES
+from lib.datasets.augment import input_window
 from lib.datasets.kitti_io import read_label_table, write_split
 from lib.decode import (
     back_project,
@@ -132,18 +133,20 @@ def perfect_predictions(batch: list[list[Gt]], encoded: list[list[dict]]) -> dic
     return preds
 
 
-def round_trip(img_size: np.ndarray, seed: int) -> tuple[list[list[Gt]], list[list[dict]], list]:
+def round_trip(
+    img_size: np.ndarray, seed: int, inverse_affine: str = "exact"
+) -> tuple[list[list[Gt]], list[list[dict]], list]:
     rng = np.random.default_rng(seed)
     batch = [random_objects(rng, 6), random_objects(rng, 4)]
     encoded = [encode(objs, img_size) for objs in batch]
     preds = perfect_predictions(batch, encoded)
-    info = {
-        "img_size": torch.tensor(np.stack([img_size, img_size])),
-        "bbox_downsample_ratio": torch.tensor(
-            np.stack([img_size / (FEAT_W, FEAT_H)] * 2), dtype=torch.float32
-        ),
-    }
-    dets = decode_detections(preds, model_type="gupnet", calib=np.stack([P2, P2]), info=info, threshold=0.2)
+    window = input_window(
+        img_size / 2, img_size.astype(np.float64), tuple(RESOLUTION), inverse_affine=inverse_affine
+    )
+    coord_range = torch.tensor(np.stack([window, window]), dtype=torch.float32)
+    dets = decode_detections(
+        preds, model_type="gupnet", calib=np.stack([P2, P2]), coord_range=coord_range, threshold=0.2
+    )
     return batch, encoded, dets
 
 
@@ -192,12 +195,14 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
         "depth": torch.tensor([[10.0, 0.0], [12.0, 0.0], [14.0, 0.0]]),
         "depth_confidence": torch.tensor([0.3, 0.5, 1.0]),
     }
-    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+    coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     dets = decode_detections(
-        preds, model_type="gupnet", calib=torch.tensor(P2[None]), info=info, threshold=0.2
+        preds, model_type="gupnet", calib=torch.tensor(P2[None]), coord_range=coord_range, threshold=0.2
     )
     assert len(dets) == 1 and len(dets[0]) == 1  # gupnet: 0.5 x 0.3 = 0.15 < 0.2; w < 0 dropped
-    did = decode_detections(preds, model_type="did", calib=P2[None], info=info, threshold=0.2)[0]
+    did = decode_detections(preds, model_type="did", calib=P2[None], coord_range=coord_range, threshold=0.2)[
+        0
+    ]
     # did: the peak 0.5 >= 0.2 keeps the first box, written with score 0.5 x 0.3 (MonoSKD's rule)
     assert [(d.cls_type, d.score) for d in did] == [
         ("Car", pytest.approx(0.15)),
@@ -211,9 +216,9 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
     assert kept.pos[1] == pytest.approx(y_centre + 1.76255119 / 2)
     assert kept.alpha == 0.0  # uniform bin logits: argmax bin 0, residual 0
     assert kept.ry == pytest.approx(np.arctan2(80 - 609.5593, 721.5377))  # 2D centre u = 80
-    (same,) = decode_detections(preds, model_type="gupnet", calib=P2[None], info=info, threshold=0.2)[
-        0
-    ]  # numpy calib
+    (same,) = decode_detections(
+        preds, model_type="gupnet", calib=P2[None], coord_range=coord_range, threshold=0.2
+    )[0]  # numpy calib
     np.testing.assert_allclose(same.pos, kept.pos)
 
 
@@ -233,9 +238,11 @@ def test_non_finite_peaks_are_dropped_with_a_warning(caplog) -> None:
         "depth": torch.tensor([[float("nan"), 0.0], [12.0, 0.0], [14.0, 0.0]]),
         "depth_confidence": torch.ones(3),
     }
-    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+    coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     with caplog.at_level("WARNING", logger="lib.decode"):
-        (dets,) = decode_detections(preds, model_type="gupnet", calib=P2[None], info=info, threshold=0.0)
+        (dets,) = decode_detections(
+            preds, model_type="gupnet", calib=P2[None], coord_range=coord_range, threshold=0.0
+        )
     assert [d.pos[2] for d in dets] == [pytest.approx(14.0)]  # NaN depth and infinite width dropped
     assert "dropped 2 of 3 peaks of image 0 with a non-finite" in caplog.text
 
@@ -265,13 +272,13 @@ def test_write_kitti_results(tmp_path: Path) -> None:
 def test_decode_errors() -> None:
     rng = np.random.default_rng(3)
     preds = perfect_predictions([random_objects(rng, 2)], [encode(random_objects(rng, 2), RESOLUTION)])
-    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+    coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     bad = {**preds, "size_3d": preds["size_3d"][:-1]}
     with pytest.raises(ValueError, match=r"preds\['size_3d'\] has 9 rows, expected B·K = 10"):
-        decode_detections(bad, model_type="gupnet", calib=P2[None], info=info)
+        decode_detections(bad, model_type="gupnet", calib=P2[None], coord_range=coord_range)
     no_conf = {k: v for k, v in preds.items() if k != "depth_confidence"}
     with pytest.raises(ValueError, match="no 'depth_confidence'"):
-        decode_detections(no_conf, model_type="gupnet", calib=P2[None], info=info)
+        decode_detections(no_conf, model_type="gupnet", calib=P2[None], coord_range=coord_range)
 
 
 # ---------------------------------------------------------------- integration: targets → decode → AP
@@ -330,7 +337,9 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
     preds = predictions_from_targets(batch["targets"])
     img_ids = batch["info"]["img_id"].tolist()
     calib = np.stack([dataset.get_calib(i).P2 for i in img_ids])  # the files' calib (no flip at eval)
-    dets = decode_detections(preds, model_type="gupnet", calib=calib, info=batch["info"], threshold=0.2)
+    dets = decode_detections(
+        preds, model_type="gupnet", calib=calib, coord_range=batch["coord_range"], threshold=0.2
+    )
     assert sum(map(len, dets)) == int(batch["targets"]["mask_2d"].sum())
 
     for frame_id, found in zip(img_ids, dets, strict=True):
@@ -338,7 +347,7 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
         for d in found:  # every detection is a labelled object, box for box
             gt = min(labels, key=lambda o: np.linalg.norm(o.pos - d.pos))
             assert gt.cls_type == d.cls_type
-            assert np.abs(d.pos - gt.pos).max() < 0.05  # y: the ~1 px ratio approximation
+            assert np.abs(d.pos - gt.pos).max() < 0.006  # the labels carry 2 decimals
             np.testing.assert_allclose([d.h, d.w, d.l], [gt.h, gt.w, gt.l], atol=1e-4)
             assert abs(wrap_angle(d.ry - gt.ry)) < 1e-3
 
@@ -375,10 +384,12 @@ def test_threshold_rule_per_model_type_and_unknown_type() -> None:
         "depth": torch.tensor([[10.0, 0.0], [12.0, 0.0], [14.0, 0.0]]),
         "depth_confidence": torch.tensor([0.1, 1.0, 0.2]),
     }
-    info = {"bbox_downsample_ratio": np.array([[4.0, 4.0]])}
+    coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
 
     def kept(model_type: str) -> list[float]:
-        (dets,) = decode_detections(preds, calib=P2[None], info=info, model_type=model_type, threshold=0.2)
+        (dets,) = decode_detections(
+            preds, calib=P2[None], coord_range=coord_range, model_type=model_type, threshold=0.2
+        )
         return [round(d.score, 6) for d in dets]
 
     assert kept("did") == [0.025, 0.18]  # peaks 0.25 and 0.9 pass; 0.19 does not (conf 1 or not)
@@ -423,3 +434,58 @@ def test_result_options_are_checked_before_a_run() -> None:
         check_result_options("approx", 6)
     with pytest.raises(ConfigError, match=r"tester.score_decimals must be in 0..12, got -1"):
         check_result_options("exact", -1)
+
+
+@pytest.mark.parametrize(
+    ("inverse_affine", "box"),
+    [
+        # exact window at 384×128 of a 1242×375 frame: y from -19.5 to 394.5 (414 rows)
+        ("exact", [627.46875 - 64.6875, 242.484375 - 51.75, 627.46875 + 64.6875, 242.484375 + 51.75]),
+        # GUPNet's: y × 375/32 per feature px, heights 375/414 = 0.906 of the true ones
+        ("reference", [627.46875 - 64.6875, 237.3046875 - 46.875, 627.46875 + 64.6875, 237.3046875 + 46.875]),
+    ],
+)
+def test_planted_peak_decodes_through_the_input_window(inverse_affine: str, box: list[float]) -> None:
+    """Cell (48, 20) + offset (0.5, 0.25), size (10, 8) feature px on the 96×32 grid of a 384×128
+    input: x = 48.5/96·1242, w = 10/96·1242; exact y = 20.25/32·414 − 19.5, h = 8/32·414
+    (414/32 = 1242/96: one scale for both axes, as the affine)."""
+    hf, wf = 32, 96
+    preds = {
+        "topk": {n: torch.tensor([[v]]) for n, v in (("scores", 0.9), ("cls", 1), ("xs", 48), ("ys", 20))},
+        "offset_2d": torch.zeros(1, 2, hf, wf),
+        "size_2d": torch.zeros(1, 2, hf, wf),
+        "offset_3d": torch.tensor([[0.5, 0.25]]),
+        "size_3d": torch.zeros(1, 3),
+        "heading": torch.zeros(1, 24),
+        "depth": torch.tensor([[20.0, 0.0]]),
+        "depth_confidence": torch.ones(1),
+    }
+    preds["offset_2d"][0, :, 20, 48] = torch.tensor([0.5, 0.25])
+    preds["size_2d"][0, :, 20, 48] = torch.tensor([10.0, 8.0])
+    window = input_window(
+        np.array([621.0, 187.5]), np.array([1242.0, 375.0]), (384, 128), inverse_affine=inverse_affine
+    )
+    (dets,) = decode_detections(
+        preds, model_type="gupnet", calib=P2[None], coord_range=window[None], threshold=0.2
+    )
+    (det,) = dets
+    np.testing.assert_allclose(det.box2d, box, atol=1e-9)
+    centre = (np.array(box[:2]) + box[2:]) / 2  # the projected 3D centre sits at the 2D centre here
+    uv, _ = project_to_image((det.pos - [0.0, det.h / 2, 0.0])[None], P2)
+    np.testing.assert_allclose(uv[0], centre, atol=1e-6)
+
+
+def test_kitti_sized_round_trip_is_exact_only_with_the_exact_window() -> None:
+    """Targets of a 1242×375 frame at 1280×384 decode onto the GT boxes with the exact window;
+    GUPNet's stretches y about the frame's top by 375/372.6 (heights +0.64 %, ~1 px)."""
+    img_size = np.array([1242, 375])
+    batch, encoded, exact = round_trip(img_size, seed=5)
+    _, _, reference = round_trip(img_size, seed=5, inverse_affine="reference")
+    rows = 1242 * 384 / 1280  # 372.6
+    for encs, found, ref in zip(encoded, exact, reference, strict=True):
+        for e, d, r in zip(encs, found, ref, strict=True):
+            np.testing.assert_allclose(d.box2d, e["box2d"], atol=1e-3)
+            np.testing.assert_allclose(r.box2d[[0, 2]], e["box2d"][[0, 2]], atol=1e-3)
+            y_true = e["box2d"][[1, 3]]
+            np.testing.assert_allclose(r.box2d[[1, 3]], (y_true - (375 - rows) / 2) * 375 / rows, atol=1e-3)
+    assert sum(map(len, exact)) == sum(map(len, batch)) == sum(map(len, reference))

@@ -67,7 +67,7 @@ def test_onnx_runtime_equals_pytorch_on_the_kitti_frames(
 ) -> None:
     checkpoint, onnx_path = exported
     cfg = load_config(CONFIG)
-    batch = make_batch(kitti_frames(kitti_sample_dir), resolution=tuple(cfg.dataset.resolution), downsample=4)
+    batch = make_batch(kitti_frames(kitti_sample_dir), resolution=tuple(cfg.dataset.resolution))
     torch_out = TorchBackend(
         load_detector(cfg, checkpoint), topk=cfg.tester.topk, device=torch.device("cpu")
     )(batch.arrays)

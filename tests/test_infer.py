@@ -91,11 +91,10 @@ def test_prepare_input_equals_the_evaluation_sample(kitti_sample_dir: Path) -> N
         sample = dataset[index]
         frame_id = sample["info"]["img_id"]
         image = cv2.imread(str(kitti_sample_dir / "training" / "image_2" / f"{frame_id:06d}.png"))[..., ::-1]
-        net = prepare_input(image, dataset.get_calib(frame_id).P2, resolution=RESOLUTION, downsample=4)
+        net = prepare_input(image, dataset.get_calib(frame_id).P2, resolution=RESOLUTION)
         assert np.array_equal(net.rgb, sample["rgb"])
         assert np.array_equal(net.calib.astype(np.float32), sample["calib"])
         assert np.array_equal(net.coord_range.astype(np.float32), sample["coord_range"])
-        assert np.array_equal(net.ratio, sample["info"]["bbox_downsample_ratio"])
         assert not net.pad.any()  # KITTI frames are never padded
 
 
@@ -171,7 +170,7 @@ def test_infer_on_kitti_frames_equals_evaluation(
     )
     expected = predict_split(
         load_detector(cfg, checkpoint), DataLoader(dataset, batch_size=2), device=torch.device("cpu"),
-        topk=cfg.tester.topk, threshold=0.05, progress=False,
+        topk=cfg.tester.topk, threshold=0.05, backprojection=cfg.tester.backprojection, progress=False,
     )  # fmt: skip
     assert sum(len(v) for v in expected.values()) > 0
     for frame_id, objects in expected.items():
@@ -297,7 +296,7 @@ def test_channels_last_backend_gives_the_same_outputs(checkpoint: Path, kitti_sa
         )
         for name in ("000000", "000001")
     ]
-    batch = make_batch(frames, resolution=RESOLUTION, downsample=4)
+    batch = make_batch(frames, resolution=RESOLUTION)
     detector = load_detector(load_config(CONFIG), checkpoint)
     cpu = torch.device("cpu")
     plain = TorchBackend(detector, topk=50, device=cpu)(batch.arrays)
@@ -314,9 +313,9 @@ def test_decoding_a_padded_frame_gives_boxes_in_its_own_pixels() -> None:
     width, height = 640, 360
     P = intrinsics_projection(500.0, 500.0, 330.0, 170.0)
     frame = Frame("wide", np.zeros((height, width, 3), np.uint8), P)
-    batch = make_batch([frame], resolution=RESOLUTION, downsample=4)
+    batch = make_batch([frame], resolution=RESOLUTION)
     (net,) = batch.inputs
-    assert tuple(net.pad) == (220, 0) and np.allclose(net.ratio, [1080 / 96, 360 / 32])
+    assert tuple(net.pad) == (220, 0) and np.allclose(net.coord_range, [[0, 0], [1080, 360]])
     hf, wf = RESOLUTION[1] // 4, RESOLUTION[0] // 4
     outputs = {
         "scores": np.array([[0.9]], np.float32), "cls": np.array([[1]]),  # Car

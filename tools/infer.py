@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     backend = build_backend(args, cfg, device)
     threshold = cfg.tester.threshold if args.score_threshold is None else args.score_threshold
-    resolution, downsample = tuple(cfg.dataset.resolution), cfg.dataset.downsample
+    resolution, inverse_affine = tuple(cfg.dataset.resolution), cfg.dataset.inverse_affine
     render = not args.no_render
     video = VideoWriter(args.video_out, fps=video_fps(args.input, DEFAULT_FPS)) if args.video_out else None
     total, boxes = 0, 0
     bar = tqdm(total=count_frames(args.input), unit="frame", desc="inference", disable=args.no_progress)
     with bar, video or nullcontext():
         for frames in batched(iter_frames(args.input, camera), args.batch_size):
-            batch = make_batch(frames, resolution=resolution, downsample=downsample)
+            batch = make_batch(frames, resolution=resolution, inverse_affine=inverse_affine)
             detections = decode_outputs(
                 backend(batch.arrays),
                 batch,

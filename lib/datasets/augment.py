@@ -12,7 +12,8 @@ Reference switches (docs/parity.md; config keys of ``dataset``): ``flip_about_wi
 about W as GUPNet does; ``projection: reference`` fits the flipped P2 with GUPNet's projection
 u = P2[0]·X / z (no P2[2, 3] in the division: p03' = −p03 instead of W·p23 − p03);
 ``image_warp: pil`` warps with PIL (pixel centres at i + 0.5, PIL's bilinear) as both
-references do; ``depth_warp: bilinear`` interpolates the depth map as MonoSKD.
+references do; ``depth_warp: bilinear`` interpolates the depth map as MonoSKD;
+``inverse_affine: reference`` gives GUPNet's crop window (:func:`input_window`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ PCA_EIGVEC = np.array(
 
 IMAGE_WARPS = ("cv2", "pil")
 DEPTH_WARPS = ("nearest", "bilinear")
+INVERSE_AFFINES = ("exact", "reference")
 
 
 def flip_projection(
@@ -198,6 +200,36 @@ def warp_depth(
         return _warp_pil(depth.astype(np.float32), trans, out_size, bilinear=interpolation == "bilinear")
     flags = cv2.INTER_NEAREST if interpolation == "nearest" else cv2.INTER_LINEAR
     return cv2.warpAffine(depth, trans, tuple(out_size), flags=flags, borderValue=0)
+
+
+def input_window(
+    center: np.ndarray, crop_size: np.ndarray, resolution: tuple[int, int], *, inverse_affine: str = "exact"
+) -> np.ndarray:
+    """The original-px window that the network input covers: the sample's ``coord_range``.
+
+    Training RoIs (lib/models/detector.py ``boxes_to_original``) and decoding (lib/decode.py) map
+    feature px back through it: x = x_feat / W_feat · (x1 − x0) + x0, likewise y.
+    :func:`lib.geometry.get_affine_transform` scales both axes by s = W_in / crop_w, so the
+    input's H_in rows cover crop_w · H_in / W_in original px about the crop centre (``exact``:
+    the window is then the exact inverse of the affine). ``reference`` is GUPNet's window,
+    centre ± crop_size / 2, whose height crop_h = crop_w · H / W assumes the input has the
+    frame's aspect ratio: y is scaled by (H / W) / (H_in / W_in), 1.006 for a 1242×375 frame at
+    1280×384 (1.2 px at the top and bottom rows), 0.906 at 384×128 (docs/parity.md, docs/reference.md §9.10).
+
+    Args:
+        center, crop_size: (2,) the crop in original px (:func:`sample_crop`).
+        resolution: network input (W_in, H_in). inverse_affine: ``exact`` or ``reference``.
+
+    Returns:
+        (2, 2) float64 [[x0, y0], [x1, y1]].
+    """
+    if inverse_affine == "reference":
+        return np.stack([center - crop_size / 2, center + crop_size / 2])
+    if inverse_affine != "exact":
+        raise ValueError(f"dataset.inverse_affine: {inverse_affine!r} is not one of {INVERSE_AFFINES}")
+    width, height = resolution
+    half = np.array([crop_size[0], crop_size[0] * height / width]) / 2
+    return np.stack([center - half, center + half])
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, *, bgr: bool = False) -> np.ndarray:

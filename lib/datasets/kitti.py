@@ -20,8 +20,9 @@ M = ``max_objs`` object slots; K = RPD bins:
 
 * ``rgb`` (3, H, W) float32, ImageNet-normalised; ``depth`` (1, H, W) float32, the teacher
   input (only with ``load_depth``; the detector repeats it into its 3 input channels);
-  ``calib`` (3, 4) float32 P2 of the augmented sample; ``coord_range`` (2, 2) float32 crop
-  corners in original pixels; ``info`` {img_id, img_size (2,) W, H, bbox_downsample_ratio (2,)}.
+  ``calib`` (3, 4) float32 P2 of the augmented sample; ``coord_range`` (2, 2) float32
+  [[x0, y0], [x1, y1]], the original-px window the input covers (RoIs and decoding map feature px
+  back through it, lib/datasets/augment.py ``input_window``); ``info`` {img_id, img_size (2,) W, H}.
 * ``targets`` (labelled splits): heatmap (3, Hf, Wf); indices, cls_ids (M,) int64; mask_2d
   (M,) bool; size_2d, offset_2d, offset_3d (M, 2); depth (M, 1) z in metres; size_3d (M, 3)
   h, w, l minus the class mean; src_size_3d (M, 3); heading_bin (M, 1) int64, heading_res
@@ -45,7 +46,7 @@ from torch.utils.data import Dataset
 
 from lib.config import Config, ConfigError
 from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
-from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, augment_sample
+from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, INVERSE_AFFINES, augment_sample, input_window
 from lib.datasets.kitti_io import (
     Calibration,
     Object3d,
@@ -98,9 +99,9 @@ class KittiDataset(Dataset):
 
     A sample holds ``rgb`` (3, H, W) float32 ImageNet-normalised, ``depth`` (1, H, W) float32
     with ``load_depth`` (metres × crop scale × ``depth_scale``), ``calib`` (3, 4) float32 P2
-    (re-fitted after a flip), ``coord_range`` (2, 2) float32 crop corners in original pixels,
-    ``info`` {img_id, img_size (2,) int64 W, H, bbox_downsample_ratio (2,) float32} and, for
-    splits with labels, ``targets`` (:func:`lib.datasets.targets.build_targets`).
+    (re-fitted after a flip), ``coord_range`` (2, 2) float32 window of the input in original
+    pixels, ``info`` {img_id, img_size (2,) int64 W, H} and, for splits with labels,
+    ``targets`` (:func:`lib.datasets.targets.build_targets`).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class KittiDataset(Dataset):
         depth_warp: str = "nearest",
         heatmap_cell: str = "floor",
         depth_downsample: str = "valid_mean",
+        inverse_affine: str = "exact",
     ) -> None:
         """Index the split's frames and check the folder layout.
 
@@ -160,8 +162,9 @@ class KittiDataset(Dataset):
             check_split_sizes: log a warning when a KITTI split's frame count is not the standard.
             seed: base seed of the per-sample generators.
             color_aug_bgr, flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
-                depth_downsample: switches that restore GUPNet's / MonoSKD's behaviour where ours
-                differs on purpose (docs/parity.md; lib/datasets/augment.py, targets.py).
+                depth_downsample, inverse_affine: switches that restore GUPNet's / MonoSKD's
+                behaviour where ours differs on purpose (docs/parity.md; lib/datasets/augment.py,
+                targets.py).
 
         Raises:
             FileNotFoundError: a missing folder or split file (the message shows the expected
@@ -184,6 +187,7 @@ class KittiDataset(Dataset):
             ("depth_warp", depth_warp, DEPTH_WARPS),
             ("heatmap_cell", heatmap_cell, HEATMAP_CELLS),
             ("depth_downsample", depth_downsample, DEPTH_DOWNSAMPLES),
+            ("inverse_affine", inverse_affine, INVERSE_AFFINES),
         ]
         for key, value, allowed in switches:
             if value not in allowed:
@@ -200,6 +204,7 @@ class KittiDataset(Dataset):
         self.writelist = tuple(writelist)
         self.class_merging = class_merging
         self.max_objs = max_objs
+        self.inverse_affine = inverse_affine
         self.augment_args = dict(
             random_flip=random_flip,
             random_crop=random_crop,
@@ -294,17 +299,12 @@ class KittiDataset(Dataset):
         rng = self.sample_rng(index) if self.train else None
         aug = augment_sample(image, depth, objects, P2, rng, resolution=self.resolution, **self.augment_args)
 
-        img_size = np.array(image_size, dtype=np.int64)
-        corners = [aug.center - aug.crop_size / 2, aug.center + aug.crop_size / 2]  # crop, original px
+        window = input_window(aug.center, aug.crop_size, self.resolution, inverse_affine=self.inverse_affine)
         sample: dict[str, Any] = {
             "rgb": normalize_image(aug.image),
             "calib": aug.P2.astype(np.float32),
-            "coord_range": np.stack(corners).astype(np.float32),
-            "info": {
-                "img_id": frame_id,
-                "img_size": img_size,
-                "bbox_downsample_ratio": (img_size / np.array(self.feature_size)).astype(np.float32),
-            },
+            "coord_range": window.astype(np.float32),
+            "info": {"img_id": frame_id, "img_size": np.array(image_size, dtype=np.int64)},
         }
         if aug.depth is not None:
             teacher = aug.depth * np.float32(aug.crop_scale * self.depth_scale)  # (H, W)
@@ -379,4 +379,5 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         depth_warp=d.depth_warp,
         heatmap_cell=d.heatmap_cell,
         depth_downsample=d.depth_downsample,
+        inverse_affine=d.inverse_affine,
     )

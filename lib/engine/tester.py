@@ -73,7 +73,7 @@ def predict_split(
         detections = decode_detections(
             preds,
             calib=calib,
-            info=batch["info"],
+            coord_range=batch["coord_range"],
             model_type=model_type,
             threshold=threshold,
             backprojection=backprojection,

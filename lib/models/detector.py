@@ -125,7 +125,9 @@ def boxes_to_original(
     """Map feature-px boxes to original-image px through each image's crop window (docs/reference.md §1.4).
 
     x_orig = x / W_feat * (x1 - x0) + x0, y likewise with H_feat, where [[x0, y0], [x1, y1]] is the
-    crop in original px. This undoes crop/scale augmentation per axis (docs/reference.md §9.10).
+    original-px window of the input (lib/datasets/augment.py ``input_window``: the exact inverse
+    of the input affine, or GUPNet's per-axis approximation, docs/reference.md §9.10). Decoding
+    maps its boxes the same way (lib/decode.py ``FeatureToOriginal``).
 
     Args:
         boxes: (N, 4) x1, y1, x2, y2 in feature px.
@@ -264,7 +266,7 @@ class Detector(nn.Module):
                 depth map, (B, 1, H, W) as the data loader ships it, repeated into the 3 input
                 channels here (a free view; the network, and MonoSKD's teacher, take 3).
             calib: (B, 3, 4) P2 per image.
-            coord_range: (B, 2, 2) crop window [[x0, y0], [x1, y1]] in original px.
+            coord_range: (B, 2, 2) input window [[x0, y0], [x1, y1]] in original px.
             targets: the batch ``targets``; reads indices (B, M), cls_ids (B, M), mask_2d (B, M).
             topk: peaks per image when ``targets`` is None.
 

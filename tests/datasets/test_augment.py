@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 from lib.datasets.augment import (
     PCA_EIGVAL,
@@ -14,11 +15,14 @@ from lib.datasets.augment import (
     color_jitter,
     flip_objects,
     flip_projection,
+    input_window,
     sample_crop,
     warp_depth,
 )
 from lib.datasets.kitti_io import read_calib, read_label
-from lib.geometry import box3d_corners, get_affine_transform, project_to_image, wrap_angle
+from lib.decode import FeatureToOriginal
+from lib.geometry import affine_transform, box3d_corners, get_affine_transform, project_to_image, wrap_angle
+from lib.models.detector import boxes_to_original
 
 IMAGE_SIZE = (1242, 375)
 
@@ -208,3 +212,64 @@ def test_augment_sample_is_deterministic_per_generator(objects, P2):
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.trans, b.trans)
     assert a.crop_scale == b.crop_scale
+
+
+# ------------------------------------------------------------------ input window (coord_range)
+BOX = np.array([[100.3, 50.7], [700.2, 360.9]])  # a 2D box (x1, y1), (x2, y2) in original px
+
+
+def _to_feature(points: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Original px → feature px (stride 4) through a sample's input affine."""
+    return affine_transform(points, trans) / 4
+
+
+@pytest.mark.parametrize("resolution", [(1280, 384), (384, 128)])
+@pytest.mark.parametrize("random_crop", [0.0, 1.0])
+def test_exact_window_inverts_the_input_affine(P2, resolution, random_crop):
+    """A box through the input affine and back through coord_range lands on itself, by the RoI
+    head's mapping (boxes_to_original, float32 as batches ship it) and by decoding's."""
+    image = np.zeros((IMAGE_SIZE[1], IMAGE_SIZE[0], 3), np.uint8)
+    grid = np.array(resolution) / 4
+    for seed in range(6):
+        aug = augment_sample(image, None, [], P2, np.random.default_rng(seed), resolution=resolution,
+                             random_flip=0.5, random_crop=random_crop)  # fmt: skip
+        window = input_window(aug.center, aug.crop_size, resolution, inverse_affine="exact")
+        feat = _to_feature(BOX, aug.trans)  # (2, 2)
+        decoded = FeatureToOriginal(window, grid).points(feat)
+        assert np.abs(decoded - BOX).max() < 1e-9
+        roi = boxes_to_original(
+            torch.tensor(feat.reshape(1, 4), dtype=torch.float32),
+            torch.tensor(window[None], dtype=torch.float32),
+            feat_hw=(int(grid[1]), int(grid[0])),
+        )
+        assert np.abs(roi.numpy().reshape(2, 2) - BOX).max() < 1e-3
+
+
+def test_windows_by_hand_at_384x128():
+    """1242×375 at 384×128: s = 384/1242, so the 128 input rows cover 128/s = 414 px about the
+    centre row 187.5 (exact: y from -19.5 to 394.5); GUPNet's window is the frame, so y maps
+    with 375/414 = 0.9058 of the true scale: heights 0.906× too small, whatever the crop."""
+    center, size = np.array([621.0, 187.5]), np.array([1242.0, 375.0])
+    exact = input_window(center, size, (384, 128), inverse_affine="exact")
+    np.testing.assert_allclose(exact, [[0.0, -19.5], [1242.0, 394.5]], atol=1e-12)
+    reference = input_window(center, size, (384, 128), inverse_affine="reference")
+    np.testing.assert_array_equal(reference, [[0.0, 0.0], [1242.0, 375.0]])
+    np.testing.assert_allclose(  # 1280×384: 372.6 rows, GUPNet's y 0.6 % too large (1.2 px at the edges)
+        input_window(center, size, (1280, 384)), [[0.0, 1.2], [1242.0, 373.8]], atol=1e-12
+    )
+    image = np.zeros((375, 1242, 3), np.uint8)
+    for seed in range(4):  # random crops: the same y factor
+        rng = np.random.default_rng(seed)
+        aug = augment_sample(image, None, [], np.eye(3, 4), rng, resolution=(384, 128), random_crop=1.0)
+        feat = _to_feature(BOX, aug.trans)
+        windows = [
+            input_window(aug.center, aug.crop_size, (384, 128), inverse_affine=m)
+            for m in ("exact", "reference")
+        ]
+        exact_box, ref_box = (FeatureToOriginal(w, np.array([96.0, 32.0])).points(feat) for w in windows)
+        heights = [b[1, 1] - b[0, 1] for b in (exact_box, ref_box)]
+        assert heights[1] / heights[0] == pytest.approx(375 / 414, rel=1e-9)
+        assert heights[0] == pytest.approx(BOX[1, 1] - BOX[0, 1], abs=1e-9)
+        np.testing.assert_allclose(ref_box[:, 0], BOX[:, 0], atol=1e-9)  # x is exact in both
+    with pytest.raises(ValueError, match="dataset.inverse_affine: 'approx' is not one of"):
+        input_window(center, size, (384, 128), inverse_affine="approx")

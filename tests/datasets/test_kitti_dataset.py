@@ -56,12 +56,9 @@ def _dataset(root, split="trainval", **kwargs):
 
 
 def _inverse(sample):
-    """Input pixels → original pixels for a sample: from its crop (coord_range)."""
-    x0, y0 = sample["coord_range"][0]
-    x1, _ = sample["coord_range"][1]
-    center = np.array(
-        [(x0 + x1) / 2, y0 + (x1 - x0) * sample["info"]["img_size"][1] / sample["info"]["img_size"][0] / 2]
-    )
+    """Input pixels → original pixels for a sample: from its crop (coord_range, centred on the crop)."""
+    (x0, y0), (x1, y1) = sample["coord_range"].astype(np.float64)
+    center = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
     return get_affine_transform(center, np.array([x1 - x0, 1.0]), np.array(RESOLUTION), inv=True)
 
 
@@ -80,7 +77,6 @@ def test_sample_keys_shapes_and_dtypes(kitti_sample):
         assert s[key].shape == shape and s[key].dtype == dtype, key
     assert s["info"]["img_id"] == 2
     assert s["info"]["img_size"].tolist() == [1242, 375] and s["info"]["img_size"].dtype == np.int64
-    np.testing.assert_allclose(s["info"]["bbox_downsample_ratio"], [1242 / 160, 375 / 48], rtol=1e-6)
     targets = {
         "heatmap": ((3, 48, 160), np.float32),
         "indices": ((50,), np.int64),

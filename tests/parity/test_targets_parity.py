@@ -37,7 +37,13 @@ INPUTS = json.loads((FIXTURES / "targets_inputs.json").read_text())
 REGENERATE = "python tools/parity/make_fixtures.py --gupnet PATH --monoskd PATH"
 RESOLUTION = (1280, 384)
 
-GUPNET_SWITCHES = dict(flip_about_width=True, projection="reference", image_warp="pil", heatmap_cell="trunc")
+GUPNET_SWITCHES = dict(
+    flip_about_width=True,
+    projection="reference",
+    image_warp="pil",
+    heatmap_cell="trunc",
+    inverse_affine="reference",
+)
 REFERENCE_SWITCHES = {
     "gupnet": GUPNET_SWITCHES,
     "monoskd": dict(GUPNET_SWITCHES, depth_warp="bilinear", depth_downsample="area"),
@@ -140,7 +146,6 @@ def _compare(kind: str, sample: dict, ref: dict[str, np.ndarray], flipped: bool)
     _close("calib", calib, ref["calib"])
     _close("coord_range", sample["coord_range"], ref["coord_range"])
     np.testing.assert_array_equal(sample["info"]["img_size"], ref["img_size"])
-    _close("bbox_downsample_ratio", sample["info"]["bbox_downsample_ratio"], ref["bbox_downsample_ratio"])
     if "rgb_levels" in ref:
         np.testing.assert_array_equal(dt.rgb_levels(_pixels(sample["rgb"])), ref["rgb_levels"], "rgb")
     else:  # colour-augmented: float32 blends, normalised by std ~0.22
@@ -176,6 +181,29 @@ CASES = dt.cases()
 def test_reference_switches_equal_reference(kitti_tree: Path, fixtures: dict, kind: str, case: dict) -> None:
     sample = ours(kitti_tree, kind, case, **REFERENCE_SWITCHES[kind])
     _compare(kind, sample, reference(fixtures, kind, case["name"]), case["flip"])
+
+
+@pytest.mark.parametrize("inverse_affine", ["reference", "exact"])
+def test_evaluation_window_and_the_reference_decoding_ratio(
+    kitti_tree: Path, fixtures: dict, inverse_affine: str
+) -> None:
+    """Decoding maps feature px through coord_range. The reference's evaluation window (the whole
+    frame) gives GUPNet's bbox_downsample_ratio; the exact one keeps x and covers W·H_in/W_in rows
+    about the centre (docs/parity.md, inverse affine)."""
+    ds = KittiDataset(kitti_tree, "train", check_split_sizes=False, inverse_affine=inverse_affine)
+    for case in CASES:
+        ref = reference(fixtures, "gupnet", case["name"])
+        width, height = ref["img_size"].astype(np.float64)
+        window = ds[case["index"]]["coord_range"].astype(np.float64)
+        ratio = (window[1] - window[0]) / (320, 96)
+        if inverse_affine == "reference":
+            np.testing.assert_array_equal(window, [[0.0, 0.0], [width, height]])
+            _close("bbox_downsample_ratio", ratio, ref["bbox_downsample_ratio"])
+        else:
+            rows = width * RESOLUTION[1] / RESOLUTION[0]  # 372.6 for a 1242 px wide frame
+            _close("window", window, [[0.0, (height - rows) / 2], [width, (height + rows) / 2]])
+            _close("x ratio", ratio[0], ref["bbox_downsample_ratio"][0])
+            _close("y ratio", ratio[1] * height / rows, ref["bbox_downsample_ratio"][1])
 
 
 def _cells(indices: np.ndarray) -> np.ndarray:
