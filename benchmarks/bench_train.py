@@ -32,7 +32,7 @@ from lib.config import load_config
 from lib.datasets.kitti import build_dataset
 from lib.datasets.synthetic import write_dataset
 from lib.engine.dist import move_to_device
-from lib.engine.optim import build_optimizer
+from lib.engine.optim import OptimizerSettings, build_optimizer
 from lib.engine.task import build_task
 from lib.engine.trainer import resolve_amp_dtype
 from lib.models.build import build_detector
@@ -103,7 +103,8 @@ def time_setting(
     if channels_last:
         module.to(memory_format=torch.channels_last)
     named = module.named_trainable_parameters() if hasattr(module, "named_trainable_parameters") else None
-    optimizer = build_optimizer(named or module.named_parameters(), name="adam", lr=1e-4, weight_decay=0.0)
+    adam = OptimizerSettings(type="adam", lr=1e-4, weight_decay=0.0, momentum=0.9)
+    optimizer = build_optimizer(named or module.named_parameters(), adam)
     task = torch.compile(module) if compile_model else module
     dtype = resolve_amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

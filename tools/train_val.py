@@ -39,13 +39,12 @@ from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.decode import check_result_options
 from lib.engine import dist as dist_utils
-from lib.engine.optim import build_lr_scheduler, build_optimizer, lr_scheduler_settings
+from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
 from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
-from lib.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, build_train_loader
+from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
 from lib.eval.report import format_table
-from lib.losses.criterion import HTL_TASKS
 from lib.losses.task_weighting import HierarchicalTaskLearning
 from lib.models.build import build_detector
 from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
@@ -148,23 +147,6 @@ def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoa
     )
 
 
-def trainer_settings(cfg: Config) -> TrainerSettings:
-    t = cfg.trainer
-    return TrainerSettings(
-        max_epoch=t.max_epoch,
-        eval_start=t.eval_start,
-        eval_frequency=t.eval_frequency,
-        save_frequency=t.save_frequency,
-        log_interval=t.log_interval,
-        amp=t.amp,
-        grad_clip=t.grad_clip,
-        max_iters_per_epoch=t.max_iters_per_epoch,
-        htl_init_pass=t.htl_init_pass,
-        seed=cfg.experiment.seed,
-        accumulate_steps=t.accumulate_steps,
-    )
-
-
 def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device) -> None:
     with config_values(args.config):
         trainer = build_training(cfg, args, info, device)
@@ -181,11 +163,13 @@ def build_training(
 ) -> Trainer:
     """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
     run_dir = run_dir_of(cfg)
-    settings = trainer_settings(cfg)  # validates the trainer keys before anything heavy is built
+    settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
+    optimizer_settings = OptimizerSettings.from_config(cfg.optimizer)
+    schedule = LrSchedulerSettings.from_config(cfg.lr_scheduler)
     check_result_options(cfg.tester.backprojection, cfg.tester.score_decimals)
     train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)  # checks the folder layout
     val_loader = None
-    if info.is_main and cfg.trainer.eval_frequency > 0:
+    if info.is_main and settings.eval_frequency > 0:
         val_loader = build_eval_loader(build_dataset(cfg, cfg.dataset.val_split, train=False), cfg)
     if cfg.dataset.check_on_start:  # every process: one that stopped alone would hang the others
         val_splits = [cfg.dataset.val_split] if settings.eval_frequency > 0 else []
@@ -202,18 +186,11 @@ def build_training(
     task, task_name = build_task(cfg)
     task.to(device)
     named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
-    o = cfg.optimizer
-    optimizer = build_optimizer(
-        named if named is not None else task.named_parameters(),
-        name=o.type,
-        lr=o.lr,
-        weight_decay=o.weight_decay,
-        momentum=o.momentum,
-    )
-    scheduler = build_lr_scheduler(optimizer, **lr_scheduler_settings(cfg.lr_scheduler))
+    optimizer = build_optimizer(named if named is not None else task.named_parameters(), optimizer_settings)
+    scheduler = build_lr_scheduler(optimizer, schedule)
     htl = None
     if cfg.loss.htl:
-        horizon = cfg.loss.htl_horizon if cfg.loss.htl_horizon is not None else cfg.trainer.max_epoch
+        horizon = cfg.loss.htl_horizon if cfg.loss.htl_horizon is not None else settings.max_epoch
         htl = HierarchicalTaskLearning(num_epochs=horizon, window=cfg.loss.htl_window)
     classes = list(cfg.dataset.writelist)
 
@@ -238,14 +215,9 @@ def build_training(
         scheduler=scheduler,
         train_loader=train_loader,
         settings=settings,
-        run_dir=run_dir,
-        device=device,
-        dist_info=info,
+        run=RunContext(run_dir, device, info, cfg.to_dict(), task_name),
         htl=htl,
-        htl_tasks=HTL_TASKS,
         evaluate_fn=evaluate_fn if val_loader is not None else None,
-        config=cfg.to_dict(),
-        task_name=task_name,
     )
     if args.resume is not None:
         path = run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)

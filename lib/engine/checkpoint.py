@@ -12,22 +12,37 @@ that share storage once, so ``model_state`` costs no extra space.)
 Files are written atomically (temporary file in the same folder, fsync, ``os.replace``), so a
 process killed while writing leaves the previous file intact, and read with
 ``torch.load(weights_only=True)`` (no arbitrary code from a downloaded file).
+
+:class:`Checkpointer` is the training run's side of this: it adds the run's metadata and every
+rank's RNG state to the trainer's state, writes ``last.pth`` and its second names
+(``checkpoint_epoch_<N>.pth``, ``best.pth``), keeps only the newest periodic files
+(:func:`rotate_checkpoints`), and reads a checkpoint back for ``--resume``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
-from lib.models.checkpoint_io import CheckpointError
+from lib.engine.dist import DistInfo, barrier
+from lib.models.checkpoint_io import CheckpointError, load_checkpoint
+from lib.utils.seed import capture_rng_state, restore_rng_state
+
+logger = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".tmp"
+PERIODIC = re.compile(r"checkpoint_epoch_(\d+)\.pth")  # the files rotate_checkpoints may remove
+KEPT_NAMES = ("last.pth", "best.pth")  # never removed, nor a periodic file that is the same file
 
 
 class CheckpointWriteError(CheckpointError):
@@ -91,6 +106,104 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
         tmp.unlink()
         removed.append(tmp)
     return removed
+
+
+def rotate_checkpoints(folder: str | Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest ``checkpoint_epoch_<N>.pth`` of ``folder`` (0 = keep all).
+
+    "Newest" is the largest N. ``last.pth`` and ``best.pth`` are never touched, and neither is
+    a periodic file that is the same file as one of them (a hard link made by :func:`atomic_link`,
+    or the target of a symbolic link): removing it would free no space. Other files are ignored.
+
+    Returns:
+        The removed files, oldest first.
+    """
+    if keep <= 0:
+        return []
+    folder = Path(folder)
+    periodic = sorted(
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := PERIODIC.fullmatch(p.name)) and p.is_file()
+    )
+    kept = [folder / name for name in KEPT_NAMES if (folder / name).exists()]
+    removed = []
+    for _, path in periodic[: max(len(periodic) - keep, 0)]:
+        if any(os.path.samefile(path, other) for other in kept):
+            continue
+        path.unlink()
+        removed.append(path)
+    return removed
+
+
+class Checkpointer:
+    """Writes and reads the checkpoints of one training run (``<run>/checkpoints/``).
+
+    Every rank calls :meth:`save` (the RNG states are gathered from all of them); only the main
+    process writes. A stale temporary file of a killed writer is removed on start.
+    """
+
+    def __init__(self, folder: str | Path, *, dist_info: DistInfo, task_name: str, config: Mapping) -> None:
+        """``task_name`` ("detector" | "distiller") and ``config`` (the resolved config as a plain
+        dict) are stored in every checkpoint; ``task_name`` must match on resume."""
+        self.folder = Path(folder)
+        self.dist = dist_info
+        self.task_name = task_name
+        self.config = dict(config)
+        self.git_sha = git_sha()
+        if dist_info.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            remove_temp_files(self.folder)
+
+    def save(self, state: Mapping[str, Any], *, epoch: int, every: int, keep: int, best: bool) -> Path:
+        """Write ``state`` (+ task, config, git sha, the RNG state of every rank) as last.pth.
+
+        ``last.pth`` gets the second names ``checkpoint_epoch_<epoch>.pth`` when ``every`` > 0
+        divides ``epoch`` (then only the ``keep`` newest of those stay, 0 = all) and ``best.pth``
+        when ``best``. Returns the path of ``last.pth``.
+        """
+        rng = capture_rng_state()
+        states: list[Any] = [rng]
+        if self.dist.distributed:
+            states = [None] * self.dist.world_size
+            dist.all_gather_object(states, rng)
+        last = self.folder / "last.pth"
+        if self.dist.is_main:
+            full = {
+                **state,
+                "task": self.task_name,
+                "rng": states,
+                "config": self.config,
+                "git_sha": self.git_sha,
+            }
+            atomic_save(full, last)
+            if every > 0 and epoch % every == 0:
+                atomic_link(last, self.folder / f"checkpoint_epoch_{epoch}.pth")
+            if best:
+                atomic_link(last, self.folder / "best.pth")
+            for path in rotate_checkpoints(self.folder, keep):
+                logger.info("removed %s (trainer.keep_checkpoints=%d)", path.name, keep)
+            logger.info("saved %s%s", last, " (new best)" if best else "")
+        barrier()
+        return last
+
+    def load(self, path: str | Path, device: torch.device) -> dict[str, Any]:
+        """Read ``path`` for ``--resume``: its task must be this run's; this rank's RNG state is
+        restored (when the process counts match). Returns the checkpoint dict."""
+        ckpt = load_checkpoint(path, map_location=device)
+        if ckpt.get("task") != self.task_name:
+            raise ValueError(
+                f"{path}: a '{ckpt.get('task')}' checkpoint cannot resume a '{self.task_name}' run"
+            )
+        states = ckpt["rng"]
+        if len(states) == self.dist.world_size:
+            restore_rng_state(states[self.dist.rank])
+        else:
+            logger.warning(
+                "%s was written by %d process(es), this run has %d: RNG states not restored",
+                path,
+                len(states),
+                self.dist.world_size,
+            )
+        return ckpt
 
 
 def git_sha(repo_dir: str | Path | None = None) -> str | None:

@@ -13,6 +13,11 @@ Schedule, stepped once per epoch (``epoch`` is 0-based, the epoch about to be tr
 at epochs 96 and 126 (1-based), i.e. 95 and 125 0-based (docs/reference.md §5, §9.9, confirmed in
 MonoSKD's log). To reproduce GUPNet's effective schedule the base config therefore sets
 ``decay_list: [95, 125]``; the schedule here applies the list as written, without hidden offsets.
+``warmup: false`` turns the warm-up off (``warmup_epochs`` is then ignored); the key is GUPNet's
+(its config says ``warmup: True``) and short runs use it (configs/demo/base.yaml).
+
+The ``optimizer:`` and ``lr_scheduler:`` sections are parsed once into :class:`OptimizerSettings`
+and :class:`LrSchedulerSettings` (``from_config``); the builders take those objects.
 """
 
 from __future__ import annotations
@@ -20,14 +25,79 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lib.config import ConfigError, section_settings
+
 FUSED_DEVICES = {"cpu", "cuda"}  # device types with fused Adam/SGD kernels
 OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The ``optimizer:`` section (defaults and meanings: configs/base.yaml)."""
+
+    type: str  # "adam" | "sgd"
+    lr: float  # base learning rate
+    weight_decay: float  # L2 decay of non-bias parameters
+    momentum: float  # SGD momentum (Adam ignores it)
+
+    def __post_init__(self) -> None:
+        if self.type not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer.type: unknown optimizer {self.type!r} (choose from {', '.join(OPTIMIZERS)})"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"optimizer.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> OptimizerSettings:
+        return section_settings(cls, section, name="optimizer")
+
+
+@dataclass(frozen=True)
+class LrSchedulerSettings:
+    """The ``lr_scheduler:`` section (defaults and meanings: configs/base.yaml, module docstring)."""
+
+    warmup: bool  # false: no warm-up, whatever warmup_epochs says
+    warmup_epochs: int
+    warmup_start_lr: float
+    decay_rate: float
+    decay_list: tuple[int, ...]  # 0-based epochs from which the lr is multiplied by decay_rate once more
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decay_list", tuple(self.decay_list))
+        if self.warmup_epochs < (1 if self.warmup else 0):
+            raise ConfigError(
+                f"lr_scheduler.warmup_epochs must be >= {1 if self.warmup else 0}, got {self.warmup_epochs}"
+                + (" (lr_scheduler.warmup=false turns the warm-up off)" if self.warmup else "")
+            )
+        if self.warmup_start_lr < 0:
+            raise ConfigError(f"lr_scheduler.warmup_start_lr must be >= 0, got {self.warmup_start_lr}")
+        if not self.decay_rate > 0:
+            raise ConfigError(f"lr_scheduler.decay_rate must be > 0, got {self.decay_rate}")
+        if any(not isinstance(e, int) or isinstance(e, bool) or e < 0 for e in self.decay_list):
+            raise ConfigError(
+                f"lr_scheduler.decay_list must hold epochs (ints >= 0), got {list(self.decay_list)}"
+            )
+
+    @property
+    def effective_warmup_epochs(self) -> int:
+        """The warm-up length the schedule uses (0 when ``warmup`` is off)."""
+        return self.warmup_epochs if self.warmup else 0
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> LrSchedulerSettings:
+        return section_settings(cls, section, name="lr_scheduler")
 
 
 def build_param_groups(
@@ -59,33 +129,24 @@ def build_param_groups(
 
 
 def build_optimizer(
-    named_parameters: Iterable[tuple[str, nn.Parameter]],
-    *,
-    name: str,
-    lr: float,
-    weight_decay: float,
-    momentum: float = 0.9,
+    named_parameters: Iterable[tuple[str, nn.Parameter]], settings: OptimizerSettings
 ) -> torch.optim.Optimizer:
     """Adam (GUPNet's default) or SGD with momentum over :func:`build_param_groups`.
 
     Args:
         named_parameters: ``module.named_parameters()`` of what is trained.
-        name: "adam" | "sgd" (config ``optimizer.type``).
-        lr: base learning rate; weight_decay: L2 decay of non-bias parameters.
-        momentum: SGD momentum (ignored by Adam).
+        settings: the ``optimizer:`` section.
 
     The update runs as one fused kernel over all parameters when they live on a CPU or CUDA
     device: the same update up to float rounding, several times faster than the per-tensor loop
     for the hundreds of small tensors of these networks (BENCHMARKS.md, training throughput).
     """
-    groups = build_param_groups(named_parameters, weight_decay=weight_decay)
+    groups = build_param_groups(named_parameters, weight_decay=settings.weight_decay)
     devices = {p.device.type for group in groups for p in group["params"]}
     fused = devices <= FUSED_DEVICES and bool(devices)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused)
-    raise ValueError(f"optimizer.type: unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
+    if settings.type == "adam":
+        return torch.optim.Adam(groups, lr=settings.lr, fused=fused)
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, fused=fused)
 
 
 def lr_factor(
@@ -107,14 +168,7 @@ def lr_factor(
     return decay_rate ** sum(1 for d in decay_list if epoch >= d)
 
 
-def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer,
-    *,
-    warmup_epochs: int,
-    warmup_start_lr: float,
-    decay_rate: float,
-    decay_list: Sequence[int],
-) -> LambdaLR:
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, settings: LrSchedulerSettings) -> LambdaLR:
     """A per-epoch LambdaLR implementing :func:`lr_factor` for every parameter group.
 
     Call ``scheduler.step()`` once after each epoch; ``scheduler.last_epoch`` is then the
@@ -123,25 +177,12 @@ def build_lr_scheduler(
     base_lrs = {group["lr"] for group in optimizer.param_groups}
     if len(base_lrs) != 1:
         raise ValueError(f"the schedule needs one base lr for all parameter groups, got {sorted(base_lrs)}")
-    if warmup_epochs < 0:
-        raise ValueError(f"lr_scheduler.warmup_epochs must be >= 0, got {warmup_epochs}")
     factor = functools.partial(
         lr_factor,
         base_lr=base_lrs.pop(),
-        warmup_epochs=warmup_epochs,
-        warmup_start_lr=warmup_start_lr,
-        decay_rate=decay_rate,
-        decay_list=tuple(decay_list),
+        warmup_epochs=settings.effective_warmup_epochs,
+        warmup_start_lr=settings.warmup_start_lr,
+        decay_rate=settings.decay_rate,
+        decay_list=settings.decay_list,
     )
     return LambdaLR(optimizer, factor)
-
-
-def lr_scheduler_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of :func:`build_lr_scheduler` from a config's ``lr_scheduler``
-    section (``warmup: false`` means no warm-up epochs)."""
-    return {
-        "warmup_epochs": section["warmup_epochs"] if section["warmup"] else 0,
-        "warmup_start_lr": section["warmup_start_lr"],
-        "decay_rate": section["decay_rate"],
-        "decay_list": section["decay_list"],
-    }

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lib.config import load_config
 from lib.engine.dist import DistInfo
-from lib.engine.optim import build_lr_scheduler, build_optimizer
-from lib.engine.trainer import Trainer, TrainerSettings, build_train_loader
+from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+from lib.engine.trainer import RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.losses.task_weighting import HierarchicalTaskLearning
+
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
+
+
+def trainer_settings(**changes) -> TrainerSettings:
+    """configs/base.yaml's ``trainer:`` section with ``changes`` (base.yaml holds the defaults)."""
+    return dataclasses.replace(TrainerSettings.from_config(load_config(BASE_CONFIG).trainer), **changes)
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -49,17 +58,21 @@ class ToyTask(nn.Module):
         return self.net.state_dict()
 
 
-def make_trainer(tmp_path: Path, *, epochs: int = 3, seed: int = 0) -> Trainer:
-    """A CPU trainer of :class:`ToyTask`: Adam, warm-up 2 epochs, HTL (window 3), a checkpoint every epoch."""
+def make_trainer(tmp_path: Path, *, epochs: int = 3, seed: int = 0, keep: int = 0) -> Trainer:
+    """A CPU trainer of :class:`ToyTask`: Adam, warm-up 2 epochs, HTL (window 3), a checkpoint every
+    epoch (the ``keep`` newest kept, 0 = all)."""
     torch.manual_seed(seed)
     task = ToyTask()
-    optimizer = build_optimizer(task.named_parameters(), name="adam", lr=1e-2, weight_decay=1e-4)
-    scheduler = build_lr_scheduler(
-        optimizer, warmup_epochs=2, warmup_start_lr=1e-3, decay_rate=0.1, decay_list=[2]
+    optimizer = build_optimizer(
+        task.named_parameters(), OptimizerSettings(type="adam", lr=1e-2, weight_decay=1e-4, momentum=0.9)
     )
+    schedule = LrSchedulerSettings(
+        warmup=True, warmup_epochs=2, warmup_start_lr=1e-3, decay_rate=0.1, decay_list=(2,)
+    )
+    scheduler = build_lr_scheduler(optimizer, schedule)
     loader = build_train_loader(ToyDataset(), batch_size=8, num_workers=0, seed=seed, dist_info=DistInfo())
-    settings = TrainerSettings(
-        max_epoch=epochs, eval_frequency=0, save_frequency=1, htl_init_pass=True, seed=seed
+    settings = trainer_settings(
+        max_epoch=epochs, eval_frequency=0, save_frequency=1, htl_init_pass=True, keep_checkpoints=keep
     )
     htl = HierarchicalTaskLearning(num_epochs=epochs, window=3, pre_tasks={"seg": (), "depth": ("seg",)})
     return Trainer(
@@ -68,9 +81,6 @@ def make_trainer(tmp_path: Path, *, epochs: int = 3, seed: int = 0) -> Trainer:
         scheduler=scheduler,
         train_loader=loader,
         settings=settings,
-        run_dir=tmp_path,
-        device=torch.device("cpu"),
+        run=RunContext(tmp_path, torch.device("cpu"), config={"experiment": {"name": "toy"}}),
         htl=htl,
-        htl_tasks=("seg", "depth"),
-        config={"experiment": {"name": "toy"}},
     )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from engine_toy import trainer_settings
 from torch import nn
 
 from lib.engine.dist import DistInfo
-from lib.engine.trainer import Trainer, TrainerSettings, accumulation_step
+from lib.engine.trainer import RunContext, Trainer, accumulation_step
 
 
 class LinearTask(nn.Module):
@@ -51,7 +53,7 @@ def _train(
     task = LinearTask()
     optimizer = torch.optim.SGD(task.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
-    settings = TrainerSettings(
+    settings = trainer_settings(
         max_epoch=1,
         eval_frequency=0,
         save_frequency=0,
@@ -64,8 +66,7 @@ def _train(
         scheduler=scheduler,
         train_loader=batches,
         settings=settings,
-        run_dir=tmp_path,
-        device=torch.device("cpu"),
+        run=RunContext(tmp_path, torch.device("cpu")),
     )
     trainer.train_one_epoch(0)
     trainer.close()
@@ -111,7 +112,7 @@ def test_accumulation_step_scales_and_update_points(total, n, expected):
 
 def test_accumulate_steps_must_be_positive():
     with pytest.raises(ValueError, match="accumulate_steps"):
-        TrainerSettings(max_epoch=1, accumulate_steps=0)
+        trainer_settings(max_epoch=1, accumulate_steps=0)
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
@@ -127,10 +128,10 @@ def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
             optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1),
             train_loader=_batches([4, 4, 4, 4])[2 * rank : 2 * rank + 2],
-            settings=TrainerSettings(max_epoch=1, eval_frequency=0, save_frequency=0, accumulate_steps=2),
-            run_dir=f"{out}/rank{rank}",
-            device=torch.device("cpu"),
-            dist_info=DistInfo(rank=rank, world_size=world),
+            settings=trainer_settings(max_epoch=1, eval_frequency=0, save_frequency=0, accumulate_steps=2),
+            run=RunContext(
+                Path(f"{out}/rank{rank}"), torch.device("cpu"), DistInfo(rank=rank, world_size=world)
+            ),
         )
         trainer.train_one_epoch(0)
         trainer.close()

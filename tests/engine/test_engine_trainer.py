@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_toy import ToyDataset, ToyTask, make_trainer
+from engine_toy import ToyDataset, ToyTask, make_trainer, trainer_settings
 
 from lib.engine.dist import DistInfo
-from lib.engine.optim import build_lr_scheduler, build_optimizer
-from lib.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, build_train_loader
+from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, build_train_loader
 from lib.models.checkpoint_io import load_checkpoint
 from lib.utils.seed import seed_everything
 
@@ -60,7 +61,7 @@ def test_htl_weights_reach_the_loss_and_logs(tmp_path):
 
 def test_nan_loss_stops_with_term_epoch_and_image_ids(tmp_path):
     trainer = make_trainer(tmp_path, epochs=2)
-    trainer.settings = TrainerSettings(max_epoch=2, eval_frequency=0, save_frequency=1, htl_init_pass=False)
+    trainer.settings = trainer_settings(max_epoch=2, eval_frequency=0, save_frequency=1, htl_init_pass=False)
     trainer.task.nan_at_step = 6  # epoch 2, batch 2 (4 batches per epoch)
     with pytest.raises(NonFiniteLossError) as info:
         trainer.fit()
@@ -72,7 +73,7 @@ def test_nan_loss_stops_with_term_epoch_and_image_ids(tmp_path):
 
 def test_evaluation_schedule_and_best_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, epochs=4)
-    trainer.settings = TrainerSettings(max_epoch=4, eval_start=2, eval_frequency=3, save_frequency=0)
+    trainer.settings = trainer_settings(max_epoch=4, eval_start=2, eval_frequency=3, save_frequency=0)
     scores = {2: 0.0, 3: 5.0, 4: 4.0}
     seen = []
 
@@ -108,20 +109,20 @@ def _train_toy(info: DistInfo, out: str) -> list[torch.Tensor]:
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     task = ToyTask()
     task.net[2].p = 0.0  # no dropout: different ranks draw different masks
-    optimizer = build_optimizer(task.named_parameters(), name="sgd", lr=0.05, weight_decay=1e-3)
-    scheduler = build_lr_scheduler(
-        optimizer, warmup_epochs=0, warmup_start_lr=0.0, decay_rate=0.5, decay_list=[1]
+    sgd = OptimizerSettings(type="sgd", lr=0.05, weight_decay=1e-3, momentum=0.9)
+    optimizer = build_optimizer(task.named_parameters(), sgd)
+    schedule = LrSchedulerSettings(
+        warmup=False, warmup_epochs=0, warmup_start_lr=0.0, decay_rate=0.5, decay_list=(1,)
     )
+    scheduler = build_lr_scheduler(optimizer, schedule)
     loader = build_train_loader(ToyDataset(), batch_size=8, num_workers=0, seed=3, dist_info=info)
     trainer = Trainer(
         task,
         optimizer=optimizer,
         scheduler=scheduler,
         train_loader=loader,
-        settings=TrainerSettings(max_epoch=2, eval_frequency=1, save_frequency=0, seed=3),
-        run_dir=f"{out}/run{info.world_size}",
-        device=torch.device("cpu"),
-        dist_info=info,
+        settings=trainer_settings(max_epoch=2, eval_frequency=1, save_frequency=0),  # seed: the loader's
+        run=RunContext(Path(f"{out}/run{info.world_size}"), torch.device("cpu"), info),
         # only the main process evaluates (tools/train_val.py): the others must not deadlock
         evaluate_fn=(lambda task, epoch: (float(epoch), {})) if info.is_main else None,
     )
@@ -149,7 +150,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 @pytest.mark.parametrize(("amp", "scaler_on"), [("bf16", False), ("fp16", True)])
 def test_amp_modes_train_on_cpu(tmp_path, amp, scaler_on):
     trainer = make_trainer(tmp_path, epochs=1)
-    trainer.settings = TrainerSettings(max_epoch=1, eval_frequency=0, save_frequency=0, amp=amp)
+    trainer.settings = trainer_settings(max_epoch=1, eval_frequency=0, save_frequency=0, amp=amp)
     trainer.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     trainer.scaler = torch.amp.GradScaler("cpu", enabled=scaler_on)
     before = params(trainer.task)

@@ -21,7 +21,7 @@ from lib.config import load_config
 from lib.constants import CLASS_TO_ID
 from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
-from lib.engine.optim import build_lr_scheduler, build_optimizer, lr_scheduler_settings
+from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.losses.task_weighting import HierarchicalTaskLearning
 from lib.models.detector import select_topk_peaks
 from lib.models.did import merge_cell_depths
@@ -100,8 +100,8 @@ def test_shipped_configs_set_the_reference_htl(config: str) -> None:
 def _our_lrs(config: str) -> list[float]:
     cfg = load_config(REPO / config)
     param = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer([("w", param)], name=cfg.optimizer.type, lr=cfg.optimizer.lr, weight_decay=0.0)
-    scheduler = build_lr_scheduler(opt, **lr_scheduler_settings(cfg.lr_scheduler))
+    opt = build_optimizer([("w", param)], OptimizerSettings.from_config(cfg.optimizer))
+    scheduler = build_lr_scheduler(opt, LrSchedulerSettings.from_config(cfg.lr_scheduler))
     lrs = []
     for _ in range(cfg.trainer.max_epoch):
         lrs.append(opt.param_groups[0]["lr"])
