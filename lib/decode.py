@@ -197,22 +197,13 @@ def decode_detections(
     calibs = _to_numpy(calib).reshape(num_images, 3, 4)
     windows = _to_numpy(coord_range).reshape(num_images, 2, 2)
     grid = np.array(preds["offset_2d"].shape[:-3:-1], dtype=np.float64)  # (W_feat, H_feat)
-    mean_sizes = np.asarray(mean_sizes, dtype=np.float64)
-
+    options = dict(threshold=threshold, backprojection=backprojection, classes=classes)
+    options["mean_sizes"] = np.asarray(mean_sizes, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite peaks: dropped with our warning
         return [
             _decode_image(
-                g,
-                i,
-                scores=scores[i],
-                gated=gated[i],
-                P=calibs[i],
-                to_original=FeatureToOriginal(windows[i], grid),
-                threshold=threshold,
-                backprojection=backprojection,
-                classes=classes,
-                mean_sizes=mean_sizes,
-            )  # fmt: skip
+                g, i, scores[i], gated[i], calibs[i], FeatureToOriginal(windows[i], grid), **options
+            )
             for i in range(num_images)
         ]
 
@@ -220,11 +211,11 @@ def decode_detections(
 def _decode_image(
     g: Mapping[str, np.ndarray],
     i: int,
-    *,
     scores: np.ndarray,
     gated: np.ndarray,
     P: np.ndarray,
     to_original: FeatureToOriginal,
+    *,
     threshold: float,
     backprojection: str,
     classes: Sequence[str],

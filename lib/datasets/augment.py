@@ -123,18 +123,24 @@ def flip_objects(objects: list[Object3d], image_width: int, *, about_width: bool
 
 
 def sample_crop(
-    image_size: tuple[int, int], rng: np.random.Generator, *, random_crop: float, scale: float, shift: float
+    image_size: tuple[int, int],
+    rng: np.random.Generator | None,
+    *,
+    random_crop: float,
+    scale: float,
+    shift: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GUPNet's random crop (docs/reference.md §3): with probability ``random_crop``, crop size =
     image size × clip(N(0,1)·scale + 1, 1 − scale, 1 + scale) and centre += image size ×
-    clip(N(0,1)·shift, −2·shift, 2·shift) per axis; otherwise the whole image.
+    clip(N(0,1)·shift, −2·shift, 2·shift) per axis; otherwise, and always without a generator
+    (evaluation), the whole image.
 
     Returns:
         center: (2,) crop centre, crop_size: (2,) crop width, height; original pixels.
     """
     size = np.asarray(image_size, dtype=np.float64)
     center, crop_size = size / 2, size.copy()
-    if rng.random() < random_crop:
+    if rng is not None and rng.random() < random_crop:
         crop_size = size * np.clip(rng.standard_normal() * scale + 1, 1 - scale, 1 + scale)
         center = center + size * np.clip(rng.standard_normal(2) * shift, -2 * shift, 2 * shift)
     return center, crop_size
@@ -267,6 +273,26 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, *, bgr: bool = Fal
     return cv2.merge(channels)
 
 
+def flip_frame(
+    image: np.ndarray,
+    depth: np.ndarray | None,
+    objects: list[Object3d],
+    P2: np.ndarray,
+    *,
+    about_width: bool,
+    projection: str,
+) -> tuple[np.ndarray, np.ndarray | None, list[Object3d], np.ndarray]:
+    """Mirror a frame: image and depth map (u → W − 1 − u, as ``np.fliplr``), labels
+    (:func:`flip_objects`) and the re-fitted P2 (:func:`flip_projection`); new arrays."""
+    height, width = image.shape[:2]
+    return (
+        cv2.flip(image, 1),
+        None if depth is None else cv2.flip(depth, 1),
+        flip_objects(objects, width, about_width=about_width),
+        flip_projection(P2, (width, height), about_width=about_width, projection=projection),
+    )
+
+
 @dataclass
 class AugmentedSample:
     """A frame after flip, crop/affine warp and colour augmentation.
@@ -313,7 +339,8 @@ def augment_sample(
     image_warp: str = "cv2",
     depth_warp: str = "nearest",
 ) -> AugmentedSample:
-    """Flip, crop and warp a frame to the network resolution (docs/reference.md §3).
+    """Flip, crop and warp a frame to the network resolution: an :class:`AugmentedSample`
+    (docs/reference.md §3).
 
     Order as GUPNet: flip with probability ``random_flip``, then the random crop (in the
     flipped frame), the affine warp to ``resolution`` and, with ``color_aug``, colour jitter
@@ -323,40 +350,28 @@ def augment_sample(
     Args:
         image: (H, W, 3) uint8 RGB. depth: (H, W) float32 metres or None.
         objects: the frame's labels. P2: (3, 4). rng: the sample's generator, or None.
-        resolution: network input (W', H').
-        color_aug_bgr: :func:`color_jitter`'s ``bgr`` (MonoSKD's colour code).
+        resolution: network input (W', H'). color_aug_bgr: :func:`color_jitter`'s ``bgr`` (MonoSKD).
         flip_about_width, projection, image_warp, depth_warp: the reference switches of the
             module docstring (:func:`flip_projection`, :func:`warp_image`, :func:`warp_depth`).
-
-    Returns:
-        The :class:`AugmentedSample`.
     """
     height, width = image.shape[:2]
     flipped = rng is not None and rng.random() < random_flip
     if flipped:
-        image = cv2.flip(image, 1)  # = np.fliplr, u → W − 1 − u
-        depth = None if depth is None else cv2.flip(depth, 1)
-        objects = flip_objects(objects, width, about_width=flip_about_width)
-        P2 = flip_projection(P2, (width, height), about_width=flip_about_width, projection=projection)
-    else:
-        objects = list(objects)
-        P2 = np.asarray(P2, dtype=np.float64).copy()
-
-    if rng is None:
-        center, crop_size = np.array([width / 2, height / 2]), np.array([width, height], dtype=np.float64)
-    else:
-        center, crop_size = sample_crop(
-            (width, height), rng, random_crop=random_crop, scale=scale, shift=shift
+        image, depth, objects, P2 = flip_frame(
+            image, depth, objects, P2, about_width=flip_about_width, projection=projection
         )
+    else:
+        objects, P2 = list(objects), np.asarray(P2, dtype=np.float64).copy()
+    center, crop_size = sample_crop((width, height), rng, random_crop=random_crop, scale=scale, shift=shift)
     trans = get_affine_transform(center, crop_size, np.asarray(resolution))
     warped = warp_image(image, trans, resolution, engine=image_warp).astype(np.float32) / 255.0  # (H', W', 3)
     if color_aug and rng is not None:
         warped = color_jitter(warped, rng, bgr=color_aug_bgr)
+    if depth is not None:
+        depth = warp_depth(depth, trans, resolution, interpolation=depth_warp, engine=image_warp)
     return AugmentedSample(
         image=warped,
-        depth=None
-        if depth is None
-        else warp_depth(depth, trans, resolution, interpolation=depth_warp, engine=image_warp),
+        depth=depth,
         objects=objects,
         P2=P2,
         trans=trans,

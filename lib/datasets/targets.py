@@ -70,6 +70,17 @@ def _affine_box(box: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return np.concatenate([affine_transform(box[:2], trans), affine_transform(box[2:], trans)])
 
 
+def check_target_options(writelist: Sequence[str], heatmap_cell: str) -> None:
+    """Raise ValueError for a ``writelist`` class outside HEATMAP_CLASSES or an unknown ``heatmap_cell``."""
+    unknown = sorted(set(writelist) - set(HEATMAP_CLASSES))
+    if unknown:
+        raise ValueError(
+            f"writelist classes {unknown} are not among {HEATMAP_CLASSES} (Van/Truck: use class_merging)"
+        )
+    if heatmap_cell not in HEATMAP_CELLS:
+        raise ValueError(f"dataset.heatmap_cell: {heatmap_cell!r} is not one of {HEATMAP_CELLS}")
+
+
 def build_detection_targets(
     objects: Sequence[Object3d],
     P2: np.ndarray,
@@ -106,68 +117,73 @@ def build_detection_targets(
         class mean), src_size_3d (M, 3) float32 (hwl, m), heading_bin (M, 1) int64,
         heading_res (M, 1) float32, box2d (M, 4) float32 (feature px).
     """
-    unknown = sorted(set(writelist) - set(HEATMAP_CLASSES))
-    if unknown:
-        raise ValueError(
-            f"writelist classes {unknown} are not among {HEATMAP_CLASSES} (Van/Truck: use class_merging)"
-        )
-    if heatmap_cell not in HEATMAP_CELLS:
-        raise ValueError(f"dataset.heatmap_cell: {heatmap_cell!r} is not one of {HEATMAP_CELLS}")
+    check_target_options(writelist, heatmap_cell)
     to_cell = np.floor if heatmap_cell == "floor" else np.trunc
     P_model = projection_model(P2, projection)
     wf, hf = feature_size
-    m = max_objs
-    t = {
-        "heatmap": np.zeros((len(HEATMAP_CLASSES), hf, wf), dtype=np.float32),
-        "indices": np.zeros(m, dtype=np.int64),
-        "cls_ids": np.zeros(m, dtype=np.int64),
-        "mask_2d": np.zeros(m, dtype=bool),
-        "size_2d": np.zeros((m, 2), dtype=np.float32),
-        "offset_2d": np.zeros((m, 2), dtype=np.float32),
-        "offset_3d": np.zeros((m, 2), dtype=np.float32),
-        "depth": np.zeros((m, 1), dtype=np.float32),
-        "size_3d": np.zeros((m, 3), dtype=np.float32),
-        "src_size_3d": np.zeros((m, 3), dtype=np.float32),
-        "heading_bin": np.zeros((m, 1), dtype=np.int64),
-        "heading_res": np.zeros((m, 1), dtype=np.float32),
-        "box2d": np.zeros((m, 4), dtype=np.float32),
-    }
+    t = _empty_detection_targets(max_objs, feature_size)
     for i, obj in enumerate(objects[:max_objs]):
         trained = obj.cls_type in writelist
-        if not (trained or (class_merging and obj.cls_type in MERGED_CLASSES)):
-            continue
-        if not has_difficulty(obj) or obj.pos[2] < MIN_OBJECT_DEPTH:
+        merged = class_merging and obj.cls_type in MERGED_CLASSES
+        if not (trained or merged) or not has_difficulty(obj) or obj.pos[2] < MIN_OBJECT_DEPTH:
             continue
         box = _affine_box(np.asarray(obj.box2d, dtype=np.float64), trans) / downsample  # (4,) feature px
-        center_2d = (box[:2] + box[2:]) / 2
         center_3d_rect = np.asarray(obj.pos, dtype=np.float64) + [0.0, -obj.h / 2, 0.0]
         center_3d_px = project_to_image(center_3d_rect[None], P_model)[0][0]
         center_3d = affine_transform(center_3d_px, trans) / downsample
         cell = to_cell(center_3d).astype(np.int64)  # (2,) x, y
         if not (0 <= cell[0] < wf and 0 <= cell[1] < hf):
             continue
-        width, height = box[2] - box[0], box[3] - box[1]
-        radius = max(0, int(gaussian_radius(width, height)))
+        radius = max(0, int(gaussian_radius(box[2] - box[0], box[3] - box[1])))
         cls_id = CLASS_TO_ID[obj.cls_type if trained else MERGED_CLASSES[obj.cls_type]]
         draw_gaussian(t["heatmap"][cls_id], (int(cell[0]), int(cell[1])), radius)
-        if not trained:
-            continue
-        alpha = ry_to_alpha_pixel(obj.ry, (obj.box2d[0] + obj.box2d[2]) / 2, P2)
-        heading_bin, heading_res = encode_heading(alpha)
-        size = np.array([obj.h, obj.w, obj.l])
-        t["indices"][i] = cell[1] * wf + cell[0]
-        t["cls_ids"][i] = cls_id
-        t["mask_2d"][i] = True
-        t["size_2d"][i] = width, height
-        t["offset_2d"][i] = center_2d - cell
-        t["offset_3d"][i] = center_3d - cell
-        t["depth"][i] = obj.pos[2]
-        t["size_3d"][i] = size - MEAN_SIZES[cls_id]
-        t["src_size_3d"][i] = size
-        t["heading_bin"][i] = heading_bin
-        t["heading_res"][i] = heading_res
-        t["box2d"][i] = box
+        if trained:
+            _fill_slot(t, i, obj, P2, cls_id=cls_id, cell=cell, box=box, center_3d=center_3d)
     return t
+
+
+def _empty_detection_targets(m: int, feature_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The :func:`build_detection_targets` arrays for ``m`` slots, all zero / False."""
+    wf, hf = feature_size
+    shapes = {"indices": (), "cls_ids": (), "mask_2d": (), "size_2d": (2,), "offset_2d": (2,)}
+    shapes |= {"offset_3d": (2,), "depth": (1,), "size_3d": (3,), "src_size_3d": (3,)}
+    shapes |= {"heading_bin": (1,), "heading_res": (1,), "box2d": (4,)}
+    dtypes = {"indices": np.int64, "cls_ids": np.int64, "mask_2d": bool, "heading_bin": np.int64}
+    t = {"heatmap": np.zeros((len(HEATMAP_CLASSES), hf, wf), dtype=np.float32)}
+    return t | {
+        key: np.zeros((m, *shape), dtype=dtypes.get(key, np.float32)) for key, shape in shapes.items()
+    }
+
+
+def _fill_slot(
+    t: dict[str, np.ndarray],
+    i: int,
+    obj: Object3d,
+    P2: np.ndarray,
+    *,
+    cls_id: int,
+    cell: np.ndarray,
+    box: np.ndarray,
+    center_3d: np.ndarray,
+) -> None:
+    """Write the regression targets of ``obj`` into slot ``i`` of ``t`` (:func:`build_detection_targets`):
+    its heatmap ``cell`` (2,) and ``box`` (4,) and projected 3D centre (2,) in feature px."""
+    wf = t["heatmap"].shape[2]
+    alpha = ry_to_alpha_pixel(obj.ry, (obj.box2d[0] + obj.box2d[2]) / 2, P2)
+    heading_bin, heading_res = encode_heading(alpha)
+    size = np.array([obj.h, obj.w, obj.l])
+    t["indices"][i] = cell[1] * wf + cell[0]
+    t["cls_ids"][i] = cls_id
+    t["mask_2d"][i] = True
+    t["size_2d"][i] = box[2] - box[0], box[3] - box[1]
+    t["offset_2d"][i] = (box[:2] + box[2:]) / 2 - cell
+    t["offset_3d"][i] = center_3d - cell
+    t["depth"][i] = obj.pos[2]
+    t["size_3d"][i] = size - MEAN_SIZES[cls_id]
+    t["src_size_3d"][i] = size
+    t["heading_bin"][i] = heading_bin
+    t["heading_res"][i] = heading_res
+    t["box2d"][i] = box
 
 
 def build_did_depth_targets(
@@ -252,6 +268,21 @@ def build_rpd_depth(
     return depth, rpd_valid(depth.astype(np.float64), bins, supervise_beyond=supervise_beyond)
 
 
+def feature_depth(
+    depth: np.ndarray | None, feature_size: tuple[int, int], downsample: int, depth_downsample: str
+) -> np.ndarray | None:
+    """(H_f·downsample, W_f·downsample) depth map, metres (0 = none) → (H_f, W_f) float32, or None:
+    ``valid_mean`` (:func:`lib.depth_bins.downsample_depth`, empty pixels ignored) or ``area``
+    (MonoSKD: cv2 INTER_AREA, empty pixels averaged in as 0 m)."""
+    if depth_downsample not in DEPTH_DOWNSAMPLES:
+        raise ValueError(f"dataset.depth_downsample: {depth_downsample!r} is not one of {DEPTH_DOWNSAMPLES}")
+    if depth is None:
+        return None
+    if depth_downsample == "area":
+        return cv2.resize(depth, tuple(feature_size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return downsample_depth(depth, downsample)
+
+
 def build_targets(
     objects: Sequence[Object3d],
     P2: np.ndarray,
@@ -273,14 +304,12 @@ def build_targets(
     """Every target of one frame (``targets`` of the batch layout, lib/datasets/kitti.py).
 
     Args:
-        objects, P2, trans: as :func:`build_detection_targets`.
+        objects, P2, trans, heatmap_cell, projection: as :func:`build_detection_targets`.
         depth: (H_f·downsample, W_f·downsample) warped depth map, metres (0 = none), or None.
         crop_scale: crop width / image width of the sample's augmentation.
         feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (docs/method.md §2.2).
-        heatmap_cell, projection: as :func:`build_detection_targets`.
-        depth_downsample: ``valid_mean`` (:func:`lib.depth_bins.downsample_depth`) or
-            ``area`` (MonoSKD: cv2 INTER_AREA, empty pixels averaged in as 0 m, and the DID RoI
-            depths aligned the same way).
+        depth_downsample: as :func:`feature_depth`; ``area`` also RoI-aligns the DID depths with
+            empty pixels as 0 m (MonoSKD).
 
     Returns:
         The :func:`build_detection_targets` dict plus vis_depth, att_depth, depth_mask
@@ -301,17 +330,9 @@ def build_targets(
         heatmap_cell=heatmap_cell,
         projection=projection,
     )
-    if depth_downsample not in DEPTH_DOWNSAMPLES:
-        raise ValueError(f"dataset.depth_downsample: {depth_downsample!r} is not one of {DEPTH_DOWNSAMPLES}")
-    area = depth_downsample == "area"
-    if depth is None:
-        depth_feature = None
-    elif area:
-        depth_feature = cv2.resize(depth, (wf, hf), interpolation=cv2.INTER_AREA).astype(np.float32)
-    else:
-        depth_feature = downsample_depth(depth, downsample)  # (H_f, W_f)
+    depth_feature = feature_depth(depth, feature_size, downsample, depth_downsample)
     t["vis_depth"], t["att_depth"], t["depth_mask"] = build_did_depth_targets(
-        depth_feature, t["box2d"], t["depth"], t["mask_2d"], valid_only=not area
+        depth_feature, t["box2d"], t["depth"], t["mask_2d"], valid_only=depth_downsample != "area"
     )
     t["rpd_depth"], t["rpd_mask"] = build_rpd_depth(
         depth_feature,

@@ -288,14 +288,7 @@ class Detector(nn.Module):
         # gradients of feat, and another order changes training in the last bits
         if self.depth_branch is not None:
             out["depth_logits"] = self.depth_branch(feat)
-        if targets is None:
-            peaks = select_topk_peaks(out["heatmap"], topk)
-            out["topk"] = peaks
-            batch_idx = torch.arange(images.shape[0], device=images.device).repeat_interleave(topk)  # (B*K,)
-            indices, cls = peaks["indices"].flatten(), peaks["cls"].flatten()
-        else:
-            batch_idx, slot = targets["mask_2d"].bool().nonzero(as_tuple=True)  # (b, m) row-major
-            indices, cls = targets["indices"][batch_idx, slot], targets["cls_ids"][batch_idx, slot]
+        batch_idx, indices, cls = self._roi_cells(out, targets, topk)
         boxes_feat = gather_roi_boxes(
             out["offset_2d"].float(), out["size_2d"].float(), batch_idx=batch_idx, indices=indices
         )
@@ -309,6 +302,21 @@ class Detector(nn.Module):
         out["roi_batch_idx"], out["roi_cls"] = batch_idx, cls
         out.update(self.predict_3d(roi_features(feat, rois, num_classes=self.num_classes), rois))
         return out
+
+    @staticmethod
+    def _roi_cells(
+        out: dict, targets: dict[str, torch.Tensor] | None, topk: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch_idx, cell index y·Wf + x, class) (N,) of the RoIs: the GT slots of ``targets``
+        (row-major over (B, M)), else the top-``topk`` peaks of each image, stored as ``out['topk']``."""
+        if targets is None:
+            heatmap = out["heatmap"]
+            peaks = out["topk"] = select_topk_peaks(heatmap, topk)
+            b = heatmap.shape[0]
+            batch_idx = torch.arange(b, device=heatmap.device).repeat_interleave(topk)  # (B*K,)
+            return batch_idx, peaks["indices"].flatten(), peaks["cls"].flatten()
+        batch_idx, slot = targets["mask_2d"].bool().nonzero(as_tuple=True)  # (b, m) row-major
+        return batch_idx, targets["indices"][batch_idx, slot], targets["cls_ids"][batch_idx, slot]
 
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Backbone + neck (+ depth branch) only: ``features`` [s4, s8, s16, s32] and, with the
