@@ -38,7 +38,8 @@ def test_picture_draws_the_busiest_val_frame_above_the_threshold(tmp_path):
     save_config(cfg, run_dir / "config.yaml")
     for frame, objects in labels.items():  # detections = the labels, scores 0.9 and 0.01 alternating
         scored = [replace(o, score=0.9 if i % 2 == 0 else 0.01) for i, o in enumerate(objects)]
-        write_label(run_dir / "results" / "val" / "data" / f"{frame:06d}.txt", scored)  # the tester's layout
+        path = run_dir / "results" / "val" / "data" / f"{frame:06d}.txt"  # the tester's layout
+        write_label(path, scored, score_decimals=6)
 
     drawn = demo.detections_above(run_dir / "results" / "val" / "data" / f"{busiest:06d}.txt", 0.5)
     assert [o.score for o in drawn] == [0.9] * ((len(labels[busiest]) + 1) // 2)

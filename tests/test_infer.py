@@ -8,6 +8,7 @@ on a short video of synthetic frames.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from lib.config import load_config
 from lib.datasets.kitti import KittiDataset
 from lib.datasets.kitti_io import read_calib
 from lib.datasets.synthetic import generate_frame
+from lib.depth_bins import RpdSettings
 from lib.engine.tester import predict_split
 from lib.errors import run_cli
 from lib.geometry import project_to_image
@@ -37,7 +39,7 @@ from lib.inference import (
     read_projection,
 )
 from lib.inference_io import VideoWriter
-from lib.models.build import build_detector
+from lib.models.build import ModelSettings, build_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs" / "demo" / "student.yaml"
@@ -61,7 +63,9 @@ def infer_tool():
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-initialised demo student, saved as a training checkpoint (``model_state``)."""
     torch.manual_seed(0)
-    detector = build_detector(load_config(CONFIG), pretrained=False)
+    cfg = load_config(CONFIG)
+    model = replace(ModelSettings.from_config(cfg), pretrained=False)
+    detector = build_detector(model, RpdSettings.from_config(cfg))
     path = tmp_path_factory.mktemp("model") / "random.pth"
     torch.save({"model_state": detector.state_dict()}, path)
     return path
@@ -326,7 +330,7 @@ def test_decoding_a_padded_frame_gives_boxes_in_its_own_pixels() -> None:
         "heading": np.zeros((1, 1, 24), np.float32), "depth": np.array([[[20.0, 0.0]]], np.float32),
         "depth_confidence": np.ones((1, 1), np.float32),
     }  # fmt: skip
-    (objects,) = decode_outputs(outputs, batch, model_type="did", threshold=0.1)
+    (objects,) = decode_outputs(outputs, batch, model_type="did", threshold=0.1, backprojection="exact")
     (obj,) = objects
     centre = np.array([40 * 1080 / 96 - 220, 20 * 360 / 32])  # the peak cell in the frame's pixels
     np.testing.assert_allclose((obj.box2d[:2] + obj.box2d[2:]) / 2, centre, atol=1e-4)

@@ -40,7 +40,7 @@ def car(z: float, *, score: float | None = None, x: float = 0.0) -> Object3d:
 
 
 def table(objects: list[Object3d], *, scored: bool) -> LabelTable:
-    text = "".join(o.to_line() + "\n" for o in objects)
+    text = "".join(o.to_line(score_decimals=6) + "\n" for o in objects)
     return parse_label_text(text, "<test>", with_score=scored)
 
 

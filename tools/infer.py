@@ -27,8 +27,9 @@ import torch
 from tqdm import tqdm
 
 from lib.config import load_config
-from lib.datasets.kitti_io import write_label
+from lib.engine.tester import TesterSettings
 from lib.errors import UserError, run_cli
+from lib.eval.kitti_format import result_data_dir, write_results
 from lib.inference import (
     Frame,
     OnnxBackend,
@@ -86,10 +87,13 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield chunk
 
 
-def build_backend(args: argparse.Namespace, cfg, device: torch.device) -> TorchBackend | OnnxBackend:
-    """The torch network of a checkpoint, or an ONNX Runtime session of an exported file."""
+def build_backend(
+    args: argparse.Namespace, cfg, device: torch.device, *, topk: int
+) -> TorchBackend | OnnxBackend:
+    """The torch network of a checkpoint (``topk`` peaks per image), or an ONNX Runtime session of
+    an exported file (its top-K fixed at export)."""
     if args.backend == "torch":
-        return TorchBackend(load_detector(cfg, args.checkpoint), topk=cfg.tester.topk, device=device)
+        return TorchBackend(load_detector(cfg, args.checkpoint), topk=topk, device=device)
     backend = OnnxBackend(args.checkpoint)
     if backend.resolution != tuple(cfg.dataset.resolution):
         raise UserError(
@@ -116,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    backend = build_backend(args, cfg, device)
-    threshold = cfg.tester.threshold if args.score_threshold is None else args.score_threshold
+    tester = TesterSettings.from_config(cfg)
+    backend = build_backend(args, cfg, device, topk=tester.topk)
+    threshold = tester.threshold if args.score_threshold is None else args.score_threshold
     resolution, inverse_affine = tuple(cfg.dataset.resolution), cfg.dataset.inverse_affine
     render = not args.no_render
     video = VideoWriter(args.video_out, fps=video_fps(args.input, DEFAULT_FPS)) if args.video_out else None
@@ -131,12 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 batch,
                 model_type=cfg.model.type,
                 threshold=threshold,
-                backprojection=cfg.tester.backprojection,
+                backprojection=tester.backprojection,
             )
+            named = {frame.name: objects for frame, objects in zip(frames, detections, strict=True)}
+            write_results(args.out, named, score_decimals=tester.score_decimals, keep_old=True)
             for frame, objects in zip(frames, detections, strict=True):
-                write_label(
-                    args.out / "data" / f"{frame.name}.txt", objects, score_decimals=cfg.tester.score_decimals
-                )
                 if render:
                     panel = render_detections(
                         frame.image, objects, frame.P2, width=args.width, title=frame.name
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     _save_render(panel, frame.name, args.out, video)
                 total, boxes = total + 1, boxes + len(objects)
             bar.update(len(frames))
-    where = f"{args.out / 'data'}" + (
+    where = f"{result_data_dir(args.out)}" + (
         f", {args.video_out}" if video else f", {args.out / 'vis'}" if render else ""
     )
     print(f"{total} frames, {boxes} objects with score >= {threshold:g}: {where}")

@@ -25,7 +25,6 @@ same config needs ``--overwrite`` (``tools/train_val.py`` then moves the earlier
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -37,8 +36,9 @@ from lib.config import load_config
 from lib.datasets.kitti_io import read_split, write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
-from lib.eval.error_analysis import analyse_errors, format_error_table
-from lib.eval.kitti_format import load_labels, load_results
+from lib.eval.error_analysis import analyse_errors
+from lib.eval.kitti_format import load_labels, load_results, run_result_dir
+from lib.eval.report import format_error_table, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "sanity"  # the frames, trained on and evaluated on
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = out_dir / cfg.experiment.name
     frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
     gt = load_labels(root / "training" / "label_2", frames)
-    det = load_results(run_dir / "results" / SPLIT, frames)
+    det = load_results(run_result_dir(run_dir, SPLIT), frames)
     report = analyse_errors(gt, det, classes=[CLASS], difficulty=DIFFICULTY)
     print(format_error_table(report), end="")
     recall, num_gt = moderate_car_recall(report)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": round(cpu_seconds(), 1),
         "error_analysis": report,
     }
-    (run_dir / "sanity.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(run_dir / "sanity.json", summary)
     verdict = "PASS" if passed else "FAIL"
     print(
         f"{verdict}: {recall:.1%} of {num_gt} {DIFFICULTY} {CLASS.lower()}s recovered at 3D IoU 0.7 "

@@ -1,20 +1,26 @@
-"""Inference on a split, KITTI result files, and the AP40/AP11 evaluation (docs/reference.md §4).
+"""Test a detector on a split: predict -> decode -> write -> evaluate -> report (docs/reference.md §4).
 
-:func:`predict_split` runs the detector (eval mode, top-K peaks, fp32 as GUPNet) over a loader
-and decodes KITTI objects with the files' calibration; :func:`write_results` writes one
-``NNNNNN.txt`` per frame (an empty file when nothing is kept, so every frame is scored);
-:func:`evaluate_results` scores a result folder against ``label_2`` with our KITTI evaluator
-(``lib/eval``) on EVERY frame of the split (GUPNet and MonoSKD score only frames with a result
-file, docs/reference.md §4, §9.6) and analyses its errors (:mod:`lib.eval.error_analysis`: recall and
-box errors per distance bin). :func:`format_markdown` and :func:`save_reports` give the table
-that the CLI prints and stores.
+The tester only orchestrates; each step lives elsewhere:
+
+* :func:`predict_split` runs the detector (eval mode, top-K peaks, fp32 as GUPNet) over a loader
+  and decodes KITTI objects with the files' calibration (:func:`lib.decode.decode_detections`);
+* :func:`lib.eval.kitti_format.write_results` writes one ``NNNNNN.txt`` per frame into
+  ``<out_dir>/data/`` (an empty file when nothing is kept, so every frame is scored);
+* :func:`evaluate_results` scores the folder against ``label_2`` with our KITTI evaluator
+  (``lib/eval``) on EVERY frame of the split (GUPNet and MonoSKD score only frames with a result
+  file, docs/reference.md §4, §9.6) and analyses its errors (:mod:`lib.eval.error_analysis`);
+* :mod:`lib.eval.report` writes ``ap.json``, ``ap.md``, ``error_analysis.json`` and the logged tables.
+
+:class:`TesterSettings` is the one parse of the config's ``tester:`` section (its defaults live in
+configs/base.yaml).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +29,52 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lib.config import ConfigError, section_settings
 from lib.constants import EVAL_CLASSES
-from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d
-from lib.decode import decode_detections, write_kitti_results
+from lib.datasets.kitti_io import Object3d
+from lib.decode import check_result_options, decode_detections
 from lib.engine.dist import move_to_device
 from lib.eval import evaluate
-from lib.eval.error_analysis import analyse_errors, format_error_table
-from lib.eval.kitti_eval import DIFFICULTIES, METRICS
-from lib.eval.kitti_format import load_labels, load_results
-from lib.eval.report import format_table
-from lib.models.build import DETECTORS
+from lib.eval.error_analysis import analyse_errors
+from lib.eval.kitti_format import load_labels, load_results, write_results
+from lib.eval.report import format_error_table, format_table, write_reports
 
 logger = logging.getLogger(__name__)
 
-RESULT_SUBDIR = "data"  # <run>/results/<split>/data/NNNNNN.txt, the devkit's layout
-KEY_CLASS, KEY_METRIC, KEY_DIFFICULTY = "Car", "3d", "moderate"  # best.pth criterion
+
+@dataclass(frozen=True)
+class TesterSettings:
+    """The ``tester:`` section (configs/base.yaml documents each key and holds its default).
+
+    Attributes:
+        split: the split ``-e`` evaluates (or predicts, for ``test``).
+        checkpoint: the checkpoint ``-e`` loads (None: the run's best.pth, else last.pth).
+        threshold: minimal score (gupnet) or heatmap peak (did) kept (lib/decode.py ``THRESHOLD_ON``).
+        topk: heatmap peaks per image.
+        score_decimals: decimals of the score in result files.
+        backprojection: ``exact`` or ``reference`` (lib/decode.py ``BACKPROJECTIONS``).
+    """
+
+    split: str
+    checkpoint: str | None
+    threshold: float
+    topk: int
+    score_decimals: int
+    backprojection: str
+
+    def __post_init__(self) -> None:
+        if not self.split:
+            raise ConfigError("tester.split: empty split name")
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
+            raise ConfigError(f"tester.topk must be an integer >= 1, got {self.topk!r}")
+        if not math.isfinite(self.threshold):
+            raise ConfigError(f"tester.threshold must be a finite number, got {self.threshold!r}")
+        check_result_options(self.backprojection, self.score_decimals)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TesterSettings:
+        """The settings of a resolved config (raises ConfigError naming ``tester.<key>``)."""
+        return section_settings(cls, cfg["tester"], name="tester")
 
 
 @torch.no_grad()
@@ -46,20 +83,19 @@ def predict_split(
     loader: torch.utils.data.DataLoader,
     *,
     device: torch.device,
-    topk: int = 50,
-    threshold: float = 0.2,
-    backprojection: str = "exact",
+    topk: int,
+    threshold: float,
+    backprojection: str,
     progress: bool = True,
 ) -> dict[int, list[Object3d]]:
     """Detections of every frame of ``loader.dataset`` (a ``KittiDataset``), keyed by frame id.
 
     The detector reads ``batch[detector.input_key]`` and keeps its top-``topk`` peaks; decoding
     back-projects with the frame's calib file (``backprojection``, lib/decode.py) and applies
-    ``threshold`` with the rule of the detector's model type (lib/decode.py ``THRESHOLD_ON``).
+    ``threshold`` with the rule of the detector's ``model_type`` (lib/decode.py ``THRESHOLD_ON``).
     The detector's train/eval mode is restored afterwards.
     """
     dataset = loader.dataset
-    model_type = model_type_of(detector)
     was_training = detector.training
     detector.eval()
     results: dict[int, list[Object3d]] = {}
@@ -74,34 +110,13 @@ def predict_split(
             preds,
             calib=calib,
             coord_range=batch["coord_range"],
-            model_type=model_type,
+            model_type=detector.model_type,
             threshold=threshold,
             backprojection=backprojection,
         )
         results.update(zip(ids, detections, strict=True))
     detector.train(was_training)
     return results
-
-
-def model_type_of(detector: nn.Module) -> str:
-    """The ``model.type`` name of a detector instance (lib/models/build.py ``DETECTORS``)."""
-    for name, cls in DETECTORS.items():
-        if isinstance(detector, cls):
-            return name
-    raise TypeError(f"{type(detector).__name__} is none of the detectors {', '.join(DETECTORS)}")
-
-
-def write_results(
-    result_dir: str | Path, results: Mapping[int, list[Object3d]], *, score_decimals: int = SCORE_DECIMALS
-) -> Path:
-    """Write KITTI result files into ``result_dir/data`` (old ``.txt`` files there are removed)."""
-    data_dir = Path(result_dir) / RESULT_SUBDIR
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for old in data_dir.glob("*.txt"):
-        old.unlink()
-    ids = sorted(results)
-    write_kitti_results(data_dir, ids, [results[i] for i in ids], score_decimals=score_decimals)
-    return data_dir
 
 
 def evaluate_results(
@@ -126,48 +141,6 @@ def evaluate_results(
     return evaluate(gt, det, classes), analyse_errors(gt, det, classes=classes)
 
 
-def key_metric(reports: Mapping[str, Any]) -> float:
-    """Car 3D Moderate AP40 (the best-checkpoint criterion); 0 when Car was not evaluated or
-    had no 3D detections."""
-    table = reports["ap40"]["ap"].get(KEY_CLASS) or {}
-    values = table.get(KEY_METRIC)
-    return float(values[KEY_DIFFICULTY]) if values else 0.0
-
-
-def ap_summary(reports: Mapping[str, Any]) -> dict[str, Any]:
-    """The AP numbers only (no precision curves): {mode: class -> metric -> difficulty -> AP}."""
-    return {mode: report["ap"] for mode, report in reports.items()}
-
-
-def format_markdown(reports: Mapping[str, Any]) -> str:
-    """A markdown table per AP mode: one row per class and metric, Easy / Mod / Hard columns."""
-    lines = []
-    for mode, report in reports.items():
-        lines += [
-            f"### {mode.upper()}",
-            "",
-            "| class | metric | Easy | Mod | Hard |",
-            "|---|---|---|---|---|",
-        ]
-        for name, metrics in report["ap"].items():
-            for metric in METRICS:
-                values = metrics.get(metric)
-                cells = [f"{values[d]:.2f}" if values else "-" for d in DIFFICULTIES]
-                lines.append(f"| {name} | {metric} | {' | '.join(cells)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def save_reports(out_dir: str | Path, reports: Mapping[str, Any]) -> tuple[Path, Path]:
-    """Write ``ap.json`` (full reports) and ``ap.md`` (:func:`format_markdown`) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "ap.json", out_dir / "ap.md"
-    json_path.write_text(json.dumps(reports, indent=1) + "\n")
-    md_path.write_text(format_markdown(reports))
-    return json_path, md_path
-
-
 def run_test(
     detector: nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -175,10 +148,7 @@ def run_test(
     out_dir: str | Path,
     device: torch.device,
     classes: Sequence[str],
-    topk: int = 50,
-    threshold: float = 0.2,
-    backprojection: str = "exact",
-    score_decimals: int = SCORE_DECIMALS,
+    settings: TesterSettings,
     progress: bool = True,
 ) -> dict[str, dict] | None:
     """Predict a split, write its result files under ``out_dir/data`` and, for labelled splits,
@@ -192,19 +162,18 @@ def run_test(
         detector,
         loader,
         device=device,
-        topk=topk,
-        threshold=threshold,
-        backprojection=backprojection,
+        topk=settings.topk,
+        threshold=settings.threshold,
+        backprojection=settings.backprojection,
         progress=progress,
     )
-    data_dir = write_results(out_dir, results, score_decimals=score_decimals)
+    data_dir = write_results(out_dir, results, score_decimals=settings.score_decimals)
     logger.info("wrote %d result files to %s", len(results), data_dir)
     if not dataset.has_labels:
         return None
     label_dir = dataset.data_dir / "label_2"
     reports, errors = evaluate_results(label_dir, data_dir, dataset.frame_ids, classes=classes)
-    save_reports(out_dir, reports)
-    (Path(out_dir) / "error_analysis.json").write_text(json.dumps(errors, indent=1) + "\n")
+    write_reports(out_dir, reports, errors)
     logger.info("KITTI evaluation of %s (%d frames):\n%s", dataset.split, len(dataset), format_table(reports))
     logger.info("%s", format_error_table(errors).rstrip())
     return reports

@@ -238,96 +238,61 @@ def analyse_errors(
         A JSON-serialisable dict: ``classes`` -> class -> bin label (``"0-20"``, ..., ``"all"``) ->
         cell with ``num_gt``, ``num_tp``, ``num_fp``, ``recall`` (``2d@0.5``, ``3d@0.5``,
         ``3d@0.7``; None without ground truth), error summaries (``count``, ``median``, ``p90``)
-        and score summaries of TPs and FPs.
+        and score summaries of TPs and FPs (:func:`lib.eval.report.format_error_table` prints it).
     """
     gt = gt_tables if isinstance(gt_tables, FrameObjects) else FrameObjects.from_tables(list(gt_tables))
     det = det_tables if isinstance(det_tables, FrameObjects) else FrameObjects.from_tables(list(det_tables))
     edges = [float(e) for e in distance_bins]
-    if len(gt) != len(det):
-        raise ValueError(f"ground truth has {len(gt)} frames but detections have {len(det)}")
-    if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)):
-        raise ValueError(f"distance_bins must be at least two increasing edges, got {distance_bins}")
-    if difficulty is not None and difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, got {difficulty!r}")
-
-    def boxes3d(t: LabelTable) -> np.ndarray:
-        return np.concatenate([t.dims, t.loc, t.rotation_y[:, None]], axis=1)  # (N, 7) h w l x y z ry
-
+    _check_inputs(gt, det, edges, difficulty, distance_bins)
     g, d = gt.table, det.table
     dontcare = np.char.lower(g.names.astype(str)) == "dontcare"
     offsets, overlaps = frame_overlaps(
-        d.bbox, boxes3d(d), det.offsets, g.bbox, boxes3d(g), gt.offsets, dontcare
+        d.bbox, _boxes3d(d), det.offsets, g.bbox, _boxes3d(g), gt.offsets, dontcare
     )
     valid = _valid_gt(g, difficulty)
-    labels = _bin_labels(edges)
     report_classes = {}
     for name in classes:
-        m = _match_class(gt, det, offsets, overlaps, name.lower(), valid)
-        cells = {}
-        for label, (lo, hi) in zip(labels, pairwise(edges), strict=True):
-            cells[label] = _cell(
-                gt,
-                det,
-                m,
-                lambda i, lo=lo, hi=hi: (g.loc[i, 2] >= lo) & (g.loc[i, 2] < hi),
-                lambda j, lo=lo, hi=hi: (d.loc[j, 2] >= lo) & (d.loc[j, 2] < hi),
-            )
-        cells["all"] = _cell(gt, det, m, lambda i: np.ones(len(i), bool), lambda j: np.ones(len(j), bool))
-        report_classes[name] = cells
+        matches = _match_class(gt, det, offsets, overlaps, name.lower(), valid)
+        report_classes[name] = _class_cells(gt, det, matches, edges)
     return {
         "schema": SCHEMA,
         "difficulty": difficulty or "all",
         "match": f"greedy by descending score per frame and class, 2D IoU >= {MATCH_IOU_2D}",
-        "distance_bins_m": labels,
+        "distance_bins_m": _bin_labels(edges),
         "num_frames": len(gt),
         "classes": report_classes,
     }
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _check_inputs(
+    gt: FrameObjects, det: FrameObjects, edges: list[float], difficulty: str | None, given: Sequence[float]
+) -> None:
+    """The ValueErrors of :func:`analyse_errors`' arguments (``given``: the bins as passed)."""
+    if len(gt) != len(det):
+        raise ValueError(f"ground truth has {len(gt)} frames but detections have {len(det)}")
+    if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)):
+        raise ValueError(f"distance_bins must be at least two increasing edges, got {given}")
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, got {difficulty!r}")
 
 
-_COLUMNS = (
-    ("GT", 5, lambda c: str(c["num_gt"])),
-    ("R2D.5", 6, lambda c: _fmt(c["recall"]["2d@0.5"], ".2f")),
-    ("R3D.5", 6, lambda c: _fmt(c["recall"]["3d@0.5"], ".2f")),
-    ("R3D.7", 6, lambda c: _fmt(c["recall"]["3d@0.7"], ".2f")),
-    ("dz med", 7, lambda c: _fmt(c["depth_abs_m"]["median"], ".2f")),
-    ("dz p90", 7, lambda c: _fmt(c["depth_abs_m"]["p90"], ".2f")),
-    ("dz rel", 7, lambda c: _fmt(c["depth_rel"]["median"], ".3f")),
-    ("bias", 7, lambda c: _fmt(c["depth_bias_m"]["median"], "+.2f")),
-    ("dx med", 7, lambda c: _fmt(c["lateral_abs_m"]["median"], ".2f")),
-    ("size", 6, lambda c: _fmt(c["size_abs_m"]["median"], ".2f")),
-    ("head", 6, lambda c: _fmt(c["heading_abs_rad"]["median"], ".2f")),
-    ("h%pi", 6, lambda c: _fmt(c["heading_mod_pi_rad"]["median"], ".2f")),
-    ("TP", 5, lambda c: str(c["num_tp"])),
-    ("FP", 5, lambda c: str(c["num_fp"])),
-    ("s TP", 5, lambda c: _fmt(c["score_tp"]["median"], ".2f")),
-    ("s FP", 5, lambda c: _fmt(c["score_fp"]["median"], ".2f")),
-)
+def _boxes3d(t: LabelTable) -> np.ndarray:
+    """(N, 7) h w l x y z ry, the boxes of :func:`frame_overlaps`."""
+    return np.concatenate([t.dims, t.loc, t.rotation_y[:, None]], axis=1)
 
 
-_LEGEND = (
-    "range: ground-truth depth (m); R: recall at any score at 2D / 3D IoU; dz, dx, size (m) and head, "
-    "h%pi (rad): medians over matched pairs (dz p90: 90th percentile); dz rel: |dz| / z; bias: median "
-    "z_det - z_gt; s TP / s FP: median scores"
-)
-
-
-def format_error_table(report: dict) -> str:
-    """A short text table of :func:`analyse_errors`: one row per class and distance bin.
-
-    Recalls are fractions; dz / dx / size in metres, heading in radians (medians unless marked
-    p90); ``bias`` is the median of ``z_det - z_gt``; ``s TP`` / ``s FP`` the median scores.
-    """
-    head = f"{'class':<11}{'range':<7}" + "".join(f"{t:>{w}}" for t, w, _ in _COLUMNS)
-    lines = [
-        f"Error analysis ({report['difficulty']}; {report['match']}; {report['num_frames']} frames)",
-        head,
-    ]
-    for name, cells in report["classes"].items():
-        for label, cell in cells.items():
-            lines.append(f"{name:<11}{label:<7}" + "".join(f"{f(cell):>{w}}" for _, w, f in _COLUMNS))
-    lines.append(_LEGEND)
-    return "\n".join(lines) + "\n"
+def _class_cells(gt: FrameObjects, det: FrameObjects, m: dict[str, np.ndarray], edges: list[float]) -> dict:
+    """The cells of one class (matches ``m`` of :func:`_match_class`): one per distance bin, then
+    ``all``."""
+    g, d = gt.table, det.table
+    cells = {}
+    for label, (lo, hi) in zip(_bin_labels(edges), pairwise(edges), strict=True):
+        cells[label] = _cell(
+            gt,
+            det,
+            m,
+            lambda i, lo=lo, hi=hi: (g.loc[i, 2] >= lo) & (g.loc[i, 2] < hi),
+            lambda j, lo=lo, hi=hi: (d.loc[j, 2] >= lo) & (d.loc[j, 2] < hi),
+        )
+    cells["all"] = _cell(gt, det, m, lambda i: np.ones(len(i), bool), lambda j: np.ones(len(j), bool))
+    return cells

@@ -1,26 +1,68 @@
-"""Folders of KITTI label / result files <-> the evaluator's input (:class:`FrameObjects`).
+"""KITTI label and result folders: the one reader and the one writer of result files.
 
-A label folder is ``label_2/`` with one ``NNNNNN.txt`` (15 columns) per frame; a result folder holds
-one ``NNNNNN.txt`` (16 columns, the last one the score) per frame, either directly or in a ``data/``
-sub-folder as the KITTI devkit expects (``<result_dir>/data/``). Parsing goes through
-:mod:`lib.datasets.kitti_io`, so every format error names the file and line.
+A label folder is ``label_2/`` with one ``NNNNNN.txt`` (15 columns) per frame. A result folder is
+the devkit's layout ``<result_dir>/data/NNNNNN.txt`` (16 columns, the last one the score; our runs
+write ``<run>/results/<split>/data/``); the reader also accepts the files directly in
+``<result_dir>`` (the layout of other tools). :func:`write_results` writes it (the tester,
+``tools/infer.py``), :func:`load_results` and :func:`load_labels` read folders for the evaluator
+(:class:`FrameObjects`). Lines are written and parsed by :mod:`lib.datasets.kitti_io`, so every
+format error names the file and line.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lib.datasets.kitti_io import LabelTable, parse_label_text
+from lib.datasets.kitti_io import LabelTable, Object3d, parse_label_text, write_label
 from lib.eval.kitti_eval import FrameObjects
 
-RESULT_SUBDIR = "data"
+RESULT_SUBDIR = "data"  # <result_dir>/data/NNNNNN.txt, the devkit's layout
 
 
-def frame_file_name(frame_id: int) -> str:
-    """``NNNNNN.txt``, the KITTI file name of a frame."""
-    return f"{frame_id:06d}.txt"
+def run_result_dir(run_dir: str | Path, split: str) -> Path:
+    """``<run>/results/<split>``: where a run's predictions of a split and their reports go."""
+    return Path(run_dir) / "results" / split
+
+
+def result_data_dir(result_dir: str | Path) -> Path:
+    """``<result_dir>/data``, the folder :func:`write_results` writes the files into."""
+    return Path(result_dir) / RESULT_SUBDIR
+
+
+def frame_file_name(frame: int | str) -> str:
+    """``NNNNNN.txt`` for a frame id, ``<name>.txt`` for a frame named otherwise (an image stem)."""
+    return f"{frame}.txt" if isinstance(frame, str) else f"{int(frame):06d}.txt"
+
+
+def write_results(
+    result_dir: str | Path,
+    results: Mapping[int | str, Sequence[Object3d]],
+    *,
+    score_decimals: int,
+    keep_old: bool = False,
+) -> Path:
+    """Write one KITTI result file per frame into ``<result_dir>/data/``; returns that folder.
+
+    A frame without detections gets an empty file, so the evaluator scores it. The ``.txt`` files
+    already in the folder are removed first (a result folder is one prediction of one split)
+    unless ``keep_old`` (``tools/infer.py`` writes batch after batch into a folder the user named).
+
+    Args:
+        result_dir: the result folder (``<run>/results/<split>``).
+        results: frame id (``NNNNNN.txt``) or name (``<name>.txt``) -> its detections (with scores).
+        score_decimals: decimals of the score (``tester.score_decimals``; geometry gets KITTI's 2,
+            :meth:`lib.datasets.kitti_io.Object3d.to_line`).
+    """
+    data_dir = result_data_dir(result_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not keep_old:
+        for old in data_dir.glob("*.txt"):
+            old.unlink()
+    for frame, objects in results.items():
+        write_label(data_dir / frame_file_name(frame), list(objects), score_decimals=score_decimals)
+    return data_dir
 
 
 def resolve_result_dir(result_dir: str | Path) -> Path:

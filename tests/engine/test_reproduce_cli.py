@@ -96,7 +96,7 @@ def test_bad_override_fails_before_training(tmp_path):
 
 
 def test_table_cells_give_mean_and_sample_std_over_seeds():
-    from tools.reproduce import format_results_table, table_cell
+    from lib.eval.report import format_results_table, table_cell
 
     assert table_cell([12.5]) == "12.50"
     assert table_cell([40.0, 44.0]) == "42.00 ± 2.83"  # std with n - 1: sqrt((4 + 4) / 1)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from lib.datasets.kitti_io import LabelTable, read_split
-from lib.eval.error_analysis import analyse_errors, format_error_table
+from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels
+from lib.eval.report import format_error_table
 
 REPO = Path(__file__).resolve().parents[2]
 
