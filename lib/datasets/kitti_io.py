@@ -27,7 +27,6 @@ from lib.geometry import Calibration
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
 DONT_CARE = "DontCare"  # KITTI's ignore regions: sizes -1, location -1000
-SCORE_DECIMALS = 6  # of the score column that result files write (Object3d.to_line)
 
 
 class KittiFormatError(UserError, ValueError):
@@ -95,12 +94,13 @@ class Object3d:
     ry: float
     score: float | None = None
 
-    def to_line(self, score_decimals: int = SCORE_DECIMALS) -> str:
+    def to_line(self, score_decimals: int | None = None) -> str:
         """The KITTI line of this object (16 columns when it has a score).
 
-        Geometry has the 2 decimals of KITTI's files; the score gets :data:`SCORE_DECIMALS`,
-        because the evaluator ranks detections by it: at 2 decimals every detection of a young
-        model (GUPNet's score is heatmap peak x depth confidence, often < 0.01) ties at 0.00.
+        Geometry has the 2 decimals of KITTI's files; the score gets ``score_decimals``
+        (``tester.score_decimals``, 6 in configs/base.yaml), required for a scored object: the
+        evaluator ranks detections by it, and at 2 decimals every detection of a young model
+        (GUPNet's score is heatmap peak x depth confidence, often < 0.01) ties at 0.00.
         """
         x1, y1, x2, y2 = (float(v) for v in self.box2d)
         x, y, z = (float(v) for v in self.pos)
@@ -110,6 +110,8 @@ class Object3d:
             f"{x:.2f} {y:.2f} {z:.2f} {self.ry:.2f}"
         )
         if self.score is not None:
+            if score_decimals is None:
+                raise ValueError(f"{self.cls_type} has a score: to_line needs score_decimals")
             line += f" {self.score:.{score_decimals}f}"
         return line
 
@@ -222,8 +224,12 @@ def read_label(path: str | Path) -> list[Object3d]:
     ]
 
 
-def write_label(path: str | Path, objects: list[Object3d], *, score_decimals: int = SCORE_DECIMALS) -> None:
-    """Write objects as a KITTI label/result file (an empty file when there are none)."""
+def write_label(path: str | Path, objects: list[Object3d], *, score_decimals: int | None = None) -> None:
+    """Write objects as a KITTI label/result file (an empty file when there are none).
+
+    ``score_decimals`` is required for detections (:meth:`Object3d.to_line`); result folders are
+    written by :func:`lib.eval.kitti_format.write_results`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(obj.to_line(score_decimals) + "\n" for obj in objects))

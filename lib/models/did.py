@@ -57,6 +57,7 @@ class DIDM3D(Detector):
     offset_3d (N, 2); size_3d (N, 3) residuals; heading (N, 24).
     """
 
+    model_type = "did"  # its ``model.type`` name (lib/models/build.py DETECTORS)
     roi_heads = (
         HeadSpec("offset_3d", 2, "roi", "xavier"),
         HeadSpec("size_3d", 3, "roi", "xavier"),

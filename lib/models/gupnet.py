@@ -61,6 +61,7 @@ class GUPNet(Detector):
     h3d_log_variance (N, 1); heading (N, 24) = 12 bin logits + 12 residuals.
     """
 
+    model_type = "gupnet"  # its ``model.type`` name (lib/models/build.py DETECTORS)
     roi_heads = (
         HeadSpec("depth", 2, "roi", "xavier"),
         HeadSpec("offset_3d", 2, "roi", "xavier"),

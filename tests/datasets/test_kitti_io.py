@@ -81,7 +81,7 @@ def result_object(score: float) -> Object3d:
 
 def test_result_lines_carry_a_score(tmp_path: Path) -> None:
     det = result_object(0.875)
-    write_label(tmp_path / "000007.txt", [det])
+    write_label(tmp_path / "000007.txt", [det], score_decimals=6)
     line = (tmp_path / "000007.txt").read_text()
     assert line == "Car -1.00 -1 0.50 1.00 2.00 3.00 4.00 1.50 1.60 3.90 1.00 1.50 20.00 0.20 0.875000\n"
     (back,) = read_label(tmp_path / "000007.txt")
@@ -92,7 +92,7 @@ def test_result_lines_carry_a_score(tmp_path: Path) -> None:
 def test_small_scores_keep_their_order(tmp_path: Path) -> None:
     """Young models score < 0.01: the written scores must still rank the detections."""
     objects = [result_object(s) for s in (0.0042, 0.0013, 0.0031)]
-    write_label(tmp_path / "000001.txt", objects)
+    write_label(tmp_path / "000001.txt", objects, score_decimals=6)
     scores = read_label_table(tmp_path / "000001.txt").score
     np.testing.assert_allclose(scores, [0.0042, 0.0013, 0.0031])
     assert np.argsort(scores).tolist() == [1, 2, 0]
