@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from lib.box_coding import decode_heading
 from lib.config import ConfigError
 from lib.constants import HEATMAP_CLASSES, MEAN_SIZES, NUM_HEADING_BIN
-from lib.datasets.kitti_io import SCORE_DECIMALS, Object3d, write_label
+from lib.datasets.kitti_io import Object3d
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
 
 logger = logging.getLogger(__name__)
@@ -154,8 +153,8 @@ def decode_detections(
     calib: Any,
     coord_range: Any,
     model_type: str,
-    threshold: float = 0.2,
-    backprojection: str = "exact",
+    threshold: float,
+    backprojection: str,
     classes: Sequence[str] = HEATMAP_CLASSES,
     mean_sizes: np.ndarray = MEAN_SIZES,
 ) -> list[list[Object3d]]:
@@ -262,25 +261,3 @@ def _decode_image(
         )
         for j in np.flatnonzero(keep)
     ]
-
-
-def write_kitti_results(
-    output_dir: str | Path,
-    img_ids: Sequence[int],
-    detections: Sequence[list[Object3d]],
-    *,
-    score_decimals: int = SCORE_DECIMALS,
-) -> None:
-    """Write ``<output_dir>/<img_id:06d>.txt`` per image in KITTI result format (docs/reference.md §4).
-
-    An image without detections gets an empty file, so the evaluator scores it. Geometry gets 2
-    decimals, the score ``score_decimals`` (``tester.score_decimals``; the references write 2,
-    which ties the low scores of a young model, docs/parity.md).
-    """
-    if len(img_ids) != len(detections):
-        raise ValueError(
-            f"write_kitti_results: {len(img_ids)} image ids for {len(detections)} detection lists"
-        )
-    output_dir = Path(output_dir)
-    for img_id, objects in zip(img_ids, detections, strict=True):
-        write_label(output_dir / f"{int(img_id):06d}.txt", objects, score_decimals=score_decimals)
