@@ -19,6 +19,7 @@ summed over threads; GPU: wall seconds). Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -32,10 +33,10 @@ import torch
 
 from lib.config import Config, load_config
 from lib.datasets.masks import foreground_mask
-from lib.depth_bins import DepthBins, rpd_valid
+from lib.depth_bins import RpdSettings, rpd_valid
 from lib.distiller import Distiller, DistillSettings
-from lib.losses.criterion import Criterion
-from lib.models import build_detector
+from lib.losses.criterion import Criterion, LossSettings
+from lib.models import ModelSettings, build_detector
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"monommkd": "configs/monommkd.yaml", "monoskd": "configs/monoskd.yaml"}
@@ -66,7 +67,8 @@ def make_batch(batch_size: int, width: int, height: int, *, num_bins: int, seed:
     cell = np.floor(centre).astype(np.int64)
     depth = rng.uniform(5, 60, (batch_size, m, 1))
     vis = depth[..., None] + rng.normal(0, 0.5, (batch_size, m, 7, 7))
-    bins = DepthBins(num_bins=num_bins)
+    base = RpdSettings.from_config(load_config(REPO / "configs/base.yaml"))
+    bins = dataclasses.replace(base.bins, num_bins=num_bins)
     lidar = np.where(rng.random((batch_size, hf, wf)) < 0.5, rng.uniform(3, 70, (batch_size, hf, wf)), 0.0)
     heatmap = np.zeros((batch_size, 3, hf, wf), np.float32)
     heatmap[:, 1][np.arange(batch_size)[:, None], cell[:, :n, 1], cell[:, :n, 0]] = 1.0
@@ -111,11 +113,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def build_pair(cfg: Config, device: torch.device) -> tuple[Callable[[dict], dict], Distiller]:
     """(student-only loss function, Distiller) with random weights, sharing one student."""
     torch.manual_seed(0)
-    student, teacher = build_detector(cfg), build_detector(cfg, input_key="depth")
-    criterion = Criterion.from_config(cfg)
-    distiller = Distiller(
-        student, teacher, criterion=criterion, settings=DistillSettings.from_config(cfg.distill)
-    )
+    model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
+    student = build_detector(model, rpd)
+    teacher = build_detector(dataclasses.replace(model, input="depth"), rpd)
+    criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
+    distiller = Distiller(student, teacher, criterion=criterion, settings=DistillSettings.from_config(cfg))
     distiller.to(device).train()
 
     def student_losses(batch: dict) -> dict:

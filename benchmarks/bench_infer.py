@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -34,13 +35,21 @@ import numpy as np
 import torch
 
 from lib.config import load_config
+from lib.depth_bins import RpdSettings
 from lib.inference import Batch, NetworkInput, OnnxBackend, TorchBackend, decode_outputs, export_onnx
-from lib.models.build import build_detector
+from lib.models.build import ModelSettings, build_detector
+from lib.models.detector import Detector
 
 KITTI_P2 = np.array(
     [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]]
 )
 KITTI_SIZE = (1242, 375)  # the frame the inputs stand for: crop window and decoding ratio
+
+
+def random_rgb_detector(cfg) -> Detector:
+    """The config's RGB network with random weights (timing does not need trained ones)."""
+    model = dataclasses.replace(ModelSettings.from_config(cfg), input="rgb", pretrained=False)
+    return build_detector(model, RpdSettings.from_config(cfg))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +110,7 @@ def backends(args: argparse.Namespace, cfg, onnx_path: Path) -> dict[str, Callab
 
     def net():
         torch.manual_seed(0)
-        return build_detector(cfg, pretrained=False, input_key="rgb")
+        return random_rgb_detector(cfg)
 
     rows = {
         "cpu eager fp32": lambda: TorchBackend(net(), topk=topk, device=cpu),
@@ -166,7 +175,7 @@ def time_decode(cfg, resolution: tuple[int, int]) -> float:
     """ms/image of the shared numpy decoding of a batch of 8 (eager outputs, threshold 0)."""
     batch = make_batch(8, resolution)
     backend = TorchBackend(
-        build_detector(cfg, pretrained=False, input_key="rgb"),
+        random_rgb_detector(cfg),
         topk=cfg.tester.topk,
         device=torch.device("cpu"),
     )
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = Path(tmp) / "model.onnx"
         torch.manual_seed(0)
         export_onnx(
-            build_detector(cfg, pretrained=False, input_key="rgb"),
+            random_rgb_detector(cfg),
             onnx_path,
             resolution=resolution,
             topk=cfg.tester.topk,

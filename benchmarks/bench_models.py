@@ -14,15 +14,20 @@ as training without depending on the loss code. Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
-from lib.models import build_detector
+from lib.config import load_config
+from lib.depth_bins import RpdSettings
+from lib.models import Detector, ModelSettings, build_detector
 
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 RESOLUTIONS = {"1280x384": (384, 1280), "640x192": (192, 640), "320x96": (96, 320)}
 DEFAULT_RESOLUTIONS = ["1280x384", "640x192"]
 OBJECTS_PER_IMAGE = 6
@@ -31,6 +36,14 @@ KITTI_P2 = [
     [0.0, 721.5377, 172.854, 0.2163791],
     [0.0, 0.0, 1.0, 0.002745884],
 ]
+
+
+def base_detector(model_type: str, backbone: str) -> Detector:
+    """configs/base.yaml's network with this type and backbone, random weights (no ImageNet file)."""
+    cfg = load_config(BASE_CONFIG)
+    base = ModelSettings.from_config(cfg)
+    model = dataclasses.replace(base, type=model_type, backbone=backbone, pretrained=False)
+    return build_detector(model, RpdSettings.from_config(cfg))
 
 
 def make_inputs(batch_size: int, height: int, width: int, device: torch.device) -> dict:
@@ -88,7 +101,7 @@ def bench_cpu(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model_type in args.types:
         for backbone in args.backbones:
-            model = build_detector(model_type=model_type, backbone=backbone).train()
+            model = base_detector(model_type, backbone).train()
             params = sum(p.numel() for p in model.parameters())
             for name in args.resolutions:
                 h, w = RESOLUTIONS[name]
@@ -109,7 +122,7 @@ def bench_gpu(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model_type in args.types:
         for backbone in args.backbones:
-            model = build_detector(model_type=model_type, backbone=backbone).train().to(device)
+            model = base_detector(model_type, backbone).train().to(device)
             inputs = make_inputs(args.gpu_batch_size, 384, 1280, device)
             for precision in ("fp32", "bf16"):
                 autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else None

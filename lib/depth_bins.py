@@ -8,15 +8,21 @@ is the extra "beyond range / no depth" bin.
 
 Each mode is a monotone map u(z) from depth to a continuous bin coordinate with u(edge_k) = k,
 so edges, centres (u = k + 0.5), soft two-hot targets and decoding share one code path.
+
+:class:`RpdSettings` is the ``rpd:`` config section (the bins and the target rule), parsed once;
+the dataset, the criterion and the detector builder take it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from lib.config import ConfigError, section_settings
 
 MODES = ("rpd", "ud", "sid", "lid")
 
@@ -25,35 +31,42 @@ MODES = ("rpd", "ud", "sid", "lid")
 class DepthBins:
     """The fixed bin layout of a run (the reference camera, not each frame's; docs/method.md §2.2).
 
+    Built from the ``rpd`` section by :attr:`RpdSettings.bins` (configs/base.yaml holds the
+    defaults), or from a tool's own arguments.
+
     Attributes:
         mode: rpd | ud | sid | lid. depth_min, depth_max: range in metres. num_bins: K.
         focal: reference focal length f (px). camera_height: h (m). Only rpd uses f and h.
+
+    Raises:
+        ConfigError: a value out of range (named as its ``rpd.*`` key).
     """
 
-    mode: str = "rpd"
-    depth_min: float = 2.0
-    depth_max: float = 80.0
-    num_bins: int = 80
-    focal: float = 721.54
-    camera_height: float = 1.65
+    mode: str
+    depth_min: float
+    depth_max: float
+    num_bins: int
+    focal: float
+    camera_height: float
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"rpd.mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"rpd.mode must be one of {MODES}, got {self.mode!r}")
         if not 0 < self.depth_min < self.depth_max:
-            raise ValueError(f"need 0 < depth_min < depth_max, got {self.depth_min}, {self.depth_max}")
+            raise ConfigError(
+                f"rpd.depth_min, rpd.depth_max: need 0 < depth_min < depth_max, got {self.depth_min}, "
+                f"{self.depth_max}"
+            )
         if self.num_bins < 2:
-            raise ValueError(f"num_bins must be >= 2, got {self.num_bins}")
+            raise ConfigError(f"rpd.num_bins must be >= 2, got {self.num_bins}")
+        if self.mode == "rpd" and not (self.focal > 0 and self.camera_height > 0):
+            raise ConfigError(
+                f"rpd.focal and rpd.camera_height must be > 0, got {self.focal}, {self.camera_height}"
+            )
 
     @property
     def fh(self) -> float:
         return self.focal * self.camera_height
-
-    @classmethod
-    def from_config(cls, rpd: Any) -> DepthBins:
-        """The bins of a config's ``rpd`` section (mode, depth_min, depth_max, num_bins, focal,
-        camera_height)."""
-        return cls(rpd.mode, rpd.depth_min, rpd.depth_max, rpd.num_bins, rpd.focal, rpd.camera_height)
 
     def to_coord(self, depth: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Depth (m) → continuous bin coordinate u in [0, K] over [depth_min, depth_max].
@@ -98,16 +111,41 @@ class DepthBins:
         return self.from_coord(np.arange(self.num_bins, dtype=np.float64) + 0.5)
 
 
-def bin_edges(
-    mode: str,
-    depth_min: float,
-    depth_max: float,
-    num_bins: int,
-    focal: float = 721.54,
-    camera_height: float = 1.65,
-) -> np.ndarray:
-    """(K+1,) depth bin edges in metres for ``mode`` (rpd | ud | sid | lid), near → far."""
-    return DepthBins(mode, depth_min, depth_max, num_bins, focal, camera_height).edges()
+@dataclass(frozen=True)
+class RpdSettings:
+    """The ``rpd:`` config section (docs/method.md §2): the bin layout and the target rule.
+
+    The one parse of that section; the dataset (targets), the criterion (soft targets) and the
+    detector builder (K + 1 logits) all read it from here.
+
+    Attributes:
+        mode, depth_min, depth_max, num_bins, focal, camera_height: the :class:`DepthBins`.
+        supervise_beyond: cells without depth or outside the range target the extra bin K
+            instead of being masked out (:func:`soft_targets`).
+    """
+
+    mode: str
+    depth_min: float
+    depth_max: float
+    num_bins: int
+    focal: float
+    camera_height: float
+    supervise_beyond: bool
+
+    def __post_init__(self) -> None:
+        _ = self.bins  # DepthBins checks the values (ConfigError naming rpd.<key>) at parse time
+
+    @property
+    def bins(self) -> DepthBins:
+        """The bin layout these settings describe."""
+        return DepthBins(
+            self.mode, self.depth_min, self.depth_max, self.num_bins, self.focal, self.camera_height
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RpdSettings:
+        """The ``rpd`` section of a resolved config (:func:`lib.config.load_config`)."""
+        return section_settings(cls, cfg["rpd"], name="rpd")
 
 
 def downsample_depth(depth: np.ndarray, stride: int) -> np.ndarray:

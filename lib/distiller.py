@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lib.config import ConfigError, section_settings
 from lib.datasets.masks import foreground_mask
-from lib.losses.criterion import Criterion
+from lib.depth_bins import RpdSettings
+from lib.losses.criterion import Criterion, LossSettings
 from lib.losses.distill import (
     DUAL_KL_MODES,
     SPEARMAN_MODES,
@@ -43,7 +45,7 @@ from lib.losses.distill import (
     response_loss,
     spearman_loss,
 )
-from lib.models import build_detector, load_model_state
+from lib.models import ModelSettings, build_detector, load_model_state
 from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint
 from lib.models.checkpoint_role import check_checkpoint_role
 
@@ -58,57 +60,79 @@ STUDENT_INPUT, TEACHER_INPUT = "rgb", "depth"  # batch keys (docs/method.md §1)
 class DualKLSettings:
     """``distill.dualkl`` (docs/method.md §3); the term is on when ``weight`` > 0."""
 
-    weight: float = 0.0
-    temperature: float = 1.0
-    head_mass: float = 0.5
-    gamma: float = 1.0
-    mode: str = "dynamic"
-    fg_weight: float = 1.0
-    all_pixels: bool = False
-    instance_weight: float = 0.0
+    weight: float
+    temperature: float
+    head_mass: float
+    gamma: float
+    mode: str
+    fg_weight: float
+    all_pixels: bool
+    instance_weight: float
 
     def __post_init__(self) -> None:
         if self.mode not in DUAL_KL_MODES:
-            raise ValueError(f"distill.dualkl.mode must be one of {DUAL_KL_MODES}, got {self.mode!r}")
+            raise ConfigError(f"distill.dualkl.mode must be one of {DUAL_KL_MODES}, got {self.mode!r}")
         if self.temperature <= 0:
-            raise ValueError(f"distill.dualkl.temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"distill.dualkl.temperature must be > 0, got {self.temperature}")
         if not 0 < self.head_mass <= 1:
-            raise ValueError(f"distill.dualkl.head_mass must be in (0, 1], got {self.head_mass}")
+            raise ConfigError(f"distill.dualkl.head_mass must be in (0, 1], got {self.head_mass}")
         for name in ("weight", "gamma", "fg_weight", "instance_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"distill.dualkl.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"distill.dualkl.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class DistillSettings:
-    """The ``distill:`` config section as typed values (configs/base.yaml)."""
+    """The ``distill:`` config section, checked; configs/base.yaml documents each key and its default.
 
-    dualkl: DualKLSettings = field(default_factory=DualKLSettings)
-    feature_weight: float = 0.0
-    affinity_weight: float = 0.0
-    spearman_weight: float = 0.0
-    spearman_strength: float = 1.0
-    spearman_mode: str = "skd"
-    response_weight: float = 0.0
-    teacher_bn: str = "eval"
-    feature_cells: str = "cover"
+    ``teacher_checkpoint`` / ``student_checkpoint`` are file paths (or None), read by
+    :meth:`Distiller.from_config`.
+    """
+
+    teacher_checkpoint: str | None
+    student_checkpoint: str | None
+    teacher_bn: str
+    dualkl: DualKLSettings
+    feature_weight: float
+    feature_cells: str
+    affinity_weight: float
+    spearman_weight: float
+    spearman_strength: float
+    spearman_mode: str
+    response_weight: float
 
     def __post_init__(self) -> None:
-        if self.teacher_bn not in TEACHER_BN_MODES:
-            raise ValueError(f"distill.teacher_bn must be one of {TEACHER_BN_MODES}, got {self.teacher_bn!r}")
-        if self.feature_cells not in FEATURE_CELL_RULES:
-            raise ValueError(
-                f"distill.feature_cells must be one of {FEATURE_CELL_RULES}, got {self.feature_cells!r}"
-            )
-        if self.spearman_mode not in SPEARMAN_MODES:
-            raise ValueError(
-                f"distill.spearman_mode must be one of {SPEARMAN_MODES}, got {self.spearman_mode!r}"
-            )
+        choices = {
+            "teacher_bn": TEACHER_BN_MODES,
+            "feature_cells": FEATURE_CELL_RULES,
+            "spearman_mode": SPEARMAN_MODES,
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"distill.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         for name in ("feature_weight", "affinity_weight", "spearman_weight", "response_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
         if self.spearman_weight > 0:
             require_torchsort()  # a missing torchsort stops the run here, not at the first step
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DistillSettings:
+        """The ``distill`` section of a resolved config (:func:`lib.config.load_config`)."""
+        return section_settings(cls, cfg["distill"], name="distill", nested={"dualkl": DualKLSettings})
+
+    @property
+    def enabled(self) -> bool:
+        """Distillation is on when any distillation weight is > 0 or a teacher checkpoint is named."""
+        weights = (
+            self.dualkl.weight,
+            self.dualkl.instance_weight,
+            self.feature_weight,
+            self.affinity_weight,
+            self.spearman_weight,
+            self.response_weight,
+        )
+        return any(w > 0 for w in weights) or self.teacher_checkpoint is not None
 
     @property
     def uses_adapters(self) -> bool:
@@ -120,16 +144,6 @@ class DistillSettings:
         """The response and Laplace instance terms read the teacher's 2D/RoI head outputs; the
         other terms need only its features and depth logits (``Detector.encode``)."""
         return self.response_weight > 0 or self.dualkl.instance_weight > 0
-
-    @classmethod
-    def from_config(cls, distill: Mapping[str, Any]) -> DistillSettings:
-        """From the ``distill`` section (checkpoint paths are read by :meth:`Distiller.from_config`)."""
-        keys = {
-            k: v
-            for k, v in distill.items()
-            if k not in ("dualkl", "teacher_checkpoint", "student_checkpoint")
-        }
-        return cls(dualkl=DualKLSettings(**dict(distill["dualkl"])), **keys)
 
 
 def build_adapter(channels: int) -> nn.Sequential:
@@ -162,7 +176,7 @@ class Distiller(nn.Module):
         teacher: nn.Module,
         *,
         criterion: Callable[[Mapping[str, Any], Mapping[str, Tensor]], dict[str, Tensor]],
-        settings: DistillSettings | None = None,
+        settings: DistillSettings,
         feature_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -171,7 +185,7 @@ class Distiller(nn.Module):
                 f"teacher and student must be the same network, got {type(teacher).__name__} and "
                 f"{type(student).__name__}"
             )
-        self.settings = settings or DistillSettings()
+        self.settings = settings
         if self.settings.dualkl.weight > 0 and None in (
             getattr(student, "depth_branch", None),
             getattr(teacher, "depth_branch", None),
@@ -208,20 +222,21 @@ class Distiller(nn.Module):
             FileNotFoundError: a configured checkpoint file does not exist (names file and key).
             CheckpointMismatchError: a file does not fit the configured network.
         """
-        distill = cfg["distill"]
-        settings = DistillSettings.from_config(distill)
-        paths = {"distill.teacher_checkpoint": distill["teacher_checkpoint"]}
-        if not paths["distill.teacher_checkpoint"]:
+        settings = DistillSettings.from_config(cfg)
+        model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
+        paths = {"distill.teacher_checkpoint": settings.teacher_checkpoint}
+        if not settings.teacher_checkpoint:
             raise ValueError("distill.teacher_checkpoint is not set: distillation needs a trained teacher")
-        if distill["student_checkpoint"]:
-            paths["distill.student_checkpoint"] = distill["student_checkpoint"]
+        if settings.student_checkpoint:
+            paths["distill.student_checkpoint"] = settings.student_checkpoint
         for key, path in paths.items():
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{key}: checkpoint file not found: {path}")
 
         student_init = "distill.student_checkpoint" in paths
-        student = build_detector(cfg, input_key=STUDENT_INPUT, pretrained=False if student_init else None)
-        teacher = build_detector(cfg, input_key=TEACHER_INPUT, pretrained=False)
+        student_model = replace(model, input=STUDENT_INPUT, pretrained=model.pretrained and not student_init)
+        student = build_detector(student_model, rpd)
+        teacher = build_detector(replace(model, input=TEACHER_INPUT, pretrained=False), rpd)
         networks = {"distill.teacher_checkpoint": teacher, "distill.student_checkpoint": student}
         for key, path in paths.items():
             source = f"{key} ({path})"
@@ -235,7 +250,8 @@ class Distiller(nn.Module):
                     "depth distribution: use a teacher trained with model.depth_branch: true"
                 )
             logger.info("loaded %s from %s", key, path)
-        return cls(student, teacher, criterion=Criterion.from_config(cfg), settings=settings)
+        criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
+        return cls(student, teacher, criterion=criterion, settings=settings)
 
     # ------------------------------------------------------------------ modes and parameters
     def train(self, mode: bool = True) -> Distiller:
@@ -364,7 +380,7 @@ def feature_box_masks(
     sizes: Sequence[tuple[int, int]],
     *,
     grid_width: int,
-    cells: str = "cover",
+    cells: str,
 ) -> list[Tensor]:
     """Per level (B, H, W) bool: the cells inside a GT 2D box, for the foreground feature term.
 

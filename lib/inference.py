@@ -39,8 +39,9 @@ from lib.datasets.augment import augment_sample, input_window
 from lib.datasets.kitti import normalize_image
 from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
+from lib.depth_bins import RpdSettings
 from lib.errors import UserError
-from lib.models.build import build_detector
+from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import load_model_state
 from lib.models.detector import Detector
 
@@ -372,7 +373,8 @@ def load_detector(cfg: Config, checkpoint: str | Path) -> Detector:
         raise UserError(
             f"config: model.input is {cfg.model.input!r} (a teacher); inference runs RGB networks"
         )
-    detector = build_detector(cfg, pretrained=False, input_key="rgb")
+    model = replace(ModelSettings.from_config(cfg), input="rgb", pretrained=False)
+    detector = build_detector(model, RpdSettings.from_config(cfg))
     load_model_state(detector, Path(checkpoint))
     return detector.eval()
 

@@ -145,3 +145,42 @@ def test_section_settings_builds_the_frozen_object_and_names_a_key_mismatch():
         section_settings(Outer, section, name="opt", nested={"inner": Inner})
     with pytest.raises(ValueError, match=r"only in the section: \[\], only in the class: \['inner'\]"):
         section_settings(Outer, {"lr": 1.0, "steps": []}, name="opt")
+
+
+def test_model_rpd_loss_distill_sections_parse_in_every_config():
+    """Every shipped config's model / rpd / loss / distill section parses into its settings record
+    (whose fields are the section's keys: a key added to base.yaml without a field fails here)."""
+    from lib.depth_bins import RpdSettings
+    from lib.distiller import DistillSettings
+    from lib.losses.criterion import LossSettings
+    from lib.models.build import ModelSettings
+
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        cfg = load_config(path)
+        assert ModelSettings.from_config(cfg).type == cfg.model.type, path
+        assert RpdSettings.from_config(cfg).bins.num_bins == cfg.rpd.num_bins, path
+        assert LossSettings.from_config(cfg).htl_window == cfg.loss.htl_window, path
+        distill = DistillSettings.from_config(cfg)
+        assert distill.dualkl.mode == cfg.distill.dualkl.mode, path
+        assert distill.teacher_checkpoint == cfg.distill.teacher_checkpoint, path
+
+
+def test_model_and_loss_settings_name_the_bad_key_and_num_classes_is_gone():
+    from lib.losses.criterion import LossSettings
+    from lib.models.build import ModelSettings
+
+    base = REPO / "configs" / "base.yaml"
+    with pytest.raises(ConfigError, match="unknown config key 'model.num_classes'"):
+        load_config(base, ["model.num_classes=3"])  # the class set is fixed (lib/constants.py)
+    cases = {
+        "model.head_conv=0": ModelSettings,
+        "model.input=lidar": ModelSettings,
+        "model.backbone=vgg16": ModelSettings,
+        "loss.htl_window=2": LossSettings,
+        "loss.htl_horizon=0": LossSettings,
+        "loss.depth_branch_fg_weight=-1": LossSettings,
+    }
+    for override, settings in cases.items():
+        key = override.split("=")[0]
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            settings.from_config(load_config(base, [override]))

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from lib.depth_bins import MODES, DepthBins, bin_edges, downsample_depth, expected_depth, soft_targets
+from lib.config import ConfigError, load_config
+from lib.depth_bins import MODES, DepthBins, RpdSettings, downsample_depth, expected_depth, soft_targets
+
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+BASE_BINS = RpdSettings.from_config(load_config(BASE_CONFIG)).bins  # the defaults' one place
+
+
+def bins_with(**changes: object) -> DepthBins:
+    """configs/base.yaml's bins with some values changed."""
+    return replace(BASE_BINS, **changes)
+
 
 # A small RPD case that can be worked by hand: f·h = 100, r_lo = 100/10 = 10, r_hi = 100/2 = 50,
 # Δr = (50 − 10)/4 = 10, edge_k = 100/(50 − 10k), centre_k = 100/(50 − 10(k + 0.5)).
@@ -17,16 +30,16 @@ SMALL_RPD = DepthBins(mode="rpd", depth_min=2.0, depth_max=10.0, num_bins=4, foc
     ("bins", "edges", "centres"),
     [
         (SMALL_RPD, [2.0, 2.5, 10 / 3, 5.0, 10.0], [100 / 45, 100 / 35, 4.0, 100 / 15]),
-        (DepthBins(mode="ud", depth_min=2.0, depth_max=10.0, num_bins=4), [2, 4, 6, 8, 10], [3, 5, 7, 9]),
+        (bins_with(mode="ud", depth_min=2.0, depth_max=10.0, num_bins=4), [2, 4, 6, 8, 10], [3, 5, 7, 9]),
         # sid: log-uniform, edge_k = 1·16^(k/4); centres at 2^(k + 0.5).
         (
-            DepthBins(mode="sid", depth_min=1.0, depth_max=16.0, num_bins=4),
+            bins_with(mode="sid", depth_min=1.0, depth_max=16.0, num_bins=4),
             [1, 2, 4, 8, 16],
             2 ** (np.arange(4) + 0.5),
         ),
         # lid (CaDDN): bin_size = 2·10/(4·5) = 1, edge_k = 2 + k(k+1)/2, centre = 2 + u(u+1)/2 at u = k + 0.5.
         (
-            DepthBins(mode="lid", depth_min=2.0, depth_max=12.0, num_bins=4),
+            bins_with(mode="lid", depth_min=2.0, depth_max=12.0, num_bins=4),
             [2, 3, 5, 8, 12],
             [2.375, 3.875, 6.375, 9.875],
         ),
@@ -36,15 +49,10 @@ SMALL_RPD = DepthBins(mode="rpd", depth_min=2.0, depth_max=10.0, num_bins=4, foc
 def test_edges_and_centres_by_hand(bins: DepthBins, edges: list[float], centres: list[float]) -> None:
     np.testing.assert_allclose(bins.edges(), edges, rtol=1e-12)
     np.testing.assert_allclose(bins.centres(), centres, rtol=1e-12)
-    np.testing.assert_allclose(
-        bin_edges(bins.mode, bins.depth_min, bins.depth_max, bins.num_bins, bins.focal, bins.camera_height),
-        edges,
-        rtol=1e-12,
-    )
 
 
 def test_default_rpd_edges_follow_method_formula() -> None:
-    bins = DepthBins()  # docs/method.md §2.2 defaults: 2-80 m, K = 80, f = 721.54 px, h = 1.65 m
+    bins = BASE_BINS  # docs/method.md §2.2 defaults: 2-80 m, K = 80, f = 721.54 px, h = 1.65 m
     fh = 721.54 * 1.65
     r_lo, r_hi = fh / 80.0, fh / 2.0
     dr = (r_hi - r_lo) / 80
@@ -57,7 +65,7 @@ def test_default_rpd_edges_follow_method_formula() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_edges_span_the_range_and_increase(mode: str) -> None:
-    bins = DepthBins(mode=mode, depth_min=2.0, depth_max=80.0, num_bins=80)
+    bins = bins_with(mode=mode, depth_min=2.0, depth_max=80.0, num_bins=80)
     edges, centres = bins.edges(), bins.centres()
     assert edges.shape == (81,) and centres.shape == (80,)
     assert edges[0] == pytest.approx(2.0, rel=1e-12) and edges[-1] == pytest.approx(80.0, rel=1e-12)
@@ -74,11 +82,21 @@ def test_edges_span_the_range_and_increase(mode: str) -> None:
         ({"depth_min": 10.0, "depth_max": 5.0}, "depth_min < depth_max"),
         ({"depth_min": 0.0}, "depth_min < depth_max"),
         ({"num_bins": 1}, "num_bins"),
+        ({"focal": 0.0}, "rpd.focal"),
+        ({"camera_height": -1.65}, "rpd.camera_height"),
     ],
 )
 def test_invalid_bins_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        DepthBins(**kwargs)
+        bins_with(**kwargs)
+
+
+def test_rpd_settings_are_the_rpd_section_checked_at_parse_time() -> None:
+    rpd = RpdSettings.from_config(load_config(BASE_CONFIG, ["rpd.mode=sid", "rpd.supervise_beyond=true"]))
+    assert rpd.bins == DepthBins("sid", 2.0, 80.0, 80, 721.54, 1.65) and rpd.supervise_beyond is True
+    for override, key in (("rpd.num_bins=1", r"rpd\.num_bins"), ("rpd.mode=log", r"rpd\.mode")):
+        with pytest.raises(ConfigError, match=key):
+            RpdSettings.from_config(load_config(BASE_CONFIG, [override]))
 
 
 # --- soft two-hot targets (docs/method.md §2.3) -----------------------------------------------------
@@ -134,7 +152,7 @@ def test_batched_torch_targets_equal_numpy_bit_for_bit(mode: str, supervise_beyo
     depth = rng.uniform(0.0, 90.0, (3, 6, 10)).astype(np.float32)
     depth[rng.random(depth.shape) < 0.3] = 0.0
     depth[0, 0, :3] = [2.0, 80.0, 1.99]  # both range ends and just below
-    bins = DepthBins(mode=mode, num_bins=16)
+    bins = bins_with(mode=mode, num_bins=16)
     target, valid = soft_targets(torch.from_numpy(depth), bins, supervise_beyond=supervise_beyond)
     assert target.shape == (3, 17, 6, 10) and target.dtype == torch.float32 and valid.dtype == torch.bool
     for b in range(3):
@@ -176,7 +194,7 @@ def decode_errors(bins: DepthBins, space: str) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_decoding_in_bin_space_inverts_targets(mode: str) -> None:
-    errors, _ = decode_errors(DepthBins(mode=mode), "bin")
+    errors, _ = decode_errors(bins_with(mode=mode), "bin")
     assert errors.max() < 1e-6  # float32 targets
 
 
@@ -184,11 +202,11 @@ def test_decoding_in_depth_space_deviates_as_documented() -> None:
     # docs/method.md §2.3 decodes as Σ p_k · centre_k: linear in metres between centres, while the
     # two-hot weights are linear in bin coordinate. Exact for ud, off for the curved codes;
     # rpd (K = 80) is the worst: within 1 % up to ~37 m, up to ~2.8 % at ~54 m.
-    errors, z = decode_errors(DepthBins(mode="ud"), "depth")
+    errors, z = decode_errors(bins_with(mode="ud"), "depth")
     assert errors.max() < 1e-6
     for mode, bound in (("sid", 1e-3), ("lid", 2e-3)):
-        assert decode_errors(DepthBins(mode=mode), "depth")[0].max() < bound
-    errors, z = decode_errors(DepthBins(mode="rpd"), "depth")
+        assert decode_errors(bins_with(mode=mode), "depth")[0].max() < bound
+    errors, z = decode_errors(bins_with(mode="rpd"), "depth")
     assert errors[z < 37.0].max() < 0.01
     assert 0.025 < errors.max() < 0.03
     assert 45.0 < z[errors.argmax()] < 65.0
@@ -210,7 +228,7 @@ def test_decoding_renormalises_without_the_beyond_bin() -> None:
 
 @pytest.mark.parametrize("space", ["depth", "bin"])
 def test_torch_and_numpy_decoding_agree(space: str) -> None:
-    bins = DepthBins()
+    bins = BASE_BINS
     generator = torch.Generator().manual_seed(0)
     probs = torch.softmax(torch.randn(2, 81, 3, 5, generator=generator, dtype=torch.float64), dim=1)
     decoded = expected_depth(probs, bins, axis=1, space=space)
@@ -225,5 +243,5 @@ def test_torch_and_numpy_decoding_agree(space: str) -> None:
 
 def test_torch_depth_space_decoding_is_differentiable() -> None:
     logits = torch.zeros(81, 2, 2, requires_grad=True)
-    expected_depth(torch.softmax(logits, dim=0), DepthBins(), axis=0).sum().backward()
+    expected_depth(torch.softmax(logits, dim=0), BASE_BINS, axis=0).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0

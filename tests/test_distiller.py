@@ -6,6 +6,7 @@ hand from the batch layout (lib/datasets/kitti.py), so every test runs on CPU in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,16 @@ import torch
 from torch.utils.data import default_collate
 
 from lib.box_coding import draw_gaussian
-from lib.config import Config, load_config
+from lib.config import Config, ConfigError, load_config
 from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti import build_dataset
 from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.masks import foreground_mask
-from lib.depth_bins import DepthBins, rpd_valid
-from lib.distiller import Distiller, DistillSettings, DualKLSettings
-from lib.losses.criterion import Criterion
+from lib.depth_bins import RpdSettings, rpd_valid
+from lib.distiller import Distiller, DistillSettings
+from lib.losses.criterion import Criterion, LossSettings
 from lib.losses.distill import dual_kl_loss
-from lib.models import build_detector
+from lib.models import Detector, ModelSettings, build_detector
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -35,6 +36,24 @@ TINY = [
 ]
 H, W, STRIDE, M = 32, 64, 4, 4
 DISTILL_KEYS = {"dualkl", "dualkl_instance", "feature", "affinity", "spearman", "response"}
+BASE = load_config(REPO / "configs" / "base.yaml")
+BASE_DISTILL = DistillSettings.from_config(BASE)  # configs/base.yaml: every term off
+
+
+def detector(cfg: Config, **changes: object) -> Detector:
+    """The network of ``cfg`` with ``changes`` to its model section."""
+    return build_detector(replace(ModelSettings.from_config(cfg), **changes), RpdSettings.from_config(cfg))
+
+
+def criterion(cfg: Config) -> Criterion:
+    """The training criterion of ``cfg``."""
+    rpd = RpdSettings.from_config(cfg)
+    return Criterion(model_type=cfg.model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
+
+
+def dualkl_on(**dualkl: object) -> DistillSettings:
+    """configs/base.yaml's distill settings with ``dualkl`` changes to its DualKL section."""
+    return replace(BASE_DISTILL, dualkl=replace(BASE_DISTILL.dualkl, **dualkl))
 
 
 def make_batch(batch_size: int = 2, *, num_bins: int = 8, seed: int = 0) -> dict:
@@ -61,7 +80,7 @@ def make_batch(batch_size: int = 2, *, num_bins: int = 8, seed: int = 0) -> dict
         "rpd_depth": np.zeros((batch_size, hf, wf), np.float32),
         "rpd_mask": np.zeros((batch_size, hf, wf), bool),
     }
-    bins = DepthBins(num_bins=num_bins)
+    bins = replace(RpdSettings.from_config(BASE).bins, num_bins=num_bins)
     for b in range(batch_size):
         for i in range(2):
             x1, y1 = rng.uniform(0.5, wf - 6), rng.uniform(0.5, hf - 4)
@@ -119,8 +138,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
     for model_type in ("did", "gupnet"):
         cfg = load_config(REPO / "configs" / "base.yaml", [*TINY, f"model.type={model_type}"])
         torch.manual_seed(1)
-        teacher = sharpen_depth_branch(build_detector(cfg, input_key="depth"))
-        student = build_detector(cfg)
+        teacher = sharpen_depth_branch(detector(cfg, input="depth"))
+        student = detector(cfg)
         files[model_type] = {
             "teacher": folder / f"{model_type}_teacher.pth",
             "student": folder / f"{model_type}_s.pth",
@@ -180,7 +199,7 @@ def test_every_config_loads() -> None:
     assert len(files) >= 13
     for path in files:
         cfg = load_config(path)
-        DistillSettings.from_config(cfg.distill)  # the distill section is valid too
+        DistillSettings.from_config(cfg)  # the distill section is valid too
 
 
 @pytest.mark.slow
@@ -309,7 +328,7 @@ def test_missing_or_unset_teacher_checkpoint_is_named(checkpoints: dict, tmp_pat
 def test_dualkl_needs_a_teacher_with_depth_branch(checkpoints: dict, tmp_path: Path) -> None:
     cfg = load_config(REPO / "configs" / "base.yaml", [*TINY, "model.depth_branch=false"])
     no_branch = tmp_path / "gupnet_style.pth"
-    torch.save({"model_state": build_detector(cfg).state_dict()}, no_branch)
+    torch.save({"model_state": detector(cfg).state_dict()}, no_branch)
     with pytest.raises(ValueError, match="has no depth branch"):
         load_distiller("configs/monommkd.yaml", checkpoints, f"distill.teacher_checkpoint={no_branch}")
     # Without DualKL such a teacher is fine (MonoSKD-style baselines).
@@ -327,7 +346,7 @@ def test_state_dict_layout_and_student_export(checkpoints: dict) -> None:
     assert distiller.inference_detector() is distiller.student
     exported = distiller.student_state_dict()
     cfg = load_config(REPO / "configs" / "monoskd.yaml", TINY)
-    plain = build_detector(cfg)
+    plain = detector(cfg)
     plain.load_state_dict(exported, strict=True)
     batch = make_batch(seed=5)
     plain.eval()
@@ -341,7 +360,7 @@ def test_state_dict_layout_and_student_export(checkpoints: dict) -> None:
 def test_dualkl_term_uses_rpd_mask_and_fg_weight() -> None:
     cfg = load_config(REPO / "configs" / "base.yaml", TINY)
     torch.manual_seed(0)
-    student, teacher = build_detector(cfg), sharpen_depth_branch(build_detector(cfg, input_key="depth"))
+    student, teacher = detector(cfg), sharpen_depth_branch(detector(cfg, input="depth"))
     batch = make_batch(seed=7)
     t = batch["targets"]
     kw = {"calib": batch["calib"], "coord_range": batch["coord_range"], "targets": t}
@@ -349,12 +368,13 @@ def test_dualkl_term_uses_rpd_mask_and_fg_weight() -> None:
         s_out, t_out = student(batch["rgb"], **kw), teacher(batch["depth"], **kw)
 
     def term(**dualkl: object) -> float:
-        settings = DistillSettings(dualkl=DualKLSettings(**dualkl))
-        distiller = Distiller(student, teacher, criterion=Criterion(model_type="did"), settings=settings)
+        distiller = Distiller(student, teacher, criterion=criterion(cfg), settings=dualkl_on(**dualkl))
         return distiller.distill_losses(s_out, t_out, t)["dualkl"].item()
 
-    def direct(weight: torch.Tensor) -> float:
-        return dual_kl_loss(s_out["depth_logits"], t_out["depth_logits"], weight).item()
+    def direct(weight: torch.Tensor, **changes: object) -> float:
+        d = {**vars(BASE_DISTILL.dualkl), **changes}
+        kw = {k: d[k] for k in ("temperature", "head_mass", "gamma", "mode")}
+        return dual_kl_loss(s_out["depth_logits"], t_out["depth_logits"], weight, **kw).item()
 
     rpd, fg = t["rpd_mask"].float(), t["fg_mask"].float()
     assert 0 < fg.sum() < fg.numel() and 0 < rpd.sum() < rpd.numel()
@@ -362,32 +382,31 @@ def test_dualkl_term_uses_rpd_mask_and_fg_weight() -> None:
     assert term(weight=1.0, fg_weight=5.0) == pytest.approx(direct(rpd * (1 + 4 * fg)), rel=1e-6)
     assert term(weight=1.0, all_pixels=True) == pytest.approx(direct(torch.ones_like(rpd)), rel=1e-6)
     assert term(weight=1.0, mode="reverse", gamma=0.0) == pytest.approx(
-        dual_kl_loss(s_out["depth_logits"], t_out["depth_logits"], rpd, mode="reverse", gamma=0.0).item(),
-        rel=1e-6,
+        direct(rpd, mode="reverse", gamma=0.0), rel=1e-6
     )
 
 
 def test_settings_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="distill.dualkl.mode"):
-        DualKLSettings(mode="symmetric")
+        replace(BASE_DISTILL.dualkl, mode="symmetric")
     with pytest.raises(ValueError, match="distill.teacher_bn"):
-        DistillSettings(teacher_bn="frozen")
+        replace(BASE_DISTILL, teacher_bn="frozen")
     with pytest.raises(ValueError, match="distill.affinity_weight must be >= 0"):
-        DistillSettings(affinity_weight=-1.0)
+        replace(BASE_DISTILL, affinity_weight=-1.0)
     with pytest.raises(ValueError, match="distill.dualkl.head_mass"):
-        DualKLSettings(head_mass=0.0)
+        replace(BASE_DISTILL.dualkl, head_mass=0.0)
+    for override in ("distill.dualkl.mode=symmetric", "distill.feature_cells=all"):
+        with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+            DistillSettings.from_config(load_config(REPO / "configs" / "base.yaml", [override]))
     cfg = load_config(REPO / "configs" / "base.yaml", [*TINY, "model.type=gupnet"])
     with pytest.raises(ValueError, match="same network"):
-        Distiller(
-            build_detector(cfg), build_detector(cfg, model_type="did"), criterion=Criterion(model_type="did")
-        )
-    dualkl_on = DistillSettings(dualkl=DualKLSettings(weight=1.0))
+        Distiller(detector(cfg), detector(cfg, type="did"), criterion=criterion(cfg), settings=BASE_DISTILL)
     with pytest.raises(ValueError, match="needs the depth branch"):
         Distiller(
-            build_detector(cfg, depth_branch=False),
-            build_detector(cfg),
-            criterion=Criterion(model_type="gupnet"),
-            settings=dualkl_on,
+            detector(cfg, depth_branch=False),
+            detector(cfg),
+            criterion=criterion(cfg),
+            settings=dualkl_on(weight=1.0),
         )
 
 

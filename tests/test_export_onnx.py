@@ -8,6 +8,7 @@ the dynamic batch axis is exercised) and compared output by output with PyTorch.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -17,9 +18,10 @@ import torch
 
 from lib.config import load_config
 from lib.datasets.kitti_io import read_calib, read_label
+from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
 from lib.inference import OUTPUT_NAMES, Frame, OnnxBackend, TorchBackend, load_detector, make_batch
-from lib.models.build import build_detector
+from lib.models.build import ModelSettings, build_detector
 
 pytest.importorskip("onnxruntime")
 
@@ -41,9 +43,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     checkpoint = folder / "random.pth"
-    torch.save(
-        {"model_state": build_detector(load_config(CONFIG), pretrained=False).state_dict()}, checkpoint
-    )
+    cfg = load_config(CONFIG)
+    model = replace(ModelSettings.from_config(cfg), pretrained=False)
+    torch.save({"model_state": build_detector(model, RpdSettings.from_config(cfg)).state_dict()}, checkpoint)
     onnx_path = folder / "model.onnx"
     argv = ["--config", str(CONFIG), "--checkpoint", str(checkpoint), "--out", str(onnx_path)]
     assert run_cli(load_tool("export_onnx").main, argv) == 0

@@ -3,12 +3,14 @@
 From the bottom up (a module belongs to the first group whose name is the module or a package
 above it; ``lib`` itself only to ``base``):
 
-0. base: ``lib``, ``lib.errors``, ``lib.constants``, ``lib.utils``: no project imports but these.
+0. base: ``lib``, ``lib.errors``, ``lib.constants``, ``lib.utils``, ``lib.config`` (config files and
+   the one parse of a section into a settings record): no project imports but these.
 1. geometry: ``lib.geometry`` (camera and box maths, the ``Calibration`` record),
    ``lib.box_coding`` (heading bins, heatmap gaussian radius), ``lib.depth_bins`` (RPD / UD /
-   SID / LID depth bins): pure maths used by data, models, losses and decoding.
-2. io: ``lib.config`` and ``lib.datasets.kitti_io`` (KITTI files <-> typed records). The
-   KITTI reader still lives in the ``datasets`` package but sits below everything else in it:
+   SID / LID depth bins and the ``rpd`` section's settings): pure maths used by data, models,
+   losses and decoding.
+2. io: ``lib.datasets.kitti_io`` (KITTI files <-> typed records). The KITTI reader still lives
+   in the ``datasets`` package but sits below everything else in it:
    the evaluator reads labels with it.
 3. eval: ``lib.eval`` (the KITTI evaluator, IoU kernels, error analysis, result files).
 4. data / model / loss / decode: ``lib.datasets``, ``lib.models``, ``lib.losses``,
@@ -39,9 +41,9 @@ import pytest
 LIB_DIR = Path(__file__).resolve().parents[1] / "lib"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("lib", "lib.errors", "lib.constants", "lib.utils")),
+    ("base", ("lib", "lib.errors", "lib.constants", "lib.utils", "lib.config")),
     ("geometry", ("lib.geometry", "lib.box_coding", "lib.depth_bins")),
-    ("io", ("lib.config", "lib.datasets.kitti_io")),
+    ("io", ("lib.datasets.kitti_io",)),
     ("eval", ("lib.eval",)),
     ("data/model/loss/decode", ("lib.datasets", "lib.models", "lib.losses", "lib.decode")),
     ("task", ("lib.distiller", "lib.visualize", "lib.inference", "lib.inference_io")),

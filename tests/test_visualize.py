@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from lib.config import load_config
 from lib.datasets.kitti_io import Object3d, read_label
 from lib.datasets.synthetic import synthetic_calibration
-from lib.depth_bins import DepthBins
+from lib.depth_bins import RpdSettings
 from lib.geometry import box3d_corners, project_to_image, rect_to_velo
 from lib.visualize import (
     colorize_bins,
@@ -101,7 +102,7 @@ def test_colorize_depth() -> None:
 
 
 def test_depth_bin_map_follows_the_bin_edges() -> None:
-    bins = DepthBins()
+    bins = RpdSettings.from_config(load_config(REPO_ROOT / "configs" / "base.yaml")).bins
     edges = bins.edges()
     mids = (edges[:-1] + edges[1:]) / 2  # (K,) one depth inside each bin
     depth = np.concatenate([mids, edges[:-1] + 1e-6, [0.0, 1.0, 90.0]])[None]

@@ -18,6 +18,7 @@ listed) or cannot be read (also the --pretrained weights), 2 for a bad command l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,8 +26,9 @@ from pathlib import Path
 from torch import nn
 
 from lib.config import ConfigError, load_config
+from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
-from lib.models import CheckpointMismatchError, build_detector, load_model_state
+from lib.models import CheckpointMismatchError, ModelSettings, build_detector, load_model_state
 from lib.models.checkpoint_io import CheckpointError
 
 
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        model = build_detector(cfg, pretrained=args.pretrained)
+        settings = dataclasses.replace(ModelSettings.from_config(cfg), pretrained=args.pretrained)
+        model = build_detector(settings, RpdSettings.from_config(cfg))
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = count_parameters(model)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"{cfg.model.type} / {cfg.model.backbone} (depth branch: {cfg.model.depth_branch})")
+    print(f"{settings.type} / {settings.backbone} (depth branch: {settings.depth_branch})")
     for name, n in modules.items():
         print(f"  {name:<18s} {n:>12,d}")
     print(f"  {'total':<18s} {total:>12,d}  (trainable {trainable:,d})")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -38,6 +39,7 @@ from lib.config import Config, ConfigError, load_config, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.decode import check_result_options
+from lib.depth_bins import RpdSettings
 from lib.engine import dist as dist_utils
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
@@ -45,8 +47,8 @@ from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
 from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
 from lib.eval.report import format_table
-from lib.losses.task_weighting import HierarchicalTaskLearning
-from lib.models.build import build_detector
+from lib.losses.criterion import LossSettings, build_htl
+from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
 from lib.models.checkpoint_role import check_checkpoint_role
 from lib.utils.logging import setup_logging
@@ -188,10 +190,7 @@ def build_training(
     named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
     optimizer = build_optimizer(named if named is not None else task.named_parameters(), optimizer_settings)
     scheduler = build_lr_scheduler(optimizer, schedule)
-    htl = None
-    if cfg.loss.htl:
-        horizon = cfg.loss.htl_horizon if cfg.loss.htl_horizon is not None else settings.max_epoch
-        htl = HierarchicalTaskLearning(num_epochs=horizon, window=cfg.loss.htl_window)
+    htl = build_htl(LossSettings.from_config(cfg), max_epoch=settings.max_epoch)
     classes = list(cfg.dataset.writelist)
 
     def evaluate_fn(module: torch.nn.Module, epoch: int) -> tuple[float, dict[str, Any]]:
@@ -236,7 +235,8 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
     input_key = "rgb" if distilled else cfg.model.input  # a distillation run tests its student
     split = cfg.tester.split
     with config_values(args.config):
-        detector = build_detector(cfg, pretrained=False, input_key=input_key)
+        model = dataclasses.replace(ModelSettings.from_config(cfg), input=input_key, pretrained=False)
+        detector = build_detector(model, RpdSettings.from_config(cfg))
         # inference reads depth maps only as the teacher's input (DID targets are not needed):
         # a DID-M3D checkpoint is evaluated without training/depth_dense
         load_depth = input_key == "depth"

@@ -17,6 +17,7 @@ and the boxes from above. Drawing lives in lib/visualize.py.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,9 +25,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lib.config import load_config
 from lib.datasets.depth_maps import project_scan
 from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
-from lib.depth_bins import MODES, DepthBins
+from lib.depth_bins import MODES, RpdSettings
 from lib.errors import UserError, run_cli
 from lib.visualize import (
     PRED_COLOUR,
@@ -44,9 +46,10 @@ from lib.visualize import (
 BEV_MIN_RANGE = 70.0  # m: the bird's-eye view reaches at least this far, further for far objects ...
 BEV_MAX_RANGE = 120.0  # m: ... up to this
 
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # the rpd defaults
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = DepthBins()
+    defaults = RpdSettings.from_config(load_config(BASE_CONFIG)).bins
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="KITTI root (holds training/)")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -139,8 +142,12 @@ def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, 
         depth, source = read_depth_map(depth_path, image_size), depth_path.parent.name
     else:
         depth, source = grow_sparse_depth(project_scan(scan, calib, image_size)), "projected scan"
-    bins = DepthBins(
-        mode=args.rpd_mode, depth_min=args.depth_min, depth_max=args.depth_max, num_bins=args.num_bins
+    bins = dataclasses.replace(
+        RpdSettings.from_config(load_config(BASE_CONFIG)).bins,
+        mode=args.rpd_mode,
+        depth_min=args.depth_min,
+        depth_max=args.depth_max,
+        num_bins=args.num_bins,
     )
 
     boxes = draw_boxes_3d(

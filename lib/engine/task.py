@@ -68,16 +68,9 @@ class DetectorTask(nn.Module):
 
 def uses_distiller(cfg: Config) -> bool:
     """Distillation is on when any distillation weight is > 0 or a teacher checkpoint is named."""
-    d = cfg.distill
-    weights = (
-        d.dualkl.weight,
-        d.dualkl.instance_weight,
-        d.feature_weight,
-        d.affinity_weight,
-        d.spearman_weight,
-        d.response_weight,
-    )
-    return any(w > 0 for w in weights) or d.teacher_checkpoint is not None
+    from lib.distiller import DistillSettings
+
+    return DistillSettings.from_config(cfg).enabled
 
 
 def build_task(cfg: Config) -> tuple[nn.Module, str]:
@@ -91,7 +84,10 @@ def build_task(cfg: Config) -> tuple[nn.Module, str]:
         from lib.distiller import Distiller
 
         return Distiller.from_config(cfg), "distiller"
-    from lib.losses.criterion import Criterion
-    from lib.models.build import build_detector
+    from lib.depth_bins import RpdSettings
+    from lib.losses.criterion import Criterion, LossSettings
+    from lib.models.build import ModelSettings, build_detector
 
-    return DetectorTask(build_detector(cfg), Criterion.from_config(cfg)), "detector"
+    model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
+    criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
+    return DetectorTask(build_detector(model, rpd), criterion), "detector"

@@ -1,4 +1,5 @@
-"""The training criterion of one network: detection terms + the depth-branch term.
+"""The ``loss:`` section (:class:`LossSettings`) and what it builds: the training criterion of one
+network (detection terms + the depth-branch term) and the HTL weighter.
 
 The trainer multiplies exactly the :data:`HTL_TASKS` entries by their Hierarchical Task
 Learning weights and adds every other entry as it is (docs/reference.md §2, docs/method.md §2.3).
@@ -7,55 +8,80 @@ Learning weights and adds every other entry as it is (docs/reference.md §2, doc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-from lib.depth_bins import DepthBins, soft_targets
+from lib.config import ConfigError, section_settings
+from lib.depth_bins import RpdSettings, soft_targets
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import HTL_TASKS, DetectionLoss
+from lib.losses.task_weighting import TREND_STEP, HierarchicalTaskLearning
 
-__all__ = ["HTL_TASKS", "Criterion"]
+__all__ = ["HTL_TASKS", "Criterion", "LossSettings", "build_htl"]
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The ``loss:`` config section, checked; configs/base.yaml documents each key and its default.
+
+    Attributes:
+        htl: weight the :data:`HTL_TASKS` terms with Hierarchical Task Learning (:func:`build_htl`).
+        htl_window: K, epoch means per loss-trend window. htl_horizon: T in epochs, None =
+            ``trainer.max_epoch``.
+        depth_branch_weight: multiplier of the depth-branch loss; 0 turns the term off.
+        depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md §2.3).
+    """
+
+    htl: bool
+    htl_window: int
+    htl_horizon: int | None
+    depth_branch_weight: float
+    depth_branch_fg_weight: float
+
+    def __post_init__(self) -> None:
+        if self.htl_window <= TREND_STEP:
+            raise ConfigError(f"loss.htl_window must be > {TREND_STEP}, got {self.htl_window}")
+        if self.htl_horizon is not None and self.htl_horizon < 1:
+            raise ConfigError(f"loss.htl_horizon must be >= 1 or null, got {self.htl_horizon}")
+        for key in ("depth_branch_weight", "depth_branch_fg_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"loss.{key} must be >= 0, got {getattr(self, key)}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LossSettings:
+        """The ``loss`` section of a resolved config (:func:`lib.config.load_config`)."""
+        return section_settings(cls, cfg["loss"], name="loss")
+
+
+def build_htl(loss: LossSettings, *, max_epoch: int) -> HierarchicalTaskLearning | None:
+    """The HTL weighter of a run (``loss.htl``), or None when HTL is off.
+
+    Its horizon is ``loss.htl_horizon``, or the run's ``max_epoch`` when that is null.
+    """
+    if not loss.htl:
+        return None
+    horizon = loss.htl_horizon if loss.htl_horizon is not None else max_epoch
+    return HierarchicalTaskLearning(num_epochs=horizon, window=loss.htl_window)
 
 
 class Criterion:
     """Loss dict of a detector's outputs: 7 unweighted detection terms + ``depth_branch``."""
 
-    def __init__(
-        self,
-        *,
-        model_type: str,
-        depth_branch_weight: float = 1.0,
-        depth_branch_fg_weight: float = 5.0,
-        bins: DepthBins | None = None,
-        supervise_beyond: bool = False,
-    ) -> None:
+    def __init__(self, *, model_type: str, loss: LossSettings, rpd: RpdSettings) -> None:
         """
         Args:
-            model_type: ``did`` or ``gupnet`` (which depth / size3d losses apply).
-            depth_branch_weight: multiplier of the depth-branch loss; 0 turns the term off.
-            depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md §2.3).
-            bins, supervise_beyond: the RPD settings (``rpd`` section) that turn the batch's
-                ``rpd_depth`` into soft targets on its device; default ``DepthBins()``.
+            model_type: ``did`` or ``gupnet`` (``model.type``: which depth / size3d losses apply).
+            loss: the ``loss`` section (the depth-branch weights).
+            rpd: the ``rpd`` section: the bins and ``supervise_beyond`` that turn the batch's
+                ``rpd_depth`` into soft targets on its device.
         """
-        if depth_branch_weight < 0:
-            raise ValueError(f"Criterion: depth_branch_weight must be >= 0, got {depth_branch_weight}")
         self.detection = DetectionLoss(model_type)
-        self.depth_branch_weight = depth_branch_weight
-        self.depth_branch_fg_weight = depth_branch_fg_weight
-        self.bins = bins if bins is not None else DepthBins()
-        self.supervise_beyond = supervise_beyond
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Criterion:
-        """Build from a full config (``model.type``, ``loss.depth_branch_*``, ``rpd``)."""
-        return cls(
-            model_type=cfg["model"]["type"],
-            depth_branch_weight=float(cfg["loss"]["depth_branch_weight"]),
-            depth_branch_fg_weight=float(cfg["loss"]["depth_branch_fg_weight"]),
-            bins=DepthBins.from_config(cfg["rpd"]),
-            supervise_beyond=bool(cfg["rpd"]["supervise_beyond"]),
-        )
+        self.depth_branch_weight = loss.depth_branch_weight
+        self.depth_branch_fg_weight = loss.depth_branch_fg_weight
+        self.bins = rpd.bins
+        self.supervise_beyond = rpd.supervise_beyond
 
     def __call__(self, preds: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Loss terms of one batch.

@@ -8,7 +8,7 @@ from torch import Tensor
 
 
 def depth_branch_loss(
-    logits: Tensor, target: Tensor, valid: Tensor, fg_mask: Tensor, *, fg_weight: float = 5.0
+    logits: Tensor, target: Tensor, valid: Tensor, fg_mask: Tensor, *, fg_weight: float
 ) -> Tensor:
     """Foreground-weighted soft cross-entropy over the K+1 depth bins (docs/method.md §2.3).
 
@@ -22,7 +22,8 @@ def depth_branch_loss(
         target: (B, K+1, H, W) soft two-hot RPD targets (each valid cell sums to 1).
         valid: (B, H, W) bool, cells that have a target.
         fg_mask: (B, H, W) bool, cells inside a GT 2D box of a trained class.
-        fg_weight: weight of a foreground cell relative to a background one (≥ 0).
+        fg_weight: weight of a foreground cell relative to a background one (≥ 0;
+            ``loss.depth_branch_fg_weight``).
 
     Returns:
         () float32 loss.

@@ -71,7 +71,7 @@ def head_set_mask(probs: Tensor, head_mass: float) -> Tensor:
 
 
 def dual_kl_balance(
-    p: Tensor, q: Tensor, *, mode: str = "dynamic", head_mass: float = 0.5, eps: float = 1e-8
+    p: Tensor, q: Tensor, *, mode: str, head_mass: float, eps: float = 1e-8
 ) -> tuple[Tensor, Tensor]:
     """Per-cell weights (w_f, w_r) of the forward and reverse KL (docs/method.md §3.1), no gradient.
 
@@ -121,10 +121,10 @@ def dual_kl_loss(
     teacher_logits: Tensor,
     weight: Tensor,
     *,
-    temperature: float = 1.0,
-    head_mass: float = 0.5,
-    gamma: float = 1.0,
-    mode: str = "dynamic",
+    temperature: float,
+    head_mass: float,
+    gamma: float,
+    mode: str,
     eps: float = 1e-8,
 ) -> Tensor:
     """DualKL between the teacher's and the student's depth-bin distributions (docs/method.md §3.3).
@@ -200,7 +200,7 @@ def laplace_dual_kl_loss(
     logvar_t: Tensor,
     *,
     weight: Tensor | None = None,
-    mode: str = "dynamic",
+    mode: str,
     eps: float = 1e-8,
 ) -> Tensor:
     """DualKL on the per-object Laplace depth of matched RoIs (docs/method.md §3.4).
@@ -345,8 +345,8 @@ def spearman_loss(
     student_feats: Sequence[Tensor],
     teacher_feats: Sequence[Tensor],
     *,
-    strength: float = 1.0,
-    mode: str = "skd",
+    strength: float,
+    mode: str,
 ) -> Tensor:
     """MonoSKD's Spearman rank-correlation loss through ``torchsort.soft_rank`` (docs/reference.md §6.3).
 

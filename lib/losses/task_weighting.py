@@ -62,14 +62,15 @@ class HierarchicalTaskLearning:
         self,
         *,
         num_epochs: int,
-        window: int = 5,
+        window: int,
         pre_tasks: Mapping[str, tuple[str, ...]] = GUPNET_PRE_TASKS,
     ) -> None:
         """
         Args:
             num_epochs: the horizon T (epochs): the time factor reaches 1 at t = T (GUPNet and
                 MonoSKD: 140, whatever the training length).
-            window: K, the number of epoch means in the FIFO (≥ 3 for a two-epoch trend).
+            window: K, the number of epoch means in the FIFO (≥ 3 for a two-epoch trend;
+                ``loss.htl_window``).
             pre_tasks: task → names of its pre-tasks; every pre-task must itself be a task.
         """
         if window <= TREND_STEP:

@@ -1,6 +1,6 @@
 """Detectors (GUPNet, DID-M3D), their backbones, heads and checkpoint loading (docs/reference.md §1)."""
 
-from lib.models.build import DETECTORS, build_detector
+from lib.models.build import DETECTORS, ModelSettings, build_detector
 from lib.models.checkpoint_io import (
     CheckpointMismatchError,
     LoadReport,
@@ -19,6 +19,7 @@ __all__ = [
     "Detector",
     "GUPNet",
     "LoadReport",
+    "ModelSettings",
     "build_detector",
     "load_model_state",
     "load_pretrained_backbone",

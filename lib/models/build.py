@@ -1,75 +1,89 @@
-"""``build_detector``: one builder for teacher and student, with an explicit name -> class table.
+"""The ``model:`` section (:class:`ModelSettings`) and ``build_detector``, one builder for both roles.
 
 The teacher and the student are the same class; only ``model.input`` (the batch key the network
-reads) differs (docs/method.md §1). ImageNet backbone weights are loaded here, never in a constructor.
+reads) differs (docs/method.md §1). ``DETECTORS`` is the explicit name -> class table of
+``model.type``. ImageNet backbone weights are loaded here, never in a constructor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from lib.config import ConfigError, section_settings
+from lib.depth_bins import RpdSettings
+from lib.models.backbones import BACKBONES
 from lib.models.checkpoint_io import load_pretrained_backbone
-from lib.models.detector import Detector
+from lib.models.detector import INPUT_KEYS, Detector
 from lib.models.did import DIDM3D
 from lib.models.gupnet import GUPNet
 
 DETECTORS: dict[str, type[Detector]] = {"gupnet": GUPNet, "did": DIDM3D}
 
 
-def detector_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of ``build_detector`` from a resolved config (its ``model`` and ``rpd``)."""
-    model = cfg["model"]
-    return {
-        "model_type": model["type"],
-        "backbone": model["backbone"],
-        "num_classes": model["num_classes"],
-        "head_conv": model["head_conv"],
-        "depth_branch": model["depth_branch"],
-        "num_depth_bins": cfg["rpd"]["num_bins"],
-        "depth_branch_channels": model["depth_branch_channels"],
-        "input_key": model["input"],
-        "pretrained": model["pretrained"],
-        "backbone_weights": model["backbone_weights"],
-    }
+@dataclass(frozen=True)
+class ModelSettings:
+    """The ``model:`` config section, checked; configs/base.yaml documents each key and its default.
+
+    A caller that builds a network for a role changes ``input`` / ``pretrained`` with
+    ``dataclasses.replace`` (the distiller's teacher reads ``depth`` and never loads ImageNet
+    weights).
+
+    Raises:
+        ConfigError: an unknown ``model.type`` / ``input`` / ``backbone`` or a width below 1.
+    """
+
+    type: str
+    input: str
+    backbone: str
+    pretrained: bool
+    backbone_weights: str | None
+    head_conv: int
+    depth_branch: bool
+    depth_branch_channels: int
+
+    def __post_init__(self) -> None:
+        if self.type not in DETECTORS:
+            raise ConfigError(f"model.type: unknown detector {self.type!r} (known: {', '.join(DETECTORS)})")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(
+                f"model.backbone: unknown backbone {self.backbone!r} (known: {', '.join(BACKBONES)})"
+            )
+        if self.input not in INPUT_KEYS:
+            raise ConfigError(f"model.input must be one of {INPUT_KEYS}, got {self.input!r}")
+        for key in ("head_conv", "depth_branch_channels"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{key} must be an integer >= 1, got {value!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ModelSettings:
+        """The ``model`` section of a resolved config (:func:`lib.config.load_config`)."""
+        return section_settings(cls, cfg["model"], name="model")
 
 
-def build_detector(
-    cfg: Mapping[str, Any] | None = None,
-    /,
-    *,
-    model_type: str | None = None,
-    pretrained: bool | None = None,
-    backbone_weights: str | None = None,
-    **kwargs: Any,
-) -> Detector:
-    """Build a detector from a config, from keyword arguments, or a config with overrides.
-
-    Args:
-        cfg: a resolved config (``load_config``); its ``model`` / ``rpd`` sections give the defaults.
-        model_type: ``gupnet`` or ``did`` (default ``did``, as in configs/base.yaml).
-        pretrained: load ImageNet backbone weights from ``backbone_weights`` (default False
-            without a config, so tests never download).
-        backbone_weights: local path or URL of the backbone weights.
-        **kwargs: ``Detector`` arguments (backbone, num_classes, head_conv, depth_branch,
-            num_depth_bins, depth_branch_channels, input_key, mean_size).
+def build_detector(model: ModelSettings, rpd: RpdSettings) -> Detector:
+    """The detector ``model`` describes, with ``rpd.num_bins`` + 1 depth-branch logits.
 
     Example:
-        ``build_detector(load_config("configs/teacher.yaml"))`` or
-        ``build_detector(model_type="gupnet", backbone="resnet18", depth_branch=False)``.
+        ``cfg = load_config("configs/teacher.yaml")``;
+        ``build_detector(ModelSettings.from_config(cfg), RpdSettings.from_config(cfg))``.
+
+    Raises:
+        ConfigError: ``model.pretrained`` is true and ``model.backbone_weights`` is empty.
+        OSError / RuntimeError: the backbone weights cannot be read or do not fit.
     """
-    options = detector_kwargs(cfg) if cfg is not None else {}
-    options.update(kwargs)
-    explicit = {"model_type": model_type, "pretrained": pretrained, "backbone_weights": backbone_weights}
-    options.update({k: v for k, v in explicit.items() if v is not None})
-    name = options.pop("model_type", "did")
-    load_weights = options.pop("pretrained", False)
-    weights = options.pop("backbone_weights", None)
-    if name not in DETECTORS:
-        raise ValueError(f"model.type: unknown detector {name!r} (known: {', '.join(DETECTORS)})")
-    model = DETECTORS[name](**options)
-    if load_weights:
-        if not weights:
-            raise ValueError("model.pretrained is true but model.backbone_weights is empty")
-        load_pretrained_backbone(model, weights)
-    return model
+    detector = DETECTORS[model.type](
+        backbone=model.backbone,
+        head_conv=model.head_conv,
+        depth_branch=model.depth_branch,
+        num_depth_bins=rpd.num_bins,
+        depth_branch_channels=model.depth_branch_channels,
+        input_key=model.input,
+    )
+    if model.pretrained:
+        if not model.backbone_weights:
+            raise ConfigError("model.pretrained is true but model.backbone_weights is empty")
+        load_pretrained_backbone(detector, model.backbone_weights)
+    return detector

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from lib.constants import HEATMAP_EPS, MEAN_SIZES, ROI_SIZE
+from lib.constants import HEATMAP_CLASSES, HEATMAP_EPS, MEAN_SIZES, ROI_SIZE
 from lib.models.backbones import DLAUp, build_backbone
 from lib.models.depth_branch import build_depth_branch
 from lib.models.heads import HeadSpec, build_head
@@ -193,15 +192,18 @@ def roi_features(feat: torch.Tensor, rois: RoiBatch, *, num_classes: int) -> tor
 class Detector(nn.Module):
     """Backbone + DLAUp + 2D heads + RoI features + optional depth branch; subclasses add 3D heads.
 
+    The heatmap has one channel per class of ``HEATMAP_CLASSES`` and ``mean_size`` holds their
+    ``MEAN_SIZES`` (lib/constants.py): the class set is fixed. The arguments are the ``model``
+    section and ``rpd.num_bins`` (lib/models/build.py ``build_detector``; no defaults here:
+    configs/base.yaml holds them).
+
     Args:
         backbone: ``dla34`` (GUPNet) or ``resnet18`` (light, CPU).
-        num_classes: heatmap channels, = rows of ``mean_size`` (3: Pedestrian, Car, Cyclist).
         head_conv: hidden width of every head (GUPNet: 256).
         depth_branch: build the depth branch (docs/method.md §1).
         num_depth_bins: K, RPD bins; the branch predicts K + 1 logits.
         depth_branch_channels: hidden width of the depth branch.
         input_key: batch key this network reads, ``rgb`` (student) or ``depth`` (teacher).
-        mean_size: (num_classes, 3) class mean [h, w, l] in m; default ``MEAN_SIZES``.
     """
 
     roi_heads: tuple[HeadSpec, ...] = ()  # the subclass's RoI head table, in registration order
@@ -209,35 +211,28 @@ class Detector(nn.Module):
     def __init__(
         self,
         *,
-        backbone: str = "dla34",
-        num_classes: int = 3,
-        head_conv: int = 256,
-        depth_branch: bool = True,
-        num_depth_bins: int = 80,
-        depth_branch_channels: int = 256,
-        input_key: str = "rgb",
-        mean_size: np.ndarray | None = None,
+        backbone: str,
+        head_conv: int,
+        depth_branch: bool,
+        num_depth_bins: int,
+        depth_branch_channels: int,
+        input_key: str,
     ) -> None:
         super().__init__()
-        mean_size = MEAN_SIZES if mean_size is None else np.asarray(mean_size, dtype=np.float32)
-        if mean_size.shape != (num_classes, 3):
-            raise ValueError(
-                f"mean_size must have shape ({num_classes}, 3) for model.num_classes, got {mean_size.shape}"
-            )
         if input_key not in INPUT_KEYS:
             raise ValueError(f"model.input must be one of {INPUT_KEYS}, got {input_key!r}")
         self.input_key = input_key
-        self.num_classes = num_classes
+        self.num_classes = len(HEATMAP_CLASSES)
         # Frozen, but a parameter (not a buffer) so that GUPNet's state_dict layout holds
         # (docs/reference.md §1.7).
-        self.mean_size = nn.Parameter(torch.tensor(mean_size), requires_grad=False)
+        self.mean_size = nn.Parameter(torch.tensor(MEAN_SIZES), requires_grad=False)
         self.backbone = build_backbone(backbone)
         self.first_level = list(self.backbone.strides).index(FEATURE_STRIDE)
         neck_channels = list(self.backbone.channels[self.first_level :])
         self.feat_up = DLAUp(neck_channels)
         feat_channels = neck_channels[0]
-        roi_channels = feat_channels + 2 + num_classes
-        for spec in (HeadSpec("heatmap", num_classes, "dense", "heatmap"), *HEADS_2D):
+        roi_channels = feat_channels + 2 + self.num_classes
+        for spec in (HeadSpec("heatmap", self.num_classes, "dense", "heatmap"), *HEADS_2D):
             setattr(self, spec.name, build_head(spec, feat_channels, mid_channels=head_conv))
         for spec in self.roi_heads:
             setattr(self, spec.name, build_head(spec, roi_channels, mid_channels=head_conv))

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lib.config import load_config
 from lib.datasets.synthetic import write_dataset
+from lib.depth_bins import RpdSettings
 from lib.errors import run_cli as run_main
-from lib.models.build import build_detector
+from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import load_checkpoint, load_model_state
 from tools.export_student import main as _export_main
 from tools.train_val import main as _train_val_main
@@ -146,7 +148,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
         export_main(["--checkpoint", str(run_dir / "checkpoints" / "last.pth"), "--out", str(exported)]) == 0
     )
     assert set(load_checkpoint(exported)) == {"model_state", "epoch"}
-    detector = build_detector(model_type="gupnet", backbone="resnet18", head_conv=16, depth_branch=False)
+    tiny_cfg = load_config(REPO_ROOT / "tests" / "configs" / "tiny.yaml")  # gupnet, resnet18, 16-wide heads
+    detector = build_detector(ModelSettings.from_config(tiny_cfg), RpdSettings.from_config(tiny_cfg))
     assert load_model_state(detector, exported).ok
 
 

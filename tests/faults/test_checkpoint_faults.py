@@ -5,6 +5,7 @@ each difference; unreadable files are one line; no checkpoint file is changed.""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 from faults_common import assert_kept, cli, error_line, snapshot
 
 from lib.config import load_config
-from lib.models.build import build_detector
+from lib.depth_bins import RpdSettings
+from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_role import CheckpointRoleError, check_checkpoint_role
 from tools.train_val import main as train_main
 
@@ -22,7 +24,8 @@ def save_checkpoint(path: Path, config: Path, overrides: list[str], *, task: str
     cfg = load_config(config, overrides)
     state = {}
     if weights:
-        state = build_detector(cfg, pretrained=False, input_key=cfg.model.input).state_dict()
+        model = replace(ModelSettings.from_config(cfg), pretrained=False)
+        state = build_detector(model, RpdSettings.from_config(cfg)).state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model_state": state, "task": task, "epoch": 1, "config": cfg.to_dict()}, path)
     return path

@@ -42,7 +42,7 @@ def test_fg_weight_one_is_the_plain_mean_over_valid_cells() -> None:
 def test_all_invalid_gives_finite_zero_and_no_gradient() -> None:
     logits, target, _, fg = one_row_example()
     logits.requires_grad_()
-    loss = depth_branch_loss(logits, target, torch.zeros(1, 1, 3, dtype=torch.bool), fg)
+    loss = depth_branch_loss(logits, target, torch.zeros(1, 1, 3, dtype=torch.bool), fg, fg_weight=5.0)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -53,7 +53,7 @@ def test_invalid_cells_get_no_gradient_even_with_extreme_logits() -> None:
     logits = logits.clone()
     logits[0, :, 0, 2] = torch.tensor([1e4, -1e4])
     logits.requires_grad_()
-    loss = depth_branch_loss(logits, target, valid, fg)
+    loss = depth_branch_loss(logits, target, valid, fg, fg_weight=5.0)
     loss.backward()
     assert torch.isfinite(loss)
     assert torch.equal(logits.grad[0, :, 0, 2], torch.zeros(2))
@@ -62,13 +62,13 @@ def test_invalid_cells_get_no_gradient_even_with_extreme_logits() -> None:
 
 def test_output_is_float32_for_half_inputs() -> None:
     logits, target, valid, fg = one_row_example()
-    loss = depth_branch_loss(logits.bfloat16(), target.bfloat16(), valid, fg)
+    loss = depth_branch_loss(logits.bfloat16(), target.bfloat16(), valid, fg, fg_weight=5.0)
     assert loss.dtype == torch.float32
 
 
 def test_shape_and_weight_errors() -> None:
     logits, target, valid, fg = one_row_example()
     with pytest.raises(ValueError, match=r"must be \(B, K\+1, H, W\)"):
-        depth_branch_loss(logits, target[:, :1], valid, fg)
+        depth_branch_loss(logits, target[:, :1], valid, fg, fg_weight=5.0)
     with pytest.raises(ValueError, match="fg_weight must be >= 0"):
         depth_branch_loss(logits, target, valid, fg, fg_weight=-1.0)

@@ -4,14 +4,15 @@ Criterion wrappers on hand-made batches (no model or dataset needed)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from lib.config import load_config
-from lib.depth_bins import DepthBins, rpd_valid, soft_targets
-from lib.losses.criterion import HTL_TASKS, Criterion
+from lib.depth_bins import DepthBins, RpdSettings, rpd_valid, soft_targets
+from lib.losses.criterion import HTL_TASKS, Criterion, LossSettings
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import (
     DetectionLoss,
@@ -330,7 +331,17 @@ def test_detection_loss_is_float32_under_autocast() -> None:
 # ---------------------------------------------------------------- Criterion
 
 
-FOUR_BINS = DepthBins(num_bins=4)
+BASE = load_config(REPO / "configs" / "base.yaml")
+BASE_RPD = RpdSettings.from_config(BASE)
+FOUR_RPD = replace(BASE_RPD, num_bins=4)
+FOUR_BINS = FOUR_RPD.bins
+
+
+def make_criterion(model_type: str, rpd: RpdSettings, **loss_changes: float) -> Criterion:
+    """A criterion with configs/base.yaml's ``loss`` section, ``loss_changes`` applied."""
+    return Criterion(
+        model_type=model_type, loss=replace(LossSettings.from_config(BASE), **loss_changes), rpd=rpd
+    )
 
 
 def depth_branch_targets(h: int = H, w: int = W) -> dict[str, torch.Tensor]:
@@ -356,9 +367,7 @@ def test_criterion_adds_the_weighted_depth_branch_term() -> None:
     targets = make_targets()
     preds = perfect_preds(targets, "did")
     with_depth_branch(preds, targets)
-    criterion = Criterion(
-        model_type="did", depth_branch_weight=0.5, depth_branch_fg_weight=3.0, bins=FOUR_BINS
-    )
+    criterion = make_criterion("did", FOUR_RPD, depth_branch_weight=0.5, depth_branch_fg_weight=3.0)
     losses = criterion(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
     # the soft two-hot targets are made here from rpd_depth (docs/method.md §2.3)
@@ -377,22 +386,24 @@ def test_criterion_names_a_bin_count_mismatch() -> None:
     preds = perfect_preds(targets, "did")
     with_depth_branch(preds, targets)  # 5 = 4 + 1 channels
     with pytest.raises(ValueError, match=r"depth branch has 5 channels .* rpd.num_bins \+ 1 = 81"):
-        Criterion(model_type="did")(preds, targets)  # default bins: K = 80
+        make_criterion("did", BASE_RPD)(preds, targets)  # default bins: K = 80
 
 
 def test_criterion_drops_the_depth_branch_term_when_off_or_absent() -> None:
     targets = make_targets()
     preds = perfect_preds(targets, "gupnet")
-    assert "depth_branch" not in Criterion(model_type="gupnet")(preds, targets)  # no depth_logits
+    assert "depth_branch" not in make_criterion("gupnet", BASE_RPD)(preds, targets)  # no depth_logits
     with_depth_branch(preds, targets)
-    assert "depth_branch" not in Criterion(model_type="gupnet", depth_branch_weight=0.0)(preds, targets)
+    assert "depth_branch" not in make_criterion("gupnet", BASE_RPD, depth_branch_weight=0.0)(preds, targets)
 
 
 def test_criterion_from_base_config() -> None:
     cfg = load_config(
         REPO / "configs" / "base.yaml", ["model.type=gupnet", "loss.depth_branch_weight=2", "rpd.mode=sid"]
     )
-    criterion = Criterion.from_config(cfg)
+    criterion = Criterion(
+        model_type=cfg.model.type, loss=LossSettings.from_config(cfg), rpd=RpdSettings.from_config(cfg)
+    )
     assert criterion.detection.model_type == "gupnet"
     assert criterion.bins == DepthBins("sid", 2.0, 80.0, 80, 721.54, 1.65) and not criterion.supervise_beyond
     assert criterion.depth_branch_weight == 2.0
@@ -403,19 +414,21 @@ def test_criterion_from_base_config() -> None:
 def test_criterion_on_real_detector_outputs(model_type: str) -> None:
     build = pytest.importorskip("lib.models.build")
     torch.manual_seed(0)
-    model = build.build_detector(
-        model_type=model_type,
+    model_settings = replace(
+        build.ModelSettings.from_config(BASE),
+        type=model_type,
         backbone="resnet18",
+        pretrained=False,
         head_conv=16,
         depth_branch=True,
-        num_depth_bins=4,
         depth_branch_channels=8,
-    ).train()
+    )
+    model = build.build_detector(model_settings, FOUR_RPD).train()
     targets = {**make_targets(h=16, w=32), **depth_branch_targets(h=16, w=32)}  # 64 x 128 input, stride 4
     calib = torch.tensor([[700.0, 0, 64, 40], [0, 700, 32, 0.2], [0, 0, 1, 0.003]]).expand(B, 3, 4)
     coord_range = torch.tensor([[0.0, 0.0], [128.0, 64.0]]).expand(B, 2, 2)
     preds = model(torch.randn(B, 3, 64, 128), calib=calib, coord_range=coord_range, targets=targets)
-    losses = Criterion(model_type=model_type, bins=FOUR_BINS)(preds, targets)
+    losses = make_criterion(model_type, FOUR_RPD)(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
     sum(losses.values()).backward()
@@ -425,6 +438,6 @@ def test_criterion_on_real_detector_outputs(model_type: str) -> None:
 
     targets["mask_2d"] = torch.zeros_like(targets["mask_2d"])  # a batch without objects
     preds = model(torch.randn(B, 3, 64, 128), calib=calib, coord_range=coord_range, targets=targets)
-    losses = Criterion(model_type=model_type, bins=FOUR_BINS)(preds, targets)
+    losses = make_criterion(model_type, FOUR_RPD)(preds, targets)
     assert all(losses[k].item() == 0.0 for k in HTL_TASKS if k != "seg")
     sum(losses.values()).backward()

@@ -30,6 +30,14 @@ from lib.losses.distill import (
 )
 
 MODES = ("dynamic", "forward", "reverse", "fixed")
+# The DualKL parameters the hand computations below assume unless a test names them (the values
+# of configs/base.yaml's distill.dualkl; the loss functions themselves have no defaults).
+DUALKL = {"temperature": 1.0, "head_mass": 0.5, "gamma": 1.0, "mode": "dynamic"}
+
+
+def dkl(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, **kw: object) -> torch.Tensor:
+    """``dual_kl_loss`` with the :data:`DUALKL` parameters that ``kw`` does not set."""
+    return dual_kl_loss(student, teacher, weight, **{**DUALKL, **kw})
 
 
 # ------------------------------------------------------------------------------ DualKL
@@ -92,12 +100,12 @@ def test_hand_computed_two_bin_cell() -> None:
     t = torch.zeros(1, 2, 1, 1)
     w = torch.ones(1, 1, 1)
     kw = dict(gamma=0.0)
-    assert dual_kl_loss(s, t, w, mode="forward", **kw).item() == pytest.approx(0.1438410, abs=1e-6)
-    assert dual_kl_loss(s, t, w, mode="reverse", **kw).item() == pytest.approx(0.1308120, abs=1e-6)
-    assert dual_kl_loss(s, t, w, mode="fixed", **kw).item() == pytest.approx(0.1373265, abs=1e-6)
-    assert dual_kl_loss(s, t, w, mode="dynamic", **kw).item() == pytest.approx(0.1373265, abs=1e-6)
+    assert dkl(s, t, w, mode="forward", **kw).item() == pytest.approx(0.1438410, abs=1e-6)
+    assert dkl(s, t, w, mode="reverse", **kw).item() == pytest.approx(0.1308120, abs=1e-6)
+    assert dkl(s, t, w, mode="fixed", **kw).item() == pytest.approx(0.1373265, abs=1e-6)
+    assert dkl(s, t, w, mode="dynamic", **kw).item() == pytest.approx(0.1373265, abs=1e-6)
     # A flat teacher has u = 1, so with γ = 1 the only cell has weight 0 → loss 0.
-    assert dual_kl_loss(s, t, w, mode="forward", gamma=1.0).item() == 0.0
+    assert dkl(s, t, w, mode="forward", gamma=1.0).item() == 0.0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -107,7 +115,7 @@ def test_modes_match_loop_reference(mode: str, tau: float, mu: float, gamma: flo
     s = torch.randn(2, 4, 2, 2, generator=gen) * 2
     t = torch.randn(2, 4, 2, 2, generator=gen) * 2
     w = torch.tensor([[[1.0, 0.0], [2.0, 1.0]], [[0.0, 5.0], [1.0, 1.0]]])
-    got = dual_kl_loss(s, t, w, temperature=tau, head_mass=mu, gamma=gamma, mode=mode)
+    got = dkl(s, t, w, temperature=tau, head_mass=mu, gamma=gamma, mode=mode)
     want = reference_dual_kl(s.numpy(), t.numpy(), w.numpy(), tau=tau, mu=mu, gamma=gamma, mode=mode)
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-7)
@@ -121,13 +129,13 @@ def test_dynamic_weights_favour_the_wrong_part() -> None:
     w = torch.ones(1, 1, 1)
     kw = dict(gamma=0.0)
     # A: head {0} gap 0.4, tail gap 0.4 → balanced; the dynamic loss is the mean of the two KLs.
-    dyn_a = dual_kl_loss(s_a, t, w, mode="dynamic", **kw)
-    assert dyn_a.item() == pytest.approx(dual_kl_loss(s_a, t, w, mode="fixed", **kw).item(), rel=1e-5)
+    dyn_a = dkl(s_a, t, w, mode="dynamic", **kw)
+    assert dyn_a.item() == pytest.approx(dkl(s_a, t, w, mode="fixed", **kw).item(), rel=1e-5)
     # B: nearly all of the gap lies in the tail → mostly reverse KL.
     s_b = torch.log(torch.tensor([0.68, 0.02, 0.02, 0.28])).reshape(1, 4, 1, 1)
-    dyn_b = dual_kl_loss(s_b, t, w, mode="dynamic", **kw).item()
-    fwd_b = dual_kl_loss(s_b, t, w, mode="forward", **kw).item()
-    rev_b = dual_kl_loss(s_b, t, w, mode="reverse", **kw).item()
+    dyn_b = dkl(s_b, t, w, mode="dynamic", **kw).item()
+    fwd_b = dkl(s_b, t, w, mode="forward", **kw).item()
+    rev_b = dkl(s_b, t, w, mode="reverse", **kw).item()
     # head gap |0.7 − 0.68| = 0.02, tail gap 0.08 + 0.08 + 0.18 = 0.34 → w_f = 0.02/0.36, w_r = 0.34/0.36
     assert dyn_b == pytest.approx((0.02 * fwd_b + 0.34 * rev_b) / 0.36, rel=1e-4)
 
@@ -135,7 +143,7 @@ def test_dynamic_weights_favour_the_wrong_part() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_identical_logits_give_zero(mode: str) -> None:
     x = torch.randn(2, 5, 3, 3)
-    assert dual_kl_loss(x, x.clone(), torch.ones(2, 3, 3), mode=mode).abs().item() < 1e-6
+    assert dkl(x, x.clone(), torch.ones(2, 3, 3), mode=mode).abs().item() < 1e-6
 
 
 def test_uncertainty_weight_lowers_a_flat_teacher() -> None:
@@ -147,13 +155,13 @@ def test_uncertainty_weight_lowers_a_flat_teacher() -> None:
     t = torch.stack([t_sure, t_flat], dim=-1).reshape(1, 4, 1, 2)
     s = torch.tensor([[0.0, 3.0], [2.0, 0.0], [0.0, 0.0], [0.0, 1.0]]).reshape(1, 4, 1, 2)
     w = torch.ones(1, 1, 2)
-    sure_only = dual_kl_loss(s[..., :1], t[..., :1], w[..., :1], mode="forward")
+    sure_only = dkl(s[..., :1], t[..., :1], w[..., :1], mode="forward")
     # γ = 1: the flat cell has weight (1 − 1)^1 = 0, so only the confident cell counts.
-    assert dual_kl_loss(s, t, w, mode="forward").item() == pytest.approx(sure_only.item(), rel=1e-5)
+    assert dkl(s, t, w, mode="forward").item() == pytest.approx(sure_only.item(), rel=1e-5)
     # γ = 0: both cells count equally.
-    both = dual_kl_loss(s, t, w, mode="forward", gamma=0.0)
-    flat_only = dual_kl_loss(s[..., 1:], t[..., 1:], w[..., 1:], mode="forward", gamma=0.0)
-    expected = 0.5 * (dual_kl_loss(s[..., :1], t[..., :1], w[..., :1], mode="forward", gamma=0.0) + flat_only)
+    both = dkl(s, t, w, mode="forward", gamma=0.0)
+    flat_only = dkl(s[..., 1:], t[..., 1:], w[..., 1:], mode="forward", gamma=0.0)
+    expected = 0.5 * (dkl(s[..., :1], t[..., :1], w[..., :1], mode="forward", gamma=0.0) + flat_only)
     assert both.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -161,14 +169,14 @@ def test_uncertainty_weight_lowers_a_flat_teacher() -> None:
 def test_gradient_reaches_the_student_only(mode: str) -> None:
     s = torch.randn(1, 4, 2, 2, requires_grad=True)
     t = torch.randn(1, 4, 2, 2, requires_grad=True)
-    dual_kl_loss(s, t, torch.ones(1, 2, 2), mode=mode).backward()
+    dkl(s, t, torch.ones(1, 2, 2), mode=mode).backward()
     assert t.grad is None
     assert s.grad is not None and s.grad.abs().sum() > 0
 
 
 def test_all_zero_weight_is_zero_with_finite_gradient() -> None:
     s = torch.randn(2, 4, 2, 2, requires_grad=True)
-    loss = dual_kl_loss(s, torch.randn(2, 4, 2, 2), torch.zeros(2, 2, 2))
+    loss = dkl(s, torch.randn(2, 4, 2, 2), torch.zeros(2, 2, 2))
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(s.grad).all() and (s.grad == 0).all()
@@ -179,11 +187,11 @@ def test_bf16_autocast_gives_float32_close_to_fp32() -> None:
     s = torch.randn(2, 9, 4, 4, generator=gen)
     t = torch.randn(2, 9, 4, 4, generator=gen) * 3
     w = torch.rand(2, 4, 4, generator=gen)
-    fp32 = dual_kl_loss(s, t, w)
+    fp32 = dkl(s, t, w)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = dual_kl_loss(s.bfloat16(), t.bfloat16(), w.bfloat16())
+        got = dkl(s.bfloat16(), t.bfloat16(), w.bfloat16())
     assert got.dtype == torch.float32
-    same_inputs = dual_kl_loss(s.bfloat16().float(), t.bfloat16().float(), w.bfloat16().float())
+    same_inputs = dkl(s.bfloat16().float(), t.bfloat16().float(), w.bfloat16().float())
     assert got.item() == pytest.approx(same_inputs.item(), rel=1e-6)
     assert got.item() == pytest.approx(fp32.item(), rel=2e-2)
 
@@ -191,11 +199,11 @@ def test_bf16_autocast_gives_float32_close_to_fp32() -> None:
 def test_bad_inputs_are_named() -> None:
     x = torch.zeros(1, 3, 2, 2)
     with pytest.raises(ValueError, match="dualkl.mode"):
-        dual_kl_loss(x, x, torch.ones(1, 2, 2), mode="both")
+        dkl(x, x, torch.ones(1, 2, 2), mode="both")
     with pytest.raises(ValueError, match=r"weight must be \(N, H, W\)"):
-        dual_kl_loss(x, x, torch.ones(1, 3, 2, 2))
+        dkl(x, x, torch.ones(1, 3, 2, 2))
     with pytest.raises(ValueError, match="logits must both be"):
-        dual_kl_loss(x, torch.zeros(1, 4, 2, 2), torch.ones(1, 2, 2))
+        dkl(x, torch.zeros(1, 4, 2, 2), torch.ones(1, 2, 2))
 
 
 # ------------------------------------------------------------------------------ Laplace instance term
@@ -239,7 +247,7 @@ def test_laplace_dual_kl_dynamic_balance() -> None:
     assert kl_f[0] > kl_r[0]  # sharper student: the mass-covering (forward) KL dominates
     wf, wr = kl_f / (kl_f + kl_r), kl_r / (kl_f + kl_r)
     want = ((w * (wf * kl_f + wr * kl_r)).sum() / w.sum()).item()
-    got = laplace_dual_kl_loss(mu_s, lv_s, mu_t, lv_t, weight=w)
+    got = laplace_dual_kl_loss(mu_s, lv_s, mu_t, lv_t, weight=w, mode="dynamic")
     assert got.item() == pytest.approx(want, rel=1e-5)
     assert laplace_dual_kl_loss(mu_s, lv_s, mu_t, lv_t, mode="forward").item() == pytest.approx(
         kl_f.mean().item(), rel=1e-6
@@ -252,15 +260,15 @@ def test_laplace_dual_kl_dynamic_balance() -> None:
 def test_laplace_dual_kl_zero_gradients_and_empty() -> None:
     mu = torch.tensor([5.0, 30.0])
     lv = torch.tensor([0.1, -1.0])
-    assert laplace_dual_kl_loss(mu, lv, mu.clone(), lv.clone()).abs().item() < 1e-6
+    assert laplace_dual_kl_loss(mu, lv, mu.clone(), lv.clone(), mode="dynamic").abs().item() < 1e-6
     mu_s = torch.tensor([6.0, 28.0], requires_grad=True)
     lv_s = torch.tensor([0.5, 0.0], requires_grad=True)
     mu_t = mu.clone().requires_grad_(True)
-    laplace_dual_kl_loss(mu_s, lv_s, mu_t, lv).backward()
+    laplace_dual_kl_loss(mu_s, lv_s, mu_t, lv, mode="dynamic").backward()
     assert mu_t.grad is None
     assert mu_s.grad.abs().sum() > 0 and lv_s.grad.abs().sum() > 0
     empty = torch.zeros(0, requires_grad=True)
-    loss = laplace_dual_kl_loss(empty, empty, torch.zeros(0), torch.zeros(0))
+    loss = laplace_dual_kl_loss(empty, empty, torch.zeros(0), torch.zeros(0), mode="dynamic")
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(empty.grad).all()
@@ -306,21 +314,23 @@ def test_spearman_skd_matches_numpy_and_shows_the_batch_quirk() -> None:
     # Well-separated values: soft_rank equals the hard rank (ties would make it soft).
     t = gen.permutation(24).astype(np.float32).reshape(2, 3, 2, 2) * 5.0
     s = gen.normal(size=(2, 3, 2, 2)).astype(np.float32)
-    got = spearman_loss([torch.from_numpy(s)], [torch.from_numpy(t)], strength=1.0)
+    got = spearman_loss([torch.from_numpy(s)], [torch.from_numpy(t)], strength=1.0, mode="skd")
     ranks = _hard_rank(t.reshape(2, -1)) / 12.0
     want = 1.0 - np.corrcoef(s.reshape(-1), ranks.reshape(-1))[0, 1]
     assert got.item() == pytest.approx(want, rel=1e-5)
     # Evenly spaced values equal to their ranks: 1 − corr(x, x) = 0.
     x = torch.from_numpy(gen.permutation(12).astype(np.float32) + 1.0).reshape(1, 3, 2, 2)
-    assert spearman_loss([x], [x.clone()]).item() == pytest.approx(0.0, abs=1e-6)
+    assert spearman_loss([x], [x.clone()], strength=1.0, mode="skd").item() == pytest.approx(0.0, abs=1e-6)
     # Quirk (docs/reference.md §9.14): the correlation runs over the whole batch, so a sample shifted
     # by +100 (same ranks) is not "perfectly correlated".
     batch = torch.cat([x, x + 100.0])
-    quirk = spearman_loss([batch], [batch.clone()]).item()
+    quirk = spearman_loss([batch], [batch.clone()], strength=1.0, mode="skd").item()
     r = _hard_rank(batch.reshape(2, -1).numpy()) / 12.0
     assert quirk == pytest.approx(1.0 - np.corrcoef(batch.reshape(-1).numpy(), r.reshape(-1))[0, 1], rel=1e-5)
     assert quirk > 0.1
-    assert spearman_loss([batch], [batch.clone()], mode="rank_both").item() == pytest.approx(0.0, abs=1e-6)
+    assert spearman_loss([batch], [batch.clone()], strength=1.0, mode="rank_both").item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("mode", ["skd", "rank_both"])
@@ -333,7 +343,7 @@ def test_spearman_gradient_reaches_the_student_only(mode: str) -> None:
     assert t.grad is None
     assert s.grad.abs().sum() > 0 and s_coarse.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="spearman_mode"):
-        spearman_loss([s], [t], mode="pearson")
+        spearman_loss([s], [t], strength=1.0, mode="pearson")
 
 
 # ------------------------------------------------------------------------------ response

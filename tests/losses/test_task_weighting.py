@@ -66,7 +66,7 @@ def test_first_weight_with_steady_trends_is_the_time_factor() -> None:
 
 
 def test_horizon_follows_num_epochs() -> None:
-    short, long = (HierarchicalTaskLearning(num_epochs=n) for n in (30, 150))
+    short, long = (HierarchicalTaskLearning(num_epochs=n, window=5) for n in (30, 150))
     for t in range(6):
         for htl in (short, long):
             htl.update({task: 50.0 - t for task in HTL_TASKS})
@@ -188,7 +188,7 @@ def test_load_state_dict_rejects_another_window() -> None:
 
 
 def test_update_errors_name_the_task() -> None:
-    htl = HierarchicalTaskLearning(num_epochs=10)
+    htl = HierarchicalTaskLearning(num_epochs=10, window=5)
     with pytest.raises(ValueError, match="no mean loss for task 'depth'"):
         htl.update({task: 1.0 for task in HTL_TASKS if task != "depth"})
     with pytest.raises(ValueError, match="mean loss of 'seg' is nan"):
@@ -201,4 +201,4 @@ def test_constructor_checks() -> None:
     with pytest.raises(ValueError, match="window must be > 2"):
         HierarchicalTaskLearning(num_epochs=10, window=2)
     with pytest.raises(ValueError, match=r"pre-tasks \['size2d'\] of 'depth' are not tasks"):
-        HierarchicalTaskLearning(num_epochs=10, pre_tasks={"seg": (), "depth": ("size2d",)})
+        HierarchicalTaskLearning(num_epochs=10, window=5, pre_tasks={"seg": (), "depth": ("size2d",)})

@@ -1,13 +1,20 @@
-"""Fake batches in the dataset's batch layout, for model tests (no real data needed)."""
+"""Fake batches in the dataset's batch layout, and configs/base.yaml's detector, for model tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+from lib.config import load_config
 from lib.constants import MEAN_SIZES, NUM_HEADING_BIN
+from lib.depth_bins import RpdSettings
+from lib.models import Detector, ModelSettings, build_detector
+
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "base.yaml"
 
 # KITTI frame 000000's P2 (rounded): fu = fv = 721.54, cu = 609.56, cv = 172.85.
 KITTI_P2 = torch.tensor(
@@ -78,3 +85,18 @@ def make_batch(
 def fake_batch() -> Callable[..., dict]:
     """The ``make_batch`` factory (keyword arguments as in its signature)."""
     return make_batch
+
+
+def base_detector(*, num_bins: int | None = None, **changes: object) -> Detector:
+    """configs/base.yaml's detector with ``changes`` to its ``model`` section (``rpd.num_bins`` =
+    ``num_bins`` when given), never with ImageNet weights."""
+    cfg = load_config(BASE_CONFIG)
+    model = replace(ModelSettings.from_config(cfg), pretrained=False, **changes)
+    rpd = RpdSettings.from_config(cfg)
+    return build_detector(model, rpd if num_bins is None else replace(rpd, num_bins=num_bins))
+
+
+@pytest.fixture(scope="session")
+def make_detector() -> Callable[..., Detector]:
+    """The ``base_detector`` factory (keyword arguments as in its signature)."""
+    return base_detector

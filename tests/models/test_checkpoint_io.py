@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from lib.models import CheckpointMismatchError, build_detector, load_model_state, load_pretrained_backbone
+from lib.config import load_config
+from lib.depth_bins import RpdSettings
+from lib.models import (
+    CheckpointMismatchError,
+    ModelSettings,
+    build_detector,
+    load_model_state,
+    load_pretrained_backbone,
+)
 from lib.models.backbones import DLA34
 from lib.models.checkpoint_io import CheckpointError
 
+BASE = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
+
+
+def _detector(**changes: object) -> torch.nn.Module:
+    """configs/base.yaml's detector with ``changes`` to its model section; no ImageNet weights
+    unless ``pretrained=True`` is among them."""
+    model = replace(ModelSettings.from_config(BASE), pretrained=False)
+    return build_detector(replace(model, **changes), RpdSettings.from_config(BASE))
+
 
 def _small(model_type: str = "did", **kwargs) -> torch.nn.Module:
-    return build_detector(
-        model_type=model_type, backbone="resnet18", head_conv=16, depth_branch_channels=16, **kwargs
-    )
+    return _detector(type=model_type, backbone="resnet18", head_conv=16, depth_branch_channels=16, **kwargs)
 
 
 def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -135,7 +151,7 @@ def imagenet_dla(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_pretrained_backbone_from_path_keeps_own_fc(imagenet_dla: tuple[Path, dict]) -> None:
     path, state = imagenet_dla
-    model = build_detector(model_type="gupnet", depth_branch=False)
+    model = _detector(type="gupnet", depth_branch=False)
     fc_before = model.backbone.fc.weight.clone()
     load_pretrained_backbone(model, str(path))
     assert torch.equal(model.backbone.level5.root.conv.weight, state["level5.root.conv.weight"])
@@ -149,7 +165,7 @@ def test_builder_loads_pretrained_from_url(
 ) -> None:
     path, state = imagenet_dla
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    model = build_detector(model_type="did", pretrained=True, backbone_weights=path.as_uri())
+    model = _detector(type="did", pretrained=True, backbone_weights=path.as_uri())
     assert torch.equal(model.backbone.level3.tree2.root.conv.weight, state["level3.tree2.root.conv.weight"])
     assert (tmp_path / "torch" / "hub" / "checkpoints" / path.name).is_file()  # cached for next time
 
@@ -157,7 +173,7 @@ def test_builder_loads_pretrained_from_url(
 def test_offline_download_error_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     url = (tmp_path / "nowhere" / "dla34-ba72cf86.pth").as_uri()
-    model = build_detector(model_type="gupnet", depth_branch=False)
+    model = _detector(type="gupnet", depth_branch=False)
     with pytest.raises(RuntimeError, match="could not download") as info:
         load_pretrained_backbone(model, url)
     message = str(info.value)
@@ -173,4 +189,4 @@ def test_pretrained_weights_of_another_backbone_fail(imagenet_dla: tuple[Path, d
         load_pretrained_backbone(_small(), str(path))
     assert "ImageNet weights of this backbone (ResNet18); set model.pretrained=false" in str(info.value)
     with pytest.raises(ValueError, match="backbone_weights is empty"):
-        build_detector(backbone="resnet18", pretrained=True, backbone_weights="")
+        _detector(backbone="resnet18", pretrained=True, backbone_weights="")

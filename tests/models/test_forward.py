@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.models import DIDM3D, GUPNet, build_detector
+from lib.depth_bins import RpdSettings
+from lib.models import DIDM3D, Detector, GUPNet, ModelSettings, build_detector
 
 REPO = Path(__file__).resolve().parents[2]
 DID_MAPS = ("vis_depth", "att_depth", "vis_depth_uncer", "att_depth_uncer", "ins_depth", "ins_depth_uncer")
@@ -44,8 +45,10 @@ def _check_roi_shapes(out: dict, n: int, model_type: str) -> None:
 
 
 @pytest.mark.parametrize("model_type", ["gupnet", "did"])
-def test_train_mode_uses_gt_objects(model_type: str, fake_batch: Callable[..., dict]) -> None:
-    model = build_detector(model_type=model_type).train()
+def test_train_mode_uses_gt_objects(
+    model_type: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
+    model = make_detector(type=model_type).train()
     batch = fake_batch(num_objects=(3, 2))
     with torch.no_grad():
         out = _run(model, batch, with_targets=True)
@@ -65,8 +68,10 @@ def test_train_mode_uses_gt_objects(model_type: str, fake_batch: Callable[..., d
 
 
 @pytest.mark.parametrize("model_type", ["gupnet", "did"])
-def test_eval_mode_uses_topk_peaks(model_type: str, fake_batch: Callable[..., dict]) -> None:
-    model = build_detector(model_type=model_type, depth_branch=False).eval()
+def test_eval_mode_uses_topk_peaks(
+    model_type: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
+    model = make_detector(type=model_type, depth_branch=False).eval()
     with torch.no_grad():
         out = _run(model, fake_batch(2, 64, 128), with_targets=False, topk=10)
     assert "depth_logits" not in out
@@ -80,9 +85,11 @@ def test_eval_mode_uses_topk_peaks(model_type: str, fake_batch: Callable[..., di
     assert torch.equal(out["roi_cls"], topk["cls"].flatten())
 
 
-def test_full_resolution_batch(fake_batch: Callable[..., dict]) -> None:
+def test_full_resolution_batch(
+    fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
     """The one 384x1280 forward (default type did, depth branch on): stride-4 maps are 96x320."""
-    model = build_detector().train()
+    model = make_detector().train()
     batch = fake_batch(1, 384, 1280, num_objects=(4,))
     with torch.no_grad():
         out = _run(model, batch, with_targets=True)
@@ -93,8 +100,10 @@ def test_full_resolution_batch(fake_batch: Callable[..., dict]) -> None:
 
 
 @pytest.mark.parametrize("model_type", ["gupnet", "did"])
-def test_no_objects_gives_empty_rows(model_type: str, fake_batch: Callable[..., dict]) -> None:
-    model = build_detector(model_type=model_type, backbone="resnet18", head_conv=32).train()
+def test_no_objects_gives_empty_rows(
+    model_type: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
+    model = make_detector(type=model_type, backbone="resnet18", head_conv=32).train()
     out = _run(model, fake_batch(num_objects=(0, 0)), with_targets=True)
     _check_roi_shapes(out, 0, model_type)
     out["heatmap"].sum().backward()  # the graph stays usable
@@ -111,10 +120,10 @@ DLA_UNUSED = {
 
 @pytest.mark.parametrize(("model_type", "backbone"), [("gupnet", "dla34"), ("did", "resnet18")])
 def test_gradients_reach_every_trainable_parameter(
-    model_type: str, backbone: str, fake_batch: Callable[..., dict]
+    model_type: str, backbone: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
 ) -> None:
     """Backward of the sum of all outputs reaches every trainable parameter but DLA's unused ones."""
-    model = build_detector(model_type=model_type, backbone=backbone).train()
+    model = make_detector(type=model_type, backbone=backbone).train()
     out = _run(model, fake_batch(2, 64, 128, num_objects=(2, 1)), with_targets=True)
     assert [tuple(f.shape[1:]) for f in out["features"]] == [
         (64, 16, 32),
@@ -136,8 +145,10 @@ def test_gradients_reach_every_trainable_parameter(
     assert model.mean_size.grad is None
 
 
-def test_bad_inputs_are_named(fake_batch: Callable[..., dict]) -> None:
-    model = build_detector(backbone="resnet18", depth_branch=False)
+def test_bad_inputs_are_named(
+    fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
+    model = make_detector(backbone="resnet18", depth_branch=False)
     batch = fake_batch()
     with pytest.raises(ValueError, match="multiples of 32, got 90x320"):
         model(batch["rgb"][:, :, :90], calib=batch["calib"], coord_range=batch["coord_range"])
@@ -149,9 +160,9 @@ def test_bad_inputs_are_named(fake_batch: Callable[..., dict]) -> None:
         model(batch["rgb"][:, :2], calib=batch["calib"], coord_range=batch["coord_range"])
 
 
-def test_a_one_channel_depth_map_equals_it_repeated_in_three() -> None:
+def test_a_one_channel_depth_map_equals_it_repeated_in_three(make_detector: Callable[..., Detector]) -> None:
     torch.manual_seed(0)
-    model = build_detector(backbone="resnet18", head_conv=16, input_key="depth").eval()
+    model = make_detector(backbone="resnet18", head_conv=16, input="depth").eval()
     depth = torch.rand(2, 1, 64, 128) * 0.5
     kw = {
         "calib": torch.eye(3, 4).expand(2, 3, 4) * 700,
@@ -163,19 +174,24 @@ def test_a_one_channel_depth_map_equals_it_repeated_in_three() -> None:
         torch.testing.assert_close(one[key], three[key], rtol=0, atol=0, msg=key)
 
 
-def test_teacher_and_student_from_one_builder() -> None:
+def from_config(path: Path, overrides: list[str]) -> Detector:
+    cfg = load_config(path, overrides)
+    return build_detector(ModelSettings.from_config(cfg), RpdSettings.from_config(cfg))
+
+
+def test_teacher_and_student_from_one_builder(make_detector: Callable[..., Detector]) -> None:
     off = ["model.pretrained=false", "model.backbone=resnet18"]
-    teacher = build_detector(load_config(REPO / "configs/teacher.yaml", off))
-    student = build_detector(load_config(REPO / "configs/student.yaml", off))
+    teacher = from_config(REPO / "configs/teacher.yaml", off)
+    student = from_config(REPO / "configs/student.yaml", off)
     assert type(teacher) is type(student) is DIDM3D
     assert (teacher.input_key, student.input_key) == ("depth", "rgb")
     assert teacher.state_dict().keys() == student.state_dict().keys()
-    gup = build_detector(load_config(REPO / "configs/student.yaml", [*off, "model.type=gupnet"]))
+    gup = from_config(REPO / "configs/student.yaml", [*off, "model.type=gupnet"])
     assert isinstance(gup, GUPNet)
     with pytest.raises(ValueError, match="model.type: unknown detector 'yolo'"):
-        build_detector(model_type="yolo")
+        make_detector(type="yolo")
     with pytest.raises(ValueError, match="model.input must be one of"):
-        build_detector(backbone="resnet18", input_key="lidar")
+        make_detector(backbone="resnet18", input="lidar")
 
 
 def test_models_never_call_cuda() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from lib.config import load_config
-from lib.models import build_detector
+from lib.depth_bins import RpdSettings
+from lib.models import ModelSettings, build_detector
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["model.backbone=resnet18", "model.head_conv=16", "model.depth_branch_channels=16"]
@@ -46,7 +47,7 @@ def test_checkpoint_fits_or_not(tmp_path: Path) -> None:
     cfg = load_config(
         REPO / "configs/student.yaml", [*SMALL, "model.pretrained=false", "model.depth_branch=false"]
     )
-    state = build_detector(cfg).state_dict()
+    state = build_detector(ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)).state_dict()
     good, bad = tmp_path / "good.pth", tmp_path / "bad.pth"
     torch.save({"model_state": state, "epoch": 1}, good)  # GUPNet layout: no depth branch
     state["heatmap.2.bias"] = torch.zeros(4)

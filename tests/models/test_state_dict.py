@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 
 from lib.constants import MEAN_SIZES
-from lib.models import DIDM3D, GUPNet, build_detector
+from lib.models import DIDM3D, Detector, GUPNet
 
 
 @pytest.fixture(scope="module")
-def gupnet() -> GUPNet:
-    return build_detector(model_type="gupnet", depth_branch=False)
+def gupnet(make_detector: Callable[..., Detector]) -> GUPNet:
+    return make_detector(type="gupnet", depth_branch=False)
 
 
 @pytest.fixture(scope="module")
-def did() -> DIDM3D:
-    return build_detector(model_type="did", depth_branch=False)
+def did(make_detector: Callable[..., Detector]) -> DIDM3D:
+    return make_detector(type="did", depth_branch=False)
 
 
 def _prefixes(state: dict) -> list[str]:
@@ -122,13 +124,13 @@ def test_did_layout(did: DIDM3D) -> None:
 
 
 @pytest.mark.parametrize("model_type", ["gupnet", "did"])
-def test_depth_branch_present_or_absent(model_type: str) -> None:
-    with_branch = build_detector(model_type=model_type, backbone="resnet18", num_depth_bins=80)
+def test_depth_branch_present_or_absent(model_type: str, make_detector: Callable[..., Detector]) -> None:
+    with_branch = make_detector(type=model_type, backbone="resnet18", num_bins=80)
     state = with_branch.state_dict()
     assert state["depth_branch.0.weight"].shape == (256, 64, 3, 3)
     assert state["depth_branch.2.weight"].shape == (81, 256, 1, 1)
     assert list(state)[-1].startswith("depth_branch.")  # registered last, after GUPNet's own keys
-    without = build_detector(model_type=model_type, backbone="resnet18", depth_branch=False)
+    without = make_detector(type=model_type, backbone="resnet18", depth_branch=False)
     assert without.depth_branch is None
     assert not any(k.startswith("depth_branch") for k in without.state_dict())
     assert len(state) - len(without.state_dict()) == 4

@@ -9,13 +9,16 @@ Train mode: batch-statistics BN, RoIs at the GT cells; eval mode: running statis
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lib.models import build_detector
+from lib.config import load_config
+from lib.depth_bins import RpdSettings
+from lib.models import Detector, ModelSettings, build_detector
 from lib.models.detector import select_topk_peaks
 from tools.parity.net_common import load_npz, seeded_images, seeded_state_dict, state_checksum
 
@@ -25,6 +28,13 @@ INPUT_W = 320  # width of the seeded images (tools/parity/net_common.py INPUT_SH
 
 HEADS_2D = ("heatmap", "offset_2d", "size_2d")
 GUPNET_KEYS = (*HEADS_2D, "depth", "offset_3d", "size_3d", "h3d_log_variance", "heading")
+
+
+def reference_network(model_type: str) -> Detector:
+    """configs/base.yaml's network as GUPNet / MonoSKD build it: no depth branch, random weights."""
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
+    model = replace(ModelSettings.from_config(cfg), type=model_type, depth_branch=False, pretrained=False)
+    return build_detector(model, RpdSettings.from_config(cfg))
 
 
 # Documented difference (docs/parity.md): the top-level ``project`` of DLA-34's two-level trees
@@ -57,7 +67,7 @@ def _close(name: str, ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> None:
 
 
 def _setup(fixture: dict, model_type: str) -> tuple[torch.nn.Module, torch.Tensor, dict]:
-    model = build_detector(model_type=model_type, backbone="dla34", depth_branch=False, num_classes=3)
+    model = reference_network(model_type)  # DLA-34, 3 classes
     weights = seeded_state_dict(model.state_dict(), int(fixture["weight_seed"]))
     np.testing.assert_allclose(state_checksum(weights), fixture["weight_checksum"], rtol=1e-12)
     model.load_state_dict(weights, strict=True)

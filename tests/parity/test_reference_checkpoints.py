@@ -12,14 +12,17 @@ format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from lib.config import load_config
 from lib.datasets.synthetic import write_dataset
+from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
-from lib.models import build_detector, load_model_state
+from lib.models import Detector, ModelSettings, build_detector, load_model_state
 from lib.models.checkpoint_io import CheckpointError, read_checkpoint
 from tools.export_student import main as export_main
 from tools.inspect_model import main as inspect_main
@@ -51,6 +54,13 @@ def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
+def reference_network(model_type: str) -> Detector:
+    """configs/base.yaml's network as GUPNet / MonoSKD build it: no depth branch, random weights."""
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
+    model = replace(ModelSettings.from_config(cfg), type=model_type, depth_branch=False, pretrained=False)
+    return build_detector(model, RpdSettings.from_config(cfg))
+
+
 @pytest.fixture(scope="module")
 def reference_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("reference_checkpoints")
@@ -68,7 +78,7 @@ def restore_logging(cli_globals) -> None:
 
 def test_our_detectors_have_the_reference_layouts() -> None:
     for layout, model_type in (("gupnet", "gupnet"), ("did", "did")):
-        ours = build_detector(model_type=model_type, depth_branch=False).state_dict()
+        ours = reference_network(model_type).state_dict()
         assert list(ours) == LAYOUTS[layout]["keys"]  # names and order
         assert _shapes(ours) == _shapes(_state(layout))
     did = _shapes(_state("did"))
@@ -114,7 +124,7 @@ def test_export_student_gives_the_student_of_each_reference_file(
         k[len(prefix) :]: v for k, v in _shapes(source).items() if k.startswith(prefix)
     }
     model_type = "gupnet" if layout == "gupnet" else "did"
-    assert load_model_state(build_detector(model_type=model_type, depth_branch=False), out).ok
+    assert load_model_state(reference_network(model_type), out).ok
 
 
 def test_unknown_wrapper_keys_are_refused(reference_files, tmp_path) -> None:
