@@ -19,13 +19,24 @@ from pathlib import Path
 import cv2
 import torch
 
+from lib.config import load_config
 from lib.datasets.augment import augment_sample
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti import KittiDataset
+from lib.datasets.kitti import KittiDataset, build_dataset
 from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.targets import build_detection_targets, build_targets
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "kitti_sample"
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+
+
+def make_dataset(
+    root: Path, resolution: tuple[int, int], *, train: bool, load_depth: bool, color_aug: bool = False
+) -> KittiDataset:
+    """base.yaml's dataset of the frames at ``root``, at ``resolution``."""
+    overrides = [f"dataset.root_dir={root}", f"dataset.resolution={list(resolution)}"]
+    overrides += ["dataset.check_split_sizes=false", f"dataset.color_aug={str(color_aug).lower()}"]
+    return build_dataset(load_config(BASE_CONFIG, overrides), "trainval", train=train, load_depth=load_depth)
 
 
 def prepare(root: Path) -> None:
@@ -73,7 +84,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "kitti"
         prepare(root)
-        common = dict(resolution=resolution, check_split_sizes=False)
         variants = {
             "train, aug + colour, depth input + all targets": dict(
                 train=True, load_depth=True, color_aug=True
@@ -85,11 +95,11 @@ def main() -> None:
             f"KittiDataset.__getitem__ at {resolution[0]}x{resolution[1]}, {args.threads} thread(s), 3 frames"
         )
         for name, kwargs in variants.items():
-            ds = KittiDataset(root, "trainval", **common, **kwargs)
+            ds = make_dataset(root, resolution, **kwargs)
             print(f"  {name:<55} {samples_per_second(ds, args.iters):6.1f} samples/s")
 
         # Stages of one augmented sample of frame 000002 (the frame with a kept car).
-        ds = KittiDataset(root, "trainval", train=True, load_depth=True, color_aug=True, **common)
+        ds = make_dataset(root, resolution, train=True, load_depth=True, color_aug=True)
         frame, index = 2, 2
         image, p2 = ds._read_image(frame), ds.get_calib(frame).P2
         size = (image.shape[1], image.shape[0])

@@ -330,7 +330,7 @@ def decode_outputs(
     *,
     model_type: str,
     threshold: float,
-    backprojection: str = "exact",
+    backprojection: str,
 ) -> list[list[Object3d]]:
     """KITTI objects of every frame of a batch from a backend's outputs (shared by both backends).
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.config import ConfigError
+from lib.config import ConfigError, load_config
 from lib.constants import HEATMAP_CLASSES, MEAN_SIZES
 from lib.datasets.augment import input_window
 from lib.datasets.kitti_io import read_label_table, write_split
@@ -19,8 +19,8 @@ from lib.decode import (
     check_result_options,
     decode_detections,
     heading_to_alpha,
-    write_kitti_results,
 )
+from lib.eval.kitti_format import write_results
 from lib.geometry import (
     affine_transform,
     box3d_corners,
@@ -145,7 +145,12 @@ def round_trip(
     )
     coord_range = torch.tensor(np.stack([window, window]), dtype=torch.float32)
     dets = decode_detections(
-        preds, model_type="gupnet", calib=np.stack([P2, P2]), coord_range=coord_range, threshold=0.2
+        preds,
+        model_type="gupnet",
+        calib=np.stack([P2, P2]),
+        coord_range=coord_range,
+        threshold=0.2,
+        backprojection="exact",
     )
     return batch, encoded, dets
 
@@ -197,12 +202,22 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
     }
     coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     dets = decode_detections(
-        preds, model_type="gupnet", calib=torch.tensor(P2[None]), coord_range=coord_range, threshold=0.2
+        preds,
+        model_type="gupnet",
+        calib=torch.tensor(P2[None]),
+        coord_range=coord_range,
+        threshold=0.2,
+        backprojection="exact",
     )
     assert len(dets) == 1 and len(dets[0]) == 1  # gupnet: 0.5 x 0.3 = 0.15 < 0.2; w < 0 dropped
-    did = decode_detections(preds, model_type="did", calib=P2[None], coord_range=coord_range, threshold=0.2)[
-        0
-    ]
+    did = decode_detections(
+        preds,
+        model_type="did",
+        calib=P2[None],
+        coord_range=coord_range,
+        threshold=0.2,
+        backprojection="exact",
+    )[0]
     # did: the peak 0.5 >= 0.2 keeps the first box, written with score 0.5 x 0.3 (MonoSKD's rule)
     assert [(d.cls_type, d.score) for d in did] == [
         ("Car", pytest.approx(0.15)),
@@ -217,7 +232,12 @@ def test_score_threshold_depth_confidence_and_negative_dims() -> None:
     assert kept.alpha == 0.0  # uniform bin logits: argmax bin 0, residual 0
     assert kept.ry == pytest.approx(np.arctan2(80 - 609.5593, 721.5377))  # 2D centre u = 80
     (same,) = decode_detections(
-        preds, model_type="gupnet", calib=P2[None], coord_range=coord_range, threshold=0.2
+        preds,
+        model_type="gupnet",
+        calib=P2[None],
+        coord_range=coord_range,
+        threshold=0.2,
+        backprojection="exact",
     )[0]  # numpy calib
     np.testing.assert_allclose(same.pos, kept.pos)
 
@@ -241,7 +261,12 @@ def test_non_finite_peaks_are_dropped_with_a_warning(caplog) -> None:
     coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     with caplog.at_level("WARNING", logger="lib.decode"):
         (dets,) = decode_detections(
-            preds, model_type="gupnet", calib=P2[None], coord_range=coord_range, threshold=0.0
+            preds,
+            model_type="gupnet",
+            calib=P2[None],
+            coord_range=coord_range,
+            threshold=0.0,
+            backprojection="exact",
         )
     assert [d.pos[2] for d in dets] == [pytest.approx(14.0)]  # NaN depth and infinite width dropped
     assert "dropped 2 of 3 peaks of image 0 with a non-finite" in caplog.text
@@ -258,15 +283,13 @@ def test_heading_to_alpha_by_hand() -> None:
 
 def test_write_kitti_results(tmp_path: Path) -> None:
     batch, _, dets = round_trip(RESOLUTION.copy(), seed=2)
-    write_kitti_results(tmp_path, [7, 42, 3], [*dets, []])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["000003.txt", "000007.txt", "000042.txt"]
-    assert (tmp_path / "000003.txt").read_text() == ""
-    table = read_label_table(tmp_path / "000042.txt", with_score=True)
+    data = write_results(tmp_path, dict(zip([7, 42, 3], [*dets, []], strict=True)), score_decimals=6)
+    assert sorted(p.name for p in data.iterdir()) == ["000003.txt", "000007.txt", "000042.txt"]
+    assert (data / "000003.txt").read_text() == ""
+    table = read_label_table(data / "000042.txt", with_score=True)
     assert len(table) == len(batch[1])
     np.testing.assert_allclose(table.loc, [o.pos for o in batch[1]], atol=0.006)
     np.testing.assert_allclose(table.score, 0.9)
-    with pytest.raises(ValueError, match="2 image ids for 3 detection lists"):
-        write_kitti_results(tmp_path, [1, 2], [[], [], []])
 
 
 def test_decode_errors() -> None:
@@ -275,10 +298,24 @@ def test_decode_errors() -> None:
     coord_range = np.array([[[0.0, 0.0], [4.0 * FEAT_W, 4.0 * FEAT_H]]])  # a pure stride 4
     bad = {**preds, "size_3d": preds["size_3d"][:-1]}
     with pytest.raises(ValueError, match=r"preds\['size_3d'\] has 9 rows, expected B·K = 10"):
-        decode_detections(bad, model_type="gupnet", calib=P2[None], coord_range=coord_range)
+        decode_detections(
+            bad,
+            model_type="gupnet",
+            calib=P2[None],
+            coord_range=coord_range,
+            threshold=0.2,
+            backprojection="exact",
+        )
     no_conf = {k: v for k, v in preds.items() if k != "depth_confidence"}
     with pytest.raises(ValueError, match="no 'depth_confidence'"):
-        decode_detections(no_conf, model_type="gupnet", calib=P2[None], coord_range=coord_range)
+        decode_detections(
+            no_conf,
+            model_type="gupnet",
+            calib=P2[None],
+            coord_range=coord_range,
+            threshold=0.2,
+            backprojection="exact",
+        )
 
 
 # ---------------------------------------------------------------- integration: targets → decode → AP
@@ -332,13 +369,20 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
     kitti = pytest.importorskip("lib.datasets.kitti")
     kitti_eval = pytest.importorskip("lib.eval")
     write_synthetic_split(tmp_path, frames=12)
-    dataset = kitti.KittiDataset(tmp_path, "val", train=False, check_split_sizes=False)
+    overrides = [f"dataset.root_dir={tmp_path}", "dataset.check_split_sizes=false"]
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "base.yaml", overrides)
+    dataset = kitti.build_dataset(cfg, "val", train=False, load_depth=False)
     batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
     preds = predictions_from_targets(batch["targets"])
     img_ids = batch["info"]["img_id"].tolist()
     calib = np.stack([dataset.get_calib(i).P2 for i in img_ids])  # the files' calib (no flip at eval)
     dets = decode_detections(
-        preds, model_type="gupnet", calib=calib, coord_range=batch["coord_range"], threshold=0.2
+        preds,
+        model_type="gupnet",
+        calib=calib,
+        coord_range=batch["coord_range"],
+        threshold=0.2,
+        backprojection="exact",
     )
     assert sum(map(len, dets)) == int(batch["targets"]["mask_2d"].sum())
 
@@ -352,8 +396,7 @@ def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -
             assert abs(wrap_angle(d.ry - gt.ry)) < 1e-3
 
     # KITTI's AP samples 40 recall points: it reaches 100 only with > 40 GT boxes per class and level.
-    out_dir = tmp_path / "results"
-    write_kitti_results(out_dir, img_ids, dets)
+    out_dir = write_results(tmp_path / "results", dict(zip(img_ids, dets, strict=True)), score_decimals=6)
     gt_tables = [read_label_table(tmp_path / "training" / "label_2" / f"{i:06d}.txt") for i in img_ids]
     det_tables = [read_label_table(out_dir / f"{i:06d}.txt", with_score=True) for i in img_ids]
     moderate_cars = sum(
@@ -388,7 +431,12 @@ def test_threshold_rule_per_model_type_and_unknown_type() -> None:
 
     def kept(model_type: str) -> list[float]:
         (dets,) = decode_detections(
-            preds, calib=P2[None], coord_range=coord_range, model_type=model_type, threshold=0.2
+            preds,
+            calib=P2[None],
+            coord_range=coord_range,
+            model_type=model_type,
+            threshold=0.2,
+            backprojection="exact",
         )
         return [round(d.score, 6) for d in dets]
 
@@ -420,10 +468,10 @@ def test_backprojection_switch_and_its_size() -> None:
 def test_score_decimals_switch(tmp_path: Path) -> None:
     _, _, dets = round_trip(RESOLUTION.copy(), seed=4)
     dets[0][0].score = 0.123456789
-    write_kitti_results(tmp_path / "six", [0], dets[:1])
-    write_kitti_results(tmp_path / "two", [0], dets[:1], score_decimals=2)
-    six = (tmp_path / "six" / "000000.txt").read_text().splitlines()[0]
-    two = (tmp_path / "two" / "000000.txt").read_text().splitlines()[0]
+    six_dir = write_results(tmp_path / "six", {0: dets[0]}, score_decimals=6)
+    two_dir = write_results(tmp_path / "two", {0: dets[0]}, score_decimals=2)
+    six = (six_dir / "000000.txt").read_text().splitlines()[0]
+    two = (two_dir / "000000.txt").read_text().splitlines()[0]
     assert six.endswith(" 0.123457") and two.endswith(" 0.12") and six[:-9] == two[:-5]
 
 
@@ -466,7 +514,12 @@ def test_planted_peak_decodes_through_the_input_window(inverse_affine: str, box:
         np.array([621.0, 187.5]), np.array([1242.0, 375.0]), (384, 128), inverse_affine=inverse_affine
     )
     (dets,) = decode_detections(
-        preds, model_type="gupnet", calib=P2[None], coord_range=window[None], threshold=0.2
+        preds,
+        model_type="gupnet",
+        calib=P2[None],
+        coord_range=window[None],
+        threshold=0.2,
+        backprojection="exact",
     )
     (det,) = dets
     np.testing.assert_allclose(det.box2d, box, atol=1e-9)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lib.config import load_config
-from lib.datasets.kitti import KittiDataset
+from lib.datasets.kitti import build_dataset
 from lib.datasets.kitti_io import read_calib
 from lib.datasets.synthetic import generate_frame
 from lib.depth_bins import RpdSettings
@@ -81,6 +81,16 @@ def synthetic_frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[np.
     return [f.image for f in frames], frames[0].calib.P2
 
 
+def sample_config(root: Path):
+    """base.yaml with the demo's input resolution, reading the KITTI tree at ``root``."""
+    overrides = [
+        f"dataset.root_dir={root}",
+        f"dataset.resolution={list(RESOLUTION)}",
+        "dataset.check_split_sizes=false",
+    ]
+    return load_config(REPO_ROOT / "configs" / "base.yaml", overrides)
+
+
 def run_infer(tool, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     code = run_cli(tool.main, ["--config", str(CONFIG), "--no-progress", *argv])
     out = capsys.readouterr()
@@ -88,9 +98,7 @@ def run_infer(tool, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int
 
 
 def test_prepare_input_equals_the_evaluation_sample(kitti_sample_dir: Path) -> None:
-    dataset = KittiDataset(
-        kitti_sample_dir, "trainval", train=False, resolution=RESOLUTION, check_split_sizes=False
-    )
+    dataset = build_dataset(sample_config(kitti_sample_dir), "trainval", train=False, load_depth=False)
     for index in range(len(dataset)):
         sample = dataset[index]
         frame_id = sample["info"]["img_id"]
@@ -169,9 +177,7 @@ def test_infer_on_kitti_frames_equals_evaluation(
     assert code == 0, stderr
     assert "3 frames" in stdout
     cfg = load_config(CONFIG, ["tester.threshold=0.05"])
-    dataset = KittiDataset(
-        kitti_sample_dir, "trainval", train=False, resolution=RESOLUTION, check_split_sizes=False
-    )
+    dataset = build_dataset(sample_config(kitti_sample_dir), "trainval", train=False, load_depth=False)
     expected = predict_split(
         load_detector(cfg, checkpoint), DataLoader(dataset, batch_size=2), device=torch.device("cpu"),
         topk=cfg.tester.topk, threshold=0.05, backprojection=cfg.tester.backprojection, progress=False,

@@ -36,7 +36,8 @@ M = ``max_objs`` object slots; K = RPD bins:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from lib.config import Config, ConfigError
+from lib.config import Config, ConfigError, section_settings
 from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, INVERSE_AFFINES, augment_sample, input_window
 from lib.datasets.kitti_io import (
@@ -57,7 +58,7 @@ from lib.datasets.kitti_io import (
     read_split,
 )
 from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
-from lib.depth_bins import DepthBins, RpdSettings
+from lib.depth_bins import RpdSettings
 
 logger = logging.getLogger(__name__)
 
@@ -94,149 +95,170 @@ def expected_layout(root: Path, depth_dir: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class DatasetSettings:
+    """The ``dataset:`` config section (configs/base.yaml, where every default and comment lives).
+
+    The one parse of that section: :func:`build_dataset`, :class:`KittiDataset` and the training
+    tools read it from here. Values are checked at parse time (ConfigError naming ``dataset.<key>``).
+    ``writelist`` and ``resolution`` become tuples. The switches (``color_aug_bgr`` ...
+    ``inverse_affine``) restore GUPNet's / MonoSKD's behaviour where ours differs on purpose
+    (docs/parity.md; lib/datasets/augment.py, targets.py).
+    """
+
+    root_dir: str
+    train_split: str
+    val_split: str
+    writelist: tuple[str, ...]
+    class_merging: bool
+    resolution: tuple[int, int]
+    downsample: int
+    max_objs: int
+    batch_size: int
+    num_workers: int
+    drop_last_train: bool
+    random_flip: float
+    random_crop: float
+    scale: float
+    shift: float
+    color_aug: bool
+    depth_dir: str
+    color_aug_bgr: bool
+    flip_about_width: bool
+    projection: str
+    image_warp: str
+    depth_warp: str
+    heatmap_cell: str
+    depth_downsample: str
+    inverse_affine: str
+    check_split_sizes: bool
+    check_on_start: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "writelist", tuple(self.writelist))
+        object.__setattr__(self, "resolution", tuple(int(v) for v in self.resolution))
+        unknown = sorted(set(self.writelist) - set(HEATMAP_CLASSES))
+        if unknown:
+            raise ConfigError(
+                f"dataset.writelist classes {unknown} are not among {HEATMAP_CLASSES} "
+                "(Van/Truck: use class_merging)"
+            )
+        for key, allowed in SWITCHES.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"dataset.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        width, height = self.resolution
+        if width % self.downsample or height % self.downsample:
+            size = list(self.resolution)
+            raise ConfigError(
+                f"dataset.resolution: {size} must be a multiple of downsample={self.downsample}"
+            )
+        for key in ("random_flip", "random_crop"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"dataset.{key}: a probability in [0, 1], got {getattr(self, key)}")
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(W_f, H_f) of the targets: the resolution / ``downsample``."""
+        return self.resolution[0] // self.downsample, self.resolution[1] // self.downsample
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DatasetSettings:
+        """The ``dataset`` section of a resolved config (:func:`lib.config.load_config`)."""
+        return section_settings(cls, cfg["dataset"], name="dataset")
+
+
+@dataclass(frozen=True)
+class DepthInputSettings:
+    """The ``depth_input:`` section: the teacher's input is metres × crop scale × ``scale``
+    (docs/method.md §1)."""
+
+    scale: float
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ConfigError(f"depth_input.scale: must be > 0, got {self.scale}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DepthInputSettings:
+        """The ``depth_input`` section of a resolved config."""
+        return section_settings(cls, cfg["depth_input"], name="depth_input")
+
+
+# The dataset's reference switches and their values (the first is ours, docs/parity.md).
+SWITCHES = {
+    "projection": PROJECTIONS,
+    "image_warp": IMAGE_WARPS,
+    "depth_warp": DEPTH_WARPS,
+    "heatmap_cell": HEATMAP_CELLS,
+    "depth_downsample": DEPTH_DOWNSAMPLES,
+    "inverse_affine": INVERSE_AFFINES,
+}
+AUGMENT_KEYS = ("random_flip", "random_crop", "scale", "shift", "color_aug", "color_aug_bgr")
+AUGMENT_KEYS += ("flip_about_width", "projection", "image_warp", "depth_warp")
+
+
 class KittiDataset(Dataset):
     """KITTI frames of one split as sample dicts (the batch layout of this module's docstring).
 
     A sample holds ``rgb`` (3, H, W) float32 ImageNet-normalised, ``depth`` (1, H, W) float32
-    with ``load_depth`` (metres × crop scale × ``depth_scale``), ``calib`` (3, 4) float32 P2
+    with ``load_depth`` (metres × crop scale × ``depth_input.scale``), ``calib`` (3, 4) float32 P2
     (re-fitted after a flip), ``coord_range`` (2, 2) float32 window of the input in original
     pixels, ``info`` {img_id, img_size (2,) int64 W, H} and, for splits with labels,
     ``targets`` (:func:`lib.datasets.targets.build_targets`).
+
+    Args:
+        settings: the ``dataset`` section; its ``root_dir`` holds ImageSets/, training/,
+            testing/ (module docstring).
+        split: ImageSets/<split>.txt; ``test`` reads testing/ (no labels, no targets), every
+            other split reads training/.
+        rpd: the ``rpd`` section (bins and target rule of the RPD targets, docs/method.md §2.2).
+        depth_input: the ``depth_input`` section (the teacher input's scale).
+        train: augment (flip, crop, colour) as ``settings`` says; off: the whole image is
+            warped to the resolution (evaluation).
+        load_depth: read ``<split folder>/<depth_dir>/NNNNNN.png`` for the teacher input and the
+            DID / RPD depth targets (zeros / False without).
+        seed: base seed of the per-sample generators (``experiment.seed``).
+
+    Raises:
+        FileNotFoundError: a missing folder or split file (the message shows the expected tree),
+            or with ``load_depth`` a missing depth folder (it names the command that makes the maps).
     """
 
     def __init__(
         self,
-        root_dir: str | Path,
+        settings: DatasetSettings,
         split: str,
         *,
+        rpd: RpdSettings,
+        depth_input: DepthInputSettings,
         train: bool = False,
-        resolution: tuple[int, int] = (1280, 384),
-        downsample: int = 4,
-        writelist: Sequence[str] = HEATMAP_CLASSES,
-        class_merging: bool = False,
-        use_dontcare: bool = False,
-        max_objs: int = 50,
-        random_flip: float = 0.5,
-        random_crop: float = 0.5,
-        scale: float = 0.4,
-        shift: float = 0.1,
-        color_aug: bool = False,
         load_depth: bool = False,
-        depth_dir: str = "depth_dense",
-        depth_scale: float = 1 / 80,
-        bins: DepthBins | None = None,
-        supervise_beyond: bool = False,
-        check_split_sizes: bool = True,
         seed: int = 0,
-        color_aug_bgr: bool = False,
-        flip_about_width: bool = False,
-        projection: str = "exact",
-        image_warp: str = "cv2",
-        depth_warp: str = "nearest",
-        heatmap_cell: str = "floor",
-        depth_downsample: str = "valid_mean",
-        inverse_affine: str = "exact",
     ) -> None:
-        """Index the split's frames and check the folder layout.
-
-        Args:
-            root_dir: folder holding ImageSets/, training/, testing/ (module docstring).
-            split: ImageSets/<split>.txt; ``test`` reads testing/ (no labels, no targets),
-                every other split reads training/.
-            train: augment (flip, crop, colour) with the probabilities below; off: the whole
-                image is warped to ``resolution`` (evaluation).
-            resolution: network input (W, H), a multiple of ``downsample``.
-            downsample: feature stride of the targets.
-            writelist: classes that get targets, a subset of HEATMAP_CLASSES.
-            class_merging: Van and Truck paint the Car heatmap channel (no regression targets).
-            use_dontcare: must be False. In GUPNet DontCare boxes (z = −1000 m) are always
-                dropped by the 2 m depth filter, so the option never did anything.
-            max_objs: target slots; only the first ``max_objs`` label lines are used.
-            random_flip, random_crop: probabilities; scale, shift: crop parameters (docs/reference.md §3).
-            color_aug: CenterNet colour jitter and PCA lighting (MonoSKD / MonoDistill).
-            load_depth: read ``<split folder>/<depth_dir>/NNNNNN.png`` for the teacher input and
-                the DID / RPD depth targets (zeros / False without).
-            depth_scale: the teacher input is metres × crop scale × depth_scale (docs/method.md §1).
-            bins: the RPD bins (docs/method.md §2.2); default DepthBins().
-            supervise_beyond: RPD cells without depth go to the extra bin (docs/method.md §2.2).
-            check_split_sizes: log a warning when a KITTI split's frame count is not the standard.
-            seed: base seed of the per-sample generators.
-            color_aug_bgr, flip_about_width, projection, image_warp, depth_warp, heatmap_cell,
-                depth_downsample, inverse_affine: switches that restore GUPNet's / MonoSKD's
-                behaviour where ours differs on purpose (docs/parity.md; lib/datasets/augment.py,
-                targets.py).
-
-        Raises:
-            FileNotFoundError: a missing folder or split file (the message shows the expected
-                tree), or with ``load_depth`` a missing depth folder (it names the command
-                that makes the maps).
-            ValueError: a bad argument.
-        """
-        if use_dontcare:
-            raise ValueError(
-                "use_dontcare=True is not supported: GUPNet drops DontCare boxes anyway (z < 2 m)"
-            )
-        unknown = sorted(set(writelist) - set(HEATMAP_CLASSES))
-        if unknown:
-            raise ValueError(
-                f"writelist classes {unknown} are not among {HEATMAP_CLASSES} (Van/Truck: use class_merging)"
-            )
-        switches = [
-            ("projection", projection, PROJECTIONS),
-            ("image_warp", image_warp, IMAGE_WARPS),
-            ("depth_warp", depth_warp, DEPTH_WARPS),
-            ("heatmap_cell", heatmap_cell, HEATMAP_CELLS),
-            ("depth_downsample", depth_downsample, DEPTH_DOWNSAMPLES),
-            ("inverse_affine", inverse_affine, INVERSE_AFFINES),
-        ]
-        for key, value, allowed in switches:
-            if value not in allowed:
-                raise ConfigError(f"dataset.{key}: {value!r} is not one of {', '.join(allowed)}")
-        width, height = resolution
-        if width % downsample or height % downsample:
-            raise ValueError(f"resolution {tuple(resolution)} must be a multiple of downsample={downsample}")
-        self.root = Path(root_dir)
-        self.split = split
-        self.train = train
-        self.resolution = (int(width), int(height))
-        self.downsample = downsample
-        self.feature_size = (width // downsample, height // downsample)
-        self.writelist = tuple(writelist)
-        self.class_merging = class_merging
-        self.max_objs = max_objs
-        self.inverse_affine = inverse_affine
-        self.augment_args = dict(
-            random_flip=random_flip,
-            random_crop=random_crop,
-            scale=scale,
-            shift=shift,
-            color_aug=color_aug,
-            color_aug_bgr=color_aug_bgr,
-            flip_about_width=flip_about_width,
-            projection=projection,
-            image_warp=image_warp,
-            depth_warp=depth_warp,
+        self.settings, self.split, self.train, self.load_depth, self.seed = (
+            settings,
+            split,
+            train,
+            load_depth,
+            seed,
         )
-        self.target_args = dict(
-            heatmap_cell=heatmap_cell, projection=projection, depth_downsample=depth_downsample
-        )
-        self.load_depth = load_depth
-        self.depth_scale = depth_scale
-        self.bins = bins if bins is not None else DepthBins()
-        self.supervise_beyond = supervise_beyond
-        self.seed = seed
+        self.root = Path(settings.root_dir)
+        self.resolution, self.downsample = settings.resolution, settings.downsample
+        self.feature_size = settings.feature_size
+        self.augment_args = {key: getattr(settings, key) for key in AUGMENT_KEYS}
+        self.depth_scale = depth_input.scale
+        self.bins, self.supervise_beyond = rpd.bins, rpd.supervise_beyond
         self.epoch = 0
         self.has_labels = split != "test"
         self.data_dir = self.root / ("testing" if split == "test" else "training")
-        self.depth_dir = self.data_dir / depth_dir
-
+        self.depth_dir = self.data_dir / settings.depth_dir
         split_file = find_split_file(self.root, split)  # ImageSets/, else data/splits/
         folders = ["image_2", "calib"] + (["label_2"] if self.has_labels else [])
         missing = [p for p in [split_file, *(self.data_dir / f for f in folders)] if not p.exists()]
         if missing:
             raise FileNotFoundError(
                 f"KITTI dataset incomplete at {self.root}: missing {missing[0]}. Expected layout:\n"
-                + expected_layout(self.root, depth_dir)
+                + expected_layout(self.root, settings.depth_dir)
             )
         if load_depth and not self.depth_dir.is_dir():
             raise FileNotFoundError(
@@ -244,7 +266,7 @@ class KittiDataset(Dataset):
             )
         self.frame_ids = read_split(split_file)
         expected = KITTI_SPLIT_SIZES.get(split)
-        if check_split_sizes and expected is not None and len(self.frame_ids) != expected:
+        if settings.check_split_sizes and expected is not None and len(self.frame_ids) != expected:
             logger.warning(
                 "%s has %d frames; KITTI's standard %s split has %d",
                 split_file,
@@ -295,11 +317,12 @@ class KittiDataset(Dataset):
         image_size = (image.shape[1], image.shape[0])
         P2 = self.get_calib(frame_id).P2
         depth = self._read_depth(frame_id, image_size) if self.load_depth else None
-        objects = self.get_labels(frame_id)[: self.max_objs] if self.has_labels else []
+        s = self.settings
+        objects = self.get_labels(frame_id)[: s.max_objs] if self.has_labels else []
         rng = self.sample_rng(index) if self.train else None
         aug = augment_sample(image, depth, objects, P2, rng, resolution=self.resolution, **self.augment_args)
 
-        window = input_window(aug.center, aug.crop_size, self.resolution, inverse_affine=self.inverse_affine)
+        window = input_window(aug.center, aug.crop_size, self.resolution, inverse_affine=s.inverse_affine)
         sample: dict[str, Any] = {
             "rgb": normalize_image(aug.image),
             "calib": aug.P2.astype(np.float32),
@@ -320,10 +343,12 @@ class KittiDataset(Dataset):
                 downsample=self.downsample,
                 bins=self.bins,
                 supervise_beyond=self.supervise_beyond,
-                max_objs=self.max_objs,
-                writelist=self.writelist,
-                class_merging=self.class_merging,
-                **self.target_args,
+                max_objs=s.max_objs,
+                writelist=s.writelist,
+                class_merging=s.class_merging,
+                heatmap_cell=s.heatmap_cell,
+                projection=s.projection,
+                depth_downsample=s.depth_downsample,
             )
         return sample
 
@@ -346,38 +371,12 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         cfg: the resolved config. split: an ImageSets name (e.g. ``cfg.dataset.train_split``).
         train: augment. load_depth: read depth maps; None: :func:`needs_depth_maps`.
     """
-    d = cfg.dataset
-    if d.type != "kitti":
-        raise ValueError(f"dataset.type: only 'kitti' is supported, got {d.type!r}")
-    rpd = RpdSettings.from_config(cfg)
     return KittiDataset(
-        d.root_dir,
+        DatasetSettings.from_config(cfg),
         split,
+        rpd=RpdSettings.from_config(cfg),
+        depth_input=DepthInputSettings.from_config(cfg),
         train=train,
-        resolution=tuple(d.resolution),
-        downsample=d.downsample,
-        writelist=tuple(d.writelist),
-        class_merging=d.class_merging,
-        use_dontcare=d.use_dontcare,
-        max_objs=d.max_objs,
-        random_flip=d.random_flip,
-        random_crop=d.random_crop,
-        scale=d.scale,
-        shift=d.shift,
-        color_aug=d.color_aug,
         load_depth=needs_depth_maps(cfg, split) if load_depth is None else load_depth,
-        depth_dir=d.depth_dir,
-        depth_scale=cfg.depth_input.scale,
-        bins=rpd.bins,
-        supervise_beyond=rpd.supervise_beyond,
-        check_split_sizes=d.check_split_sizes,
         seed=cfg.experiment.seed,
-        color_aug_bgr=d.color_aug_bgr,
-        flip_about_width=d.flip_about_width,
-        projection=d.projection,
-        image_warp=d.image_warp,
-        depth_warp=d.depth_warp,
-        heatmap_cell=d.heatmap_cell,
-        depth_downsample=d.depth_downsample,
-        inverse_affine=d.inverse_affine,
     )

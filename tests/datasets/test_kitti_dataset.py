@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import default_collate
 
-from lib.config import load_config
-from lib.datasets.kitti import KittiDataset, build_dataset
+from lib.config import ConfigError, load_config
+from lib.datasets.kitti import DatasetSettings, DepthInputSettings, KittiDataset, build_dataset
 from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne, write_depth_map, write_split
-from lib.depth_bins import DepthBins, downsample_depth, expected_depth, soft_targets
+from lib.depth_bins import RpdSettings, downsample_depth, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, velo_to_rect
 
 RESOLUTION = (640, 192)
 FEATURE = (160, 48)
 DEPTH_SCALE = 1 / 80
+BASE_CONFIG = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
+RPD = RpdSettings.from_config(BASE_CONFIG)
 
 
 def _write_projected_depth(root):
@@ -52,7 +56,18 @@ def _write_depth(root, fn):
 
 def _dataset(root, split="trainval", **kwargs):
     kwargs = {"resolution": RESOLUTION, "check_split_sizes": False, **kwargs}
-    return KittiDataset(root, split, **kwargs)
+    return kitti_dataset(root, split, **kwargs)
+
+
+def kitti_dataset(
+    root, split: str, *, rpd=RPD, depth_scale=DEPTH_SCALE, train=False, load_depth=False, seed=0, **dataset
+):
+    """A KittiDataset of the frames at ``root`` with base.yaml's settings, ``dataset`` keys overridden."""
+    settings = replace(DatasetSettings.from_config(BASE_CONFIG), root_dir=str(root), **dataset)
+    depth_input = DepthInputSettings(depth_scale)
+    return KittiDataset(
+        settings, split, rpd=rpd, depth_input=depth_input, train=train, load_depth=load_depth, seed=seed
+    )
 
 
 def _inverse(sample):
@@ -175,9 +190,9 @@ def test_depth_input_is_metres_times_crop_scale_times_depth_scale(kitti_sample):
 
 def test_rpd_depth_and_its_targets_decode_to_downsampled_depth(kitti_sample):
     _write_projected_depth(kitti_sample)
-    bins = DepthBins()
+    bins = RPD.bins
     ds = _dataset(
-        kitti_sample, train=True, load_depth=True, random_crop=1.0, bins=bins, depth_scale=DEPTH_SCALE
+        kitti_sample, train=True, load_depth=True, random_crop=1.0, rpd=RPD, depth_scale=DEPTH_SCALE
     )
     s = ds[0]
     metres_scaled = s["depth"][0] / DEPTH_SCALE  # warped metres × crop scale
@@ -250,7 +265,7 @@ def test_default_collate(kitti_sample):
 
 def test_missing_dataset_shows_expected_tree(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        KittiDataset(tmp_path / "nowhere", "train")
+        kitti_dataset(tmp_path / "nowhere", "train")
     message = str(err.value)
     for part in (
         "ImageSets/",
@@ -316,12 +331,19 @@ def test_get_labels_and_calib_are_unaugmented(kitti_sample):
 
 
 def test_bad_arguments(kitti_sample):
-    with pytest.raises(ValueError, match="multiple of downsample"):
+    with pytest.raises(
+        ConfigError, match=r"dataset.resolution: \[642, 192\] must be a multiple of downsample"
+    ):
         _dataset(kitti_sample, resolution=(642, 192))
-    with pytest.raises(ValueError, match="Van"):
+    with pytest.raises(ConfigError, match=r"dataset.writelist classes \[.Van.\] are not among"):
         _dataset(kitti_sample, writelist=("Car", "Van"))
-    with pytest.raises(ValueError, match="use_dontcare"):
-        _dataset(kitti_sample, use_dontcare=True)
+    with pytest.raises(ConfigError, match=r"dataset.random_crop: a probability in \[0, 1\], got 1.5"):
+        _dataset(kitti_sample, random_crop=1.5)
+    with pytest.raises(ConfigError, match="depth_input.scale: must be > 0, got 0"):
+        DepthInputSettings(0)
+    base = DatasetSettings.from_config(BASE_CONFIG)
+    assert base.writelist == ("Car", "Pedestrian", "Cyclist") and base.resolution == (1280, 384)
+    assert base.feature_size == (320, 96)
 
 
 def test_build_dataset_from_config(kitti_sample):
@@ -331,7 +353,8 @@ def test_build_dataset_from_config(kitti_sample):
     ds = build_dataset(cfg, "train", train=True)
     assert ds.resolution == (640, 192) and ds.train and ds.load_depth  # RPD targets of the depth branch
     assert ds.seed == cfg.experiment.seed and ds.depth_scale == cfg.depth_input.scale
-    assert ds.bins == DepthBins() and ds.augment_args["random_crop"] == cfg.dataset.random_crop
+    assert ds.bins == RPD.bins and ds.augment_args["random_crop"] == cfg.dataset.random_crop
+    assert ds.settings == DatasetSettings.from_config(cfg)
     assert ds[0]["rgb"].shape == (3, 192, 640)
     no_branch = load_config("configs/base.yaml", [root, "model.type=gupnet", "model.depth_branch=false"])
     assert not build_dataset(no_branch, "val", train=False).load_depth

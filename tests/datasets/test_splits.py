@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lib.config import load_config
 from lib.constants import KITTI_SPLIT_SIZES
-from lib.datasets.kitti import KittiDataset
+from lib.datasets.kitti import build_dataset
 from lib.datasets.kitti_io import STANDARD_SPLITS_DIR, find_split_file, read_split, write_split
 
 
@@ -49,7 +50,9 @@ def test_dataset_without_image_sets_uses_the_standard_lists(kitti_sample: Path) 
         f.unlink()
     (kitti_sample / "ImageSets").rmdir()
     assert find_split_file(kitti_sample, "val") == STANDARD_SPLITS_DIR / "val.txt"
-    ds = KittiDataset(kitti_sample, "val", check_split_sizes=False)
+    overrides = [f"dataset.root_dir={kitti_sample}", "dataset.check_split_sizes=false"]
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml", overrides)
+    ds = build_dataset(cfg, "val", train=False, load_depth=False)
     assert len(ds) == 3769 and ds.frame_ids[:2] == [1, 2]
 
 

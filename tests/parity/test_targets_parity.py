@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lib.config import ConfigError
+from lib.config import ConfigError, load_config
 from lib.datasets.augment import PCA_EIGVAL, PCA_EIGVEC, color_jitter
-from lib.datasets.kitti import KittiDataset
+from lib.datasets.kitti import DatasetSettings, DepthInputSettings, KittiDataset
 from lib.datasets.kitti_io import read_depth_map
+from lib.depth_bins import RpdSettings
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "parity"
@@ -36,6 +38,7 @@ _spec.loader.exec_module(dt)
 INPUTS = json.loads((FIXTURES / "targets_inputs.json").read_text())
 REGENERATE = "python tools/parity/make_fixtures.py --gupnet PATH --monoskd PATH"
 RESOLUTION = (1280, 384)
+BASE_CONFIG = load_config(REPO / "configs" / "base.yaml")
 
 GUPNET_SWITCHES = dict(
     flip_about_width=True,
@@ -115,13 +118,28 @@ def reference(fixtures: dict, kind: str, case: str) -> dict[str, np.ndarray]:
     return {k[len(prefix) :]: v for k, v in fixtures[kind].items() if k.startswith(prefix)}
 
 
+def kitti_dataset(
+    root: Path, *, depth_scale: float = 1 / 80, train: bool = False, load_depth: bool = False, **dataset
+) -> KittiDataset:
+    """The dataset of split ``train`` at ``root`` with base.yaml's settings, ``dataset`` keys overridden."""
+    settings = replace(DatasetSettings.from_config(BASE_CONFIG), root_dir=str(root), check_split_sizes=False)
+    return KittiDataset(
+        replace(settings, **dataset),
+        "train",
+        rpd=RpdSettings.from_config(BASE_CONFIG),
+        depth_input=DepthInputSettings(depth_scale),
+        train=train,
+        load_depth=load_depth,
+    )
+
+
 def ours(kitti: Path, kind: str, case: dict, depth_scale: float = MONOSKD_DEPTH_SCALE, **switches) -> dict:
     """Our sample of a case, with the reference's class list and depth settings for ``kind``."""
     if kind == "gupnet":
         kwargs = dict(writelist=("Car", "Pedestrian", "Cyclist"))
     else:
         kwargs = dict(writelist=("Car",), load_depth=True, depth_scale=depth_scale)
-    ds = KittiDataset(kitti, "train", train=True, check_split_sizes=False, **kwargs, **switches)
+    ds = kitti_dataset(kitti, train=True, **kwargs, **switches)
     ds.sample_rng = lambda index: ScriptedDraws(case["flip"], case["crop"], case.get("color"))
     return ds[case["index"]]
 
@@ -190,7 +208,7 @@ def test_evaluation_window_and_the_reference_decoding_ratio(
     """Decoding maps feature px through coord_range. The reference's evaluation window (the whole
     frame) gives GUPNet's bbox_downsample_ratio; the exact one keeps x and covers W·H_in/W_in rows
     about the centre (docs/parity.md, inverse affine)."""
-    ds = KittiDataset(kitti_tree, "train", check_split_sizes=False, inverse_affine=inverse_affine)
+    ds = kitti_dataset(kitti_tree, inverse_affine=inverse_affine)
     for case in CASES:
         ref = reference(fixtures, "gupnet", case["name"])
         width, height = ref["img_size"].astype(np.float64)
@@ -367,21 +385,19 @@ def test_color_aug_rgb_default(kitti_tree: Path, fixtures: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["projection", "image_warp", "depth_warp", "heatmap_cell", "depth_downsample"]
+    "key", ["projection", "image_warp", "depth_warp", "heatmap_cell", "depth_downsample", "inverse_affine"]
 )
 def test_unknown_switch_value_names_the_key(kitti_sample_dir: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"dataset.{key}: 'PIL' is not one of"):
-        KittiDataset(kitti_sample_dir, "train", **{key: "PIL"})
+        kitti_dataset(kitti_sample_dir, **{key: "PIL"})
 
 
 def test_evaluation_samples_equal_reference_plain(kitti_tree: Path, fixtures: dict) -> None:
     """Without a generator (evaluation) a sample is the reference's un-augmented one."""
     for frame in (0, 7):
         case = _case(f"f{frame}_plain")
-        ds = KittiDataset(
+        ds = kitti_dataset(
             kitti_tree,
-            "train",
-            check_split_sizes=False,
             writelist=("Car",),
             load_depth=True,
             depth_scale=MONOSKD_DEPTH_SCALE,
