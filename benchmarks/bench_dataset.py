@@ -69,6 +69,60 @@ def time_ms(fn, iters: int) -> float:
     return (time.perf_counter() - start) / iters * 1e3
 
 
+def print_throughput(root: Path, resolution: tuple[int, int], iters: int) -> None:
+    """Samples per second of the dataset in its train (with and without depth maps) and eval modes."""
+    variants = {
+        "train, aug + colour, depth input + all targets": dict(train=True, load_depth=True, color_aug=True),
+        "train, aug, no depth maps (zeros for depth targets)": dict(train=True, load_depth=False),
+        "eval, depth input + all targets": dict(train=False, load_depth=True),
+    }
+    for name, kwargs in variants.items():
+        ds = make_dataset(root, resolution, **kwargs)
+        print(f"  {name:<55} {samples_per_second(ds, iters):6.1f} samples/s")
+
+
+def print_stages(root: Path, resolution: tuple[int, int], iters: int) -> None:
+    """Milliseconds of each stage of one augmented sample of frame 000002 (the frame with a kept car)."""
+    ds = make_dataset(root, resolution, train=True, load_depth=True, color_aug=True)
+    frame, index = 2, 2
+    image, p2 = ds._read_image(frame), ds.get_calib(frame).P2
+    size = (image.shape[1], image.shape[0])
+    depth, objects = ds._read_depth(frame, size), ds.get_labels(frame)
+
+    def augment():
+        return augment_sample(
+            image, depth, objects, p2, ds.sample_rng(index), resolution=resolution, **ds.augment_args
+        )
+
+    aug = augment()
+    target_args = dict(feature_size=ds.feature_size, downsample=ds.downsample)
+    stages = {
+        "read image (PNG decode)": lambda: ds._read_image(frame),
+        "read depth map (PNG decode)": lambda: ds._read_depth(frame, size),
+        "augment (flip, crop, warp image + depth, colour)": augment,
+        "detection targets": lambda: build_detection_targets(aug.objects, aug.P2, aug.trans, **target_args),
+        "all targets (+ DID RoI depth, RPD, fg mask)": lambda: build_targets(
+            aug.objects,
+            aug.P2,
+            aug.trans,
+            depth=aug.depth,
+            crop_scale=aug.crop_scale,
+            bins=ds.bins,
+            **target_args,
+        ),
+    }
+    print("  stages of one sample (ms):")
+    for name, fn in stages.items():
+        print(f"    {name:<53} {time_ms(fn, max(iters // 3, 5)):7.2f}")
+    sample = ds[index]
+    nbytes = sum(v.nbytes for v in [sample["rgb"], sample["depth"], *sample["targets"].values()])
+    depth_bytes = sample["depth"].nbytes
+    print(
+        f"  sample size: {nbytes / 2**20:.1f} MiB, "
+        f"of which the teacher's depth input {depth_bytes / 2**20:.1f} MiB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=60, help="samples per measurement")
@@ -84,61 +138,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "kitti"
         prepare(root)
-        variants = {
-            "train, aug + colour, depth input + all targets": dict(
-                train=True, load_depth=True, color_aug=True
-            ),
-            "train, aug, no depth maps (zeros for depth targets)": dict(train=True, load_depth=False),
-            "eval, depth input + all targets": dict(train=False, load_depth=True),
-        }
         print(
             f"KittiDataset.__getitem__ at {resolution[0]}x{resolution[1]}, {args.threads} thread(s), 3 frames"
         )
-        for name, kwargs in variants.items():
-            ds = make_dataset(root, resolution, **kwargs)
-            print(f"  {name:<55} {samples_per_second(ds, args.iters):6.1f} samples/s")
-
-        # Stages of one augmented sample of frame 000002 (the frame with a kept car).
-        ds = make_dataset(root, resolution, train=True, load_depth=True, color_aug=True)
-        frame, index = 2, 2
-        image, p2 = ds._read_image(frame), ds.get_calib(frame).P2
-        size = (image.shape[1], image.shape[0])
-        depth, objects = ds._read_depth(frame, size), ds.get_labels(frame)
-
-        def augment():
-            return augment_sample(
-                image, depth, objects, p2, ds.sample_rng(index), resolution=resolution, **ds.augment_args
-            )
-
-        aug = augment()
-        target_args = dict(feature_size=ds.feature_size, downsample=ds.downsample)
-        stages = {
-            "read image (PNG decode)": lambda: ds._read_image(frame),
-            "read depth map (PNG decode)": lambda: ds._read_depth(frame, size),
-            "augment (flip, crop, warp image + depth, colour)": augment,
-            "detection targets": lambda: build_detection_targets(
-                aug.objects, aug.P2, aug.trans, **target_args
-            ),
-            "all targets (+ DID RoI depth, RPD, fg mask)": lambda: build_targets(
-                aug.objects,
-                aug.P2,
-                aug.trans,
-                depth=aug.depth,
-                crop_scale=aug.crop_scale,
-                bins=ds.bins,
-                **target_args,
-            ),
-        }
-        print("  stages of one sample (ms):")
-        for name, fn in stages.items():
-            print(f"    {name:<53} {time_ms(fn, max(args.iters // 3, 5)):7.2f}")
-        sample = ds[index]
-        nbytes = sum(v.nbytes for v in [sample["rgb"], sample["depth"], *sample["targets"].values()])
-        depth_bytes = sample["depth"].nbytes
-        print(
-            f"  sample size: {nbytes / 2**20:.1f} MiB, "
-            f"of which the teacher's depth input {depth_bytes / 2**20:.1f} MiB"
-        )
+        print_throughput(root, resolution, args.iters)
+        print_stages(root, resolution, args.iters)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ difficulty (easy, moderate, hard):
   the 6 decimals the devkit prints. AOS is only computed when no detection has alpha = -10, and a
   class/metric is only evaluated when some detection of the class has a valid box for it.
 
-All frames are concatenated into flat arrays and processed by whole-dataset numba kernels (frames
-in parallel); the API is a pure function of its inputs.
+All frames are concatenated into flat arrays and processed by the whole-dataset numba kernels of
+:mod:`lib.eval.kitti_kernels` (frames in parallel); the API is a pure function of its inputs.
 """
 
 from __future__ import annotations
@@ -33,11 +33,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
 from lib.constants import EVAL_CLASSES
 from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
+from lib.eval.kitti_kernels import (
+    NUM_SAMPLE_PTS,
+    FrameArrays,
+    frame_statistics,
+    precision_curves,
+    recall_thresholds,
+    true_positive_scores,
+)
 
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")
@@ -76,8 +83,6 @@ MIN_OVERLAP_LOOSE = {
 _IMAGE, _BEV, _BOX3D = range(3)
 _METRIC_INDEX = {"bbox": _IMAGE, "bev": _BEV, "3d": _BOX3D}
 
-NUM_SAMPLE_PTS = 41
-_NO_DETECTION = -10000000.0  # the devkit's "no candidate yet" score
 _INVALID_ALPHA = -10.0  # a detection with this alpha disables AOS for the whole evaluation
 _INVALID_LOCATION = -1000.0  # x (BEV) or y (3D) of a detection without that box
 
@@ -147,311 +152,6 @@ def _class_codes(names: np.ndarray) -> np.ndarray:
     return lut[inverse.reshape(-1)]
 
 
-# ----------------------------------------------------------------------------------------------
-# numba kernels. Status codes follow the devkit's cleanData: ground truth 0 = valid (counts in the
-# recall denominator), 1 = ignored (neighbour class or outside the difficulty), -1 = other class;
-# detection 0 = valid, 1 = ignored (too low), -1 = other class. One kernel call handles one metric
-# for K (class, difficulty) combinations at once: statuses are (K, G) / (K, D), min_overlap (K,).
-# Overlaps are the flat per-frame (detection x ground truth) blocks of lib.eval.iou.frame_overlaps.
-# ----------------------------------------------------------------------------------------------
-
-
-@njit(parallel=True, cache=True)
-def _true_positive_scores(
-    gt_offsets, det_offsets, pair_offsets, overlap, gt_status, det_status, score, min_overlap
-):
-    """Scores of the true positives when each ground truth takes its best-scoring match.
-
-    The devkit's first computeStatistics pass (compute_fp = false): every detection counts,
-    whatever its score. Returns (K, G) float64: the TP score of each valid ground truth, NaN if none.
-    """
-    num_combos, num_gt = gt_status.shape
-    tp_score = np.full((num_combos, num_gt), np.nan)
-    for f in prange(gt_offsets.shape[0] - 1):
-        g0 = gt_offsets[f]
-        d0 = det_offsets[f]
-        n_gt = gt_offsets[f + 1] - g0
-        assigned = np.empty(det_offsets[f + 1] - d0, dtype=np.bool_)
-        for c in range(num_combos):
-            assigned[:] = False
-            for i in range(g0, gt_offsets[f + 1]):
-                if gt_status[c, i] == -1:
-                    continue
-                best = -1
-                best_score = _NO_DETECTION
-                for j in range(d0, det_offsets[f + 1]):
-                    if det_status[c, j] == -1 or assigned[j - d0]:
-                        continue
-                    ov = overlap[pair_offsets[f] + (j - d0) * n_gt + (i - g0)]
-                    if ov > min_overlap[c] and score[j] > best_score:
-                        best = j
-                        best_score = score[j]
-                if best == -1:
-                    continue
-                assigned[best - d0] = True
-                if gt_status[c, i] == 0 and det_status[c, best] == 0:
-                    tp_score[c, i] = score[best]
-    return tp_score
-
-
-@njit(cache=True)
-def _recall_thresholds(scores, n_gt):
-    """The devkit's getThresholds: the scores at which recall passes each of the 40 recall steps.
-
-    Args:
-        scores: (M,) TP scores sorted in descending order.
-        n_gt: number of valid ground-truth objects.
-    """
-    out = np.empty(scores.shape[0])
-    k = 0
-    current_recall = 0.0
-    n = scores.shape[0]
-    for i in range(n):
-        l_recall = (i + 1) / n_gt
-        r_recall = (i + 2) / n_gt if i < n - 1 else l_recall
-        if (r_recall - current_recall) < (current_recall - l_recall) and i < n - 1:
-            continue
-        out[k] = scores[i]
-        k += 1
-        current_recall += 1.0 / (NUM_SAMPLE_PTS - 1.0)
-    return out[:k]
-
-
-@njit(cache=True)
-def _count_frame(
-    g0,
-    g1,
-    d0,
-    d1,
-    pair_offset,
-    overlap,
-    gt_status,
-    det_status,
-    gt_dontcare,
-    score,
-    det_order,
-    gt_alpha,
-    det_alpha,
-    thresholds,
-    min_overlap,
-    compute_aos,
-    tp,
-    fp,
-    similarity,
-):
-    """One frame of the devkit's second computeStatistics pass, at every threshold.
-
-    Ground truth g0:g1 and detections d0:d1 of the frame; ``gt_status`` / ``det_status`` are (G,) / (D,)
-    for one (class, difficulty); thresholds (T,) descending. Writes tp, fp, similarity (T,): the sum
-    of (1 + cos(delta alpha)) / 2 over the TPs, left at -1 when the frame has neither TP nor FP.
-    """
-    n_gt = g1 - g0
-    n_det = d1 - d0
-    dets = np.empty(n_det, dtype=np.int64)  # relevant detections (status 0 or 1), file order
-    n_dets = 0
-    for j in range(d0, d1):
-        if det_status[j] != -1:
-            dets[n_dets] = j
-            n_dets += 1
-    # Candidate lists in file order (CSR): the relevant detections above the overlap threshold of
-    # each relevant ground truth (rows 0..n_rows_gt-1), then the valid ones of each DontCare region.
-    rows = np.empty(n_gt, dtype=np.int64)
-    row_start = np.zeros(n_gt + 1, dtype=np.int64)
-    cand_det = np.empty(n_gt * n_dets, dtype=np.int64)
-    cand_ov = np.empty(n_gt * n_dets)
-    n_rows = 0
-    n_rows_gt = 0
-    n_cand = 0
-    for dontcare_pass in range(2):
-        if dontcare_pass:
-            n_rows_gt = n_rows
-        for i in range(g0, g1):
-            if not (gt_dontcare[i] if dontcare_pass else gt_status[i] != -1):
-                continue
-            for k in range(n_dets):
-                j = dets[k]
-                if dontcare_pass and det_status[j] != 0:
-                    continue
-                ov = overlap[pair_offset + (j - d0) * n_gt + (i - g0)]
-                if ov > min_overlap:
-                    cand_det[n_cand] = j
-                    cand_ov[n_cand] = ov
-                    n_cand += 1
-            rows[n_rows] = i
-            n_rows += 1
-            row_start[n_rows] = n_cand
-    # Thresholds are descending, so the kept detections (score >= threshold) only grow: walk them
-    # in score order, and copy the previous counts while the kept set does not change.
-    assigned = np.zeros(n_det, dtype=np.bool_)
-    next_in_order = d0
-    kept = 0
-    valid_kept = 0
-    prev_kept = -1
-    for t in range(thresholds.shape[0]):
-        thr = thresholds[t]
-        while next_in_order < d1 and score[det_order[next_in_order]] >= thr:
-            j = det_order[next_in_order]
-            next_in_order += 1
-            if det_status[j] != -1:
-                kept += 1
-            if det_status[j] == 0:
-                valid_kept += 1
-        if kept == prev_kept:
-            tp[t] = tp[t - 1]
-            fp[t] = fp[t - 1]
-            similarity[t] = similarity[t - 1]
-            continue
-        prev_kept = kept
-        assigned[:] = False
-        n_tp = 0
-        n_fp = valid_kept
-        sim = 0.0
-        for r in range(n_rows_gt):
-            i = rows[r]
-            det_idx = -1
-            max_overlap = 0.0
-            assigned_ignored = False
-            for c in range(row_start[r], row_start[r + 1]):
-                j = cand_det[c]
-                if assigned[j - d0] or score[j] < thr:
-                    continue
-                if det_status[j] == 0 and (cand_ov[c] > max_overlap or assigned_ignored):
-                    max_overlap = cand_ov[c]
-                    det_idx = j
-                    assigned_ignored = False
-                elif det_status[j] == 1 and det_idx == -1:
-                    det_idx = j
-                    assigned_ignored = True
-            if det_idx == -1:
-                continue
-            assigned[det_idx - d0] = True
-            if det_status[det_idx] == 0:
-                n_fp -= 1  # counted in valid_kept, but assigned
-            if gt_status[i] == 0 and det_status[det_idx] == 0:
-                n_tp += 1
-                if compute_aos:
-                    sim += (1.0 + np.cos(gt_alpha[i] - det_alpha[det_idx])) / 2.0
-        # Unassigned valid detections inside a DontCare region are not false positives.
-        for r in range(n_rows_gt, n_rows):
-            for c in range(row_start[r], row_start[r + 1]):
-                j = cand_det[c]
-                if not assigned[j - d0] and score[j] >= thr:
-                    assigned[j - d0] = True
-                    n_fp -= 1
-        tp[t] = n_tp
-        fp[t] = n_fp
-        if compute_aos and (n_tp > 0 or n_fp > 0):
-            similarity[t] = sim
-
-
-@njit(parallel=True, cache=True)
-def _frame_statistics(
-    gt_offsets,
-    det_offsets,
-    pair_offsets,
-    overlap,
-    gt_status,
-    det_status,
-    gt_dontcare,
-    score,
-    det_order,
-    gt_alpha,
-    det_alpha,
-    thresholds,
-    num_thresholds,
-    min_overlap,
-    compute_aos,
-):
-    """TP, FP and orientation similarity of every frame at every recall threshold (frames in parallel).
-
-    The devkit's second computeStatistics pass (compute_fp = true): detections scoring below the
-    threshold are dropped, each ground truth takes the unassigned valid detection of largest overlap
-    (an ignored detection only while no valid one qualifies), then unassigned valid detections inside
-    DontCare regions are removed from the FP. False negatives do not enter the AP: not counted.
-
-    Args:
-        thresholds: (K, T) descending recall thresholds of each combination, the first
-            ``num_thresholds[k]`` valid.
-        det_order: (D,) detection indices sorted by descending score within each frame.
-
-    Returns:
-        tp, fp: (K, F, T) int64; similarity: (K, F, T) float64, -1 where a frame has neither TP nor FP
-        (it then does not contribute, as in the devkit).
-    """
-    num_combos = gt_status.shape[0]
-    num_frames = gt_offsets.shape[0] - 1
-    shape = (num_combos, num_frames, thresholds.shape[1])
-    tp = np.zeros(shape, dtype=np.int64)
-    fp = np.zeros(shape, dtype=np.int64)
-    similarity = np.full(shape, -1.0)
-    for f in prange(num_frames):
-        for c in range(num_combos):
-            t = num_thresholds[c]
-            _count_frame(
-                gt_offsets[f],
-                gt_offsets[f + 1],
-                det_offsets[f],
-                det_offsets[f + 1],
-                pair_offsets[f],
-                overlap,
-                gt_status[c],
-                det_status[c],
-                gt_dontcare,
-                score,
-                det_order,
-                gt_alpha,
-                det_alpha,
-                thresholds[c, :t],
-                min_overlap[c],
-                compute_aos,
-                tp[c, f, :t],
-                fp[c, f, :t],
-                similarity[c, f, :t],
-            )
-    return tp, fp, similarity
-
-
-@njit(cache=True, error_model="numpy")
-def _precision_curves(tp, fp, similarity, compute_aos):
-    """Sum the frames (in frame order) and build the max-filtered 41-point precision and AOS curves.
-
-    Args:
-        tp, fp, similarity: (F, T) counts of one combination at its T thresholds.
-
-    Returns:
-        precision, aos: (41,) float64; entries past the last threshold stay 0. A 0/0 entry is NaN and,
-        like std::max_element in the devkit, stays NaN through the filter.
-    """
-    num_frames, num_thr = tp.shape
-    num_thr = min(num_thr, NUM_SAMPLE_PTS)  # getThresholds yields at most 41 (the devkit's array size)
-    precision = np.zeros(NUM_SAMPLE_PTS)
-    aos = np.zeros(NUM_SAMPLE_PTS)
-    for t in range(num_thr):
-        n_tp = 0
-        n_fp = 0
-        sim = 0.0
-        for f in range(num_frames):
-            n_tp += tp[f, t]
-            n_fp += fp[f, t]
-            if similarity[f, t] != -1.0:
-                sim += similarity[f, t]
-        precision[t] = float(n_tp) / float(n_tp + n_fp)
-        if compute_aos:
-            aos[t] = sim / float(n_tp + n_fp)
-    for curve in (precision, aos):
-        running = -np.inf
-        for t in range(num_thr - 1, -1, -1):
-            if not np.isnan(curve[t]):
-                running = max(running, curve[t])
-                curve[t] = running
-    return precision, aos
-
-
-# ----------------------------------------------------------------------------------------------
-# Python driver
-# ----------------------------------------------------------------------------------------------
-
-
 def _average_precision(curve: np.ndarray, ap_mode: int) -> float:
     """AP|R40 or AP|R11 of a 41-point curve, summed in float32 and rounded to 6 decimals (``%f``)."""
     points = range(1, NUM_SAMPLE_PTS) if ap_mode == 40 else range(0, NUM_SAMPLE_PTS, 4)
@@ -483,17 +183,9 @@ class _Prepared:
     det: FrameObjects
     gt_codes: np.ndarray  # (G,) int64
     det_codes: np.ndarray  # (D,) int64
-    gt_dontcare: np.ndarray  # (G,) bool
     gt_height: np.ndarray  # (G,) y2 - y1, px
     det_height: np.ndarray  # (D,) |y2 - y1|, px
-    gt_alpha: np.ndarray  # (G,) contiguous float64 copies for the kernels
-    det_alpha: np.ndarray  # (D,)
-    det_score: np.ndarray  # (D,)
-    det_order: np.ndarray  # (D,) int64 detection indices by descending score within each frame
-    gt_offsets: np.ndarray  # (F + 1,) int64
-    det_offsets: np.ndarray  # (F + 1,) int64
-    pair_offsets: np.ndarray  # (F + 1,) int64
-    overlaps: np.ndarray  # (3, P) image / BEV / 3D
+    arrays: tuple[FrameArrays, ...]  # the kernels' inputs for the image, BEV and 3D overlaps
 
 
 def _prepare(gt: FrameObjects, det: FrameObjects, device: str) -> _Prepared:
@@ -508,22 +200,25 @@ def _prepare(gt: FrameObjects, det: FrameObjects, device: str) -> _Prepared:
     pair_offsets, overlaps = frame_overlaps(
         d.bbox, boxes3d(d), det.offsets, g.bbox, boxes3d(g), gt.offsets, gt_dontcare, device=device
     )
+    arrays = FrameArrays(
+        gt_offsets=np.ascontiguousarray(gt.offsets, dtype=np.int64),
+        det_offsets=np.ascontiguousarray(det.offsets, dtype=np.int64),
+        pair_offsets=pair_offsets,
+        overlap=overlaps[_IMAGE],
+        gt_dontcare=gt_dontcare,
+        gt_alpha=np.ascontiguousarray(g.alpha, dtype=np.float64),
+        det_alpha=np.ascontiguousarray(d.alpha, dtype=np.float64),
+        score=score,
+        det_order=np.lexsort((-score, np.repeat(np.arange(len(det)), np.diff(det.offsets)))),
+    )
     return _Prepared(
         gt=gt,
         det=det,
         gt_codes=gt_codes,
         det_codes=_class_codes(d.names),
-        gt_dontcare=gt_dontcare,
         gt_height=g.bbox[:, 3] - g.bbox[:, 1],
         det_height=np.abs(d.bbox[:, 1] - d.bbox[:, 3]),
-        gt_alpha=np.ascontiguousarray(g.alpha, dtype=np.float64),
-        det_alpha=np.ascontiguousarray(d.alpha, dtype=np.float64),
-        det_score=score,
-        det_order=np.lexsort((-score, np.repeat(np.arange(len(det)), np.diff(det.offsets)))),
-        gt_offsets=np.ascontiguousarray(gt.offsets, dtype=np.int64),
-        det_offsets=np.ascontiguousarray(det.offsets, dtype=np.int64),
-        pair_offsets=pair_offsets,
-        overlaps=overlaps,
+        arrays=tuple(arrays._replace(overlap=row) for row in overlaps),  # (3, P): image, BEV, 3D
     )
 
 
@@ -567,31 +262,21 @@ def _metric_curves(
     Returns:
         K pairs of (41,) precision and AOS curves.
     """
-    overlap = p.overlaps[metric]
-    args = (p.gt_offsets, p.det_offsets, p.pair_offsets, overlap, gt_status, det_status)
-    tp_score = _true_positive_scores(*args, p.det_score, min_overlap)  # (K, G)
+    arrays = p.arrays[metric]
+    tp_score = true_positive_scores(arrays, gt_status, det_status, min_overlap)  # (K, G)
     per_combo = []
     for k in range(len(gt_status)):
         scores = np.sort(tp_score[k][~np.isnan(tp_score[k])])[::-1].copy()
-        per_combo.append(_recall_thresholds(scores, float(np.count_nonzero(gt_status[k] == 0))))
+        per_combo.append(recall_thresholds(scores, float(np.count_nonzero(gt_status[k] == 0))))
     num_thresholds = np.array([len(t) for t in per_combo], dtype=np.int64)
     thresholds = np.zeros((len(per_combo), max(num_thresholds)))  # (K, T), zero padded
     for k, t in enumerate(per_combo):
         thresholds[k, : len(t)] = t
-    tp, fp, similarity = _frame_statistics(
-        *args,
-        p.gt_dontcare,
-        p.det_score,
-        p.det_order,
-        p.gt_alpha,
-        p.det_alpha,
-        thresholds,
-        num_thresholds,
-        min_overlap,
-        compute_aos,
+    tp, fp, similarity = frame_statistics(
+        arrays, gt_status, det_status, thresholds, num_thresholds, min_overlap, compute_aos
     )
     return [
-        _precision_curves(tp[k, :, :n], fp[k, :, :n], similarity[k, :, :n], compute_aos)
+        precision_curves(tp[k, :, :n], fp[k, :, :n], similarity[k, :, :n], compute_aos)
         for k, n in enumerate(num_thresholds)
     ]
 
@@ -637,6 +322,54 @@ def _few_ground_truth_warnings(num_gt: dict[str, dict[str, int]], ap_mode: int) 
     ]
 
 
+def _empty_curves(p: _Prepared, classes: Sequence[str], compute_aos: bool) -> dict[str, dict]:
+    """class -> metric -> {} for every evaluated metric of a class, None for the others.
+
+    A class is evaluated for a metric only if one of its detections has a valid box for it, and
+    for AOS only if it is evaluated for bbox and no detection disables AOS.
+    """
+    d = p.det.table
+    curves: dict[str, dict[str, dict[str, np.ndarray] | None]] = {}
+    for name in classes:
+        of_class = p.det_codes == _CLASS_CODES[name.lower()]
+        has_bbox = bool(np.any(of_class & (d.bbox[:, 0] >= 0)))
+        evaluated = {
+            "bbox": has_bbox,
+            "aos": has_bbox and compute_aos,
+            "bev": np.any(of_class & (d.loc[:, 0] != _INVALID_LOCATION)),
+            "3d": np.any(of_class & (d.loc[:, 1] != _INVALID_LOCATION)),
+        }
+        curves[name] = {metric: {} if evaluated[metric] else None for metric in METRICS}
+    return curves
+
+
+def _class_curves(
+    p: _Prepared, classes: Sequence[str], overlaps_by_class: dict, compute_aos: bool
+) -> tuple[dict[str, dict], dict[str, dict[str, int]]]:
+    """The 41-point curves (class -> metric -> difficulty) and the valid ground-truth counts."""
+    # Every (class, difficulty) combination; cleanData does not depend on the metric.
+    combos = [(name, level) for name in classes for level in range(len(DIFFICULTIES))]
+    gt_status = np.stack([_gt_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, G)
+    det_status = np.stack([_det_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, D)
+    curves = _empty_curves(p, classes, compute_aos)
+    for metric_name, metric in _METRIC_INDEX.items():
+        rows = [k for k, (name, _) in enumerate(combos) if curves[name][metric_name] is not None]
+        if not rows:
+            continue
+        with_aos = compute_aos and metric == _IMAGE
+        min_overlap = np.array([overlaps_by_class[combos[k][0]][metric] for k in rows])
+        results = _metric_curves(p, metric, gt_status[rows], det_status[rows], min_overlap, with_aos)
+        for k, (precision, aos) in zip(rows, results, strict=True):
+            name, level = combos[k]
+            curves[name][metric_name][DIFFICULTIES[level]] = precision
+            if with_aos:
+                curves[name]["aos"][DIFFICULTIES[level]] = aos
+    num_gt: dict[str, dict[str, int]] = {name: {} for name in classes}
+    for k, (name, level) in enumerate(combos):
+        num_gt[name][DIFFICULTIES[level]] = int(np.count_nonzero(gt_status[k] == 0))
+    return curves, num_gt
+
+
 def evaluate(
     gt_annos: Sequence[LabelTable] | FrameObjects,
     det_annos: Sequence[LabelTable] | FrameObjects,
@@ -670,52 +403,11 @@ def evaluate(
     gt = _as_frame_objects(gt_annos)
     det = _as_frame_objects(det_annos)
     _check_inputs(gt, det, classes, ap_modes)
-    p = _prepare(gt, det, device)
-    d = det.table
-    compute_aos = not bool(np.any(d.alpha == _INVALID_ALPHA))
+    compute_aos = not bool(np.any(det.table.alpha == _INVALID_ALPHA))
     overlaps_by_class = MIN_OVERLAP_LOOSE if loose else MIN_OVERLAP
-
-    # Every (class, difficulty) combination; cleanData does not depend on the metric.
-    combos = [(name, level) for name in classes for level in range(len(DIFFICULTIES))]
-    gt_status = np.stack([_gt_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, G)
-    det_status = np.stack([_det_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, D)
-
-    curves: dict[str, dict[str, dict[str, np.ndarray] | None]] = {
-        name: dict.fromkeys(METRICS) for name in classes
-    }
-    for name in classes:
-        of_class = p.det_codes == _CLASS_CODES[name.lower()]
-        # A class is evaluated for a metric only if one of its detections has a valid box for it.
-        evaluated = {
-            "bbox": np.any(of_class & (d.bbox[:, 0] >= 0)),
-            "bev": np.any(of_class & (d.loc[:, 0] != _INVALID_LOCATION)),
-            "3d": np.any(of_class & (d.loc[:, 1] != _INVALID_LOCATION)),
-        }
-        for metric_name, flag in evaluated.items():
-            if flag:
-                curves[name][metric_name] = {}
-        if evaluated["bbox"] and compute_aos:
-            curves[name]["aos"] = {}
-    for metric_name, metric in _METRIC_INDEX.items():
-        rows = [k for k, (name, _) in enumerate(combos) if curves[name][metric_name] is not None]
-        if not rows:
-            continue
-        with_aos = compute_aos and metric == _IMAGE
-        min_overlap = np.array([overlaps_by_class[combos[k][0]][metric] for k in rows])
-        results = _metric_curves(p, metric, gt_status[rows], det_status[rows], min_overlap, with_aos)
-        for k, (precision, aos) in zip(rows, results, strict=True):
-            name, level = combos[k]
-            curves[name][metric_name][DIFFICULTIES[level]] = precision
-            if with_aos:
-                curves[name]["aos"][DIFFICULTIES[level]] = aos
-
-    num_frames = len(gt)
-    num_gt: dict[str, dict[str, int]] = {name: {} for name in classes}
-    for k, (name, level) in enumerate(combos):
-        num_gt[name][DIFFICULTIES[level]] = int(np.count_nonzero(gt_status[k] == 0))
-    reports = {}
-    for mode in ap_modes:
-        reports[f"ap{mode}"] = {
+    curves, num_gt = _class_curves(_prepare(gt, det, device), classes, overlaps_by_class, compute_aos)
+    return {
+        f"ap{mode}": {
             "schema_version": SCHEMA_VERSION,
             "evaluator": _EVALUATOR,
             "ap_mode": mode,
@@ -723,11 +415,12 @@ def evaluate(
             "min_overlap": {c: overlaps_by_class[c][_IMAGE] for c in classes},
             "min_overlap_3d": {c: overlaps_by_class[c][_BOX3D] for c in classes},
             "frames_evaluated_rule": "every frame passed to evaluate()",
-            "num_frames_listed": num_frames,
-            "num_frames_evaluated": num_frames,
+            "num_frames_listed": len(gt),
+            "num_frames_evaluated": len(gt),
             "ap": _map_curves(curves, lambda curve, mode=mode: _average_precision(curve, mode)),
             "precision_curves": _map_curves(curves, _printed),
             "num_ground_truth": num_gt,
             "warnings": _few_ground_truth_warnings(num_gt, mode),
         }
-    return reports
+        for mode in ap_modes
+    }

@@ -86,98 +86,38 @@ def htl_history() -> np.ndarray:
     return losses * (1 + 0.02 * rng.standard_normal(losses.shape))
 
 
+# Designed peaks per image, highest score first (their RoI rows follow that order). A row: the case
+# it tests, class, cell x / y, heatmap score, depth (m), confidence knob (log-variance), 2D size
+# (cells), then extras: heading bin and residual, 3D offset, width change (m).
+PEAK_FIELDS = ("case", "cls", "x", "y", "s", "z", "unc", "size")
+PLANTED_PEAKS = (
+    (  # image 0
+        ("near", 1, 160, 70, 0.92, 3.2, -2.0, (60.0, 40.0), {}),
+        ("far", 1, 150, 47, 0.85, 72.0, -1.0, (4.0, 3.0), {}),
+        ("pedestrian", 0, 40, 50, 0.8, 14.0, -1.5, (6.0, 14.0), {}),
+        ("low confidence, peak >= threshold", 1, 220, 52, 0.6, 35.0, 3.0, (10.0, 8.0), {}),
+        ("heading near pi", 1, 100, 55, 0.55, 20.0, -1.0, (12.0, 9.0), {"bin": 6, "res": 0.2}),
+        ("truncated left", 1, 1, 60, 0.5, 9.0, -1.2, (8.0, 20.0), {"off3d": (-3.5, 0.4)}),
+        ("truncated right", 2, 318, 58, 0.45, 11.0, -1.2, (7.0, 16.0), {"off3d": (3.2, 0.6)}),
+        ("negative width", 1, 260, 45, 0.4, 25.0, -1.0, (9.0, 7.0), {"dw": -3.0}),
+        ("low confidence, product near threshold", 1, 200, 40, 0.3, 40.0, 0.0, (6.0, 5.0), {}),
+        ("peak < threshold", 1, 120, 35, 0.15, 30.0, -3.0, (6.0, 5.0), {}),
+    ),
+    (  # image 1 has a mirrored (flipped) calibration
+        ("flipped calib, left", 1, 30, 60, 0.9, 12.0, -1.5, (20.0, 12.0), {}),
+        ("flipped calib, right", 1, 290, 62, 0.7, 8.0, -1.5, (30.0, 18.0), {}),
+        ("low confidence, peak >= threshold", 2, 180, 50, 0.35, 22.0, 2.5, (5.0, 12.0), {}),
+        ("heading wrap -pi", 1, 240, 48, 0.25, 45.0, -0.5, (5.0, 4.0), {"bin": 5, "res": 0.3}),
+        ("peak just < threshold", 1, 80, 44, 0.19, 28.0, -3.0, (6.0, 5.0), {}),
+    ),
+)
+
+
 def _planted_peaks() -> list[list[dict]]:
-    """Designed peaks per image, highest score first (their RoI rows follow that order)."""
-    peak = dict  # a peak: cls, cell x/y, heatmap score, depth (m), confidence knob and extras
-    image0 = [
-        peak(case="near", cls=1, x=160, y=70, s=0.92, z=3.2, unc=-2.0, size=(60.0, 40.0)),
-        peak(case="far", cls=1, x=150, y=47, s=0.85, z=72.0, unc=-1.0, size=(4.0, 3.0)),
-        peak(case="pedestrian", cls=0, x=40, y=50, s=0.8, z=14.0, unc=-1.5, size=(6.0, 14.0)),
-        peak(
-            case="low confidence, peak >= threshold",
-            cls=1,
-            x=220,
-            y=52,
-            s=0.6,
-            z=35.0,
-            unc=3.0,
-            size=(10.0, 8.0),
-        ),
-        peak(
-            case="heading near pi",
-            cls=1,
-            x=100,
-            y=55,
-            s=0.55,
-            z=20.0,
-            unc=-1.0,
-            size=(12.0, 9.0),
-            bin=6,
-            res=0.2,
-        ),
-        peak(
-            case="truncated left",
-            cls=1,
-            x=1,
-            y=60,
-            s=0.5,
-            z=9.0,
-            unc=-1.2,
-            size=(8.0, 20.0),
-            off3d=(-3.5, 0.4),
-        ),
-        peak(
-            case="truncated right",
-            cls=2,
-            x=318,
-            y=58,
-            s=0.45,
-            z=11.0,
-            unc=-1.2,
-            size=(7.0, 16.0),
-            off3d=(3.2, 0.6),
-        ),
-        peak(case="negative width", cls=1, x=260, y=45, s=0.4, z=25.0, unc=-1.0, size=(9.0, 7.0), dw=-3.0),
-        peak(
-            case="low confidence, product near threshold",
-            cls=1,
-            x=200,
-            y=40,
-            s=0.3,
-            z=40.0,
-            unc=0.0,
-            size=(6.0, 5.0),
-        ),
-        peak(case="peak < threshold", cls=1, x=120, y=35, s=0.15, z=30.0, unc=-3.0, size=(6.0, 5.0)),
+    """The rows of :data:`PLANTED_PEAKS` as one dict per peak (fields by name, extras merged)."""
+    return [
+        [dict(zip(PEAK_FIELDS, row[:-1], strict=True), **row[-1]) for row in image] for image in PLANTED_PEAKS
     ]
-    image1 = [  # image 1 has a mirrored (flipped) calibration
-        peak(case="flipped calib, left", cls=1, x=30, y=60, s=0.9, z=12.0, unc=-1.5, size=(20.0, 12.0)),
-        peak(case="flipped calib, right", cls=1, x=290, y=62, s=0.7, z=8.0, unc=-1.5, size=(30.0, 18.0)),
-        peak(
-            case="low confidence, peak >= threshold",
-            cls=2,
-            x=180,
-            y=50,
-            s=0.35,
-            z=22.0,
-            unc=2.5,
-            size=(5.0, 12.0),
-        ),
-        peak(
-            case="heading wrap -pi",
-            cls=1,
-            x=240,
-            y=48,
-            s=0.25,
-            z=45.0,
-            unc=-0.5,
-            size=(5.0, 4.0),
-            bin=5,
-            res=0.3,
-        ),
-        peak(case="peak just < threshold", cls=1, x=80, y=44, s=0.19, z=28.0, unc=-3.0, size=(6.0, 5.0)),
-    ]
-    return [image0, image1]
 
 
 def _calibs() -> np.ndarray:
