@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,8 +33,8 @@ import torch
 from lib.config import load_config
 from lib.datasets.kitti import build_dataset
 from lib.datasets.synthetic import write_dataset
-from lib.engine.dist import move_to_device
 from lib.depth_bins import RpdSettings
+from lib.engine.dist import move_to_device
 from lib.engine.optim import OptimizerSettings, build_optimizer
 from lib.engine.task import build_task
 from lib.engine.trainer import resolve_amp_dtype
@@ -79,6 +80,30 @@ def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
     return path
 
 
+def _endless(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
+    """The loader's batches, epoch after epoch (a new pass, so a new shuffle, whenever one ends)."""
+    while True:
+        yield from loader
+
+
+def _train_step(
+    task, batch: dict, optimizer, scaler, *, device: torch.device, dtype: torch.dtype | None
+) -> None:
+    """One optimisation step: forward under autocast (fp32 when ``dtype`` is None), backward, update.
+
+    On CUDA it waits for the GPU, so the caller's clock covers the whole step.
+    """
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        losses = task(batch)
+    loss = sum(v.float() for v in losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_setting(
     config: str,
     overrides: list[str],
@@ -112,25 +137,12 @@ def time_setting(
     dtype = resolve_amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     data_s, step_s, cpu_s = [], [], []
-    iterator = iter(loader)
+    batches = _endless(loader)
     for i in range(warmup + steps):
         start = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            batch = next(iterator)
-        batch = move_to_device(batch, device)
+        batch = move_to_device(next(batches), device)
         loaded, loaded_cpu = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = task(batch)
-        loss = sum(v.float() for v in losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _train_step(task, batch, optimizer, scaler, device=device, dtype=dtype)
         if i == warmup - 1 and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if i >= warmup:  # allocations, kernel selection, the allocator's growth
