@@ -181,7 +181,9 @@ def time_decode(cfg, resolution: tuple[int, int]) -> float:
     )
     outputs = backend(batch.arrays)
     seconds, _ = time_backend(
-        lambda: decode_outputs(outputs, batch, model_type=cfg.model.type, threshold=0.0),
+        lambda: decode_outputs(
+            outputs, batch, model_type=cfg.model.type, threshold=0.0, backprojection=cfg.tester.backprojection
+        ),
         reps=5,
         warmup=1,
         sync=lambda: None,

@@ -139,7 +139,7 @@ def test_cli_writes_a_panel(kitti_sample: Path, tmp_path: Path) -> None:
     results.mkdir(parents=True)
     car = next(o for o in gt if o.cls_type == "Car")
     car.score, car.pos = 0.9, car.pos + np.array([1.0, 0.0, 0.0])
-    (results / "000001.txt").write_text(car.to_line() + "\n")
+    (results / "000001.txt").write_text(car.to_line(score_decimals=6) + "\n")
     out = tmp_path / "panel.png"
     cmd = [sys.executable, str(TOOL), "--data-dir", str(kitti_sample), "--frame", "000001",
            "--results", str(results.parent), "--out", str(out), "--width", "400"]  # fmt: skip
@@ -183,7 +183,7 @@ def test_cli_renders_a_split_or_all_results_with_a_score_threshold(
     cars[0].score, cars[1].score = 0.9, 0.1
     results = tmp_path / "results"
     results.mkdir()
-    (results / "000001.txt").write_text("".join(o.to_line() + "\n" for o in cars))
+    (results / "000001.txt").write_text("".join(o.to_line(score_decimals=6) + "\n" for o in cars))
     spec = importlib.util.spec_from_file_location("visualize_tool", TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

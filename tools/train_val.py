@@ -38,15 +38,15 @@ from torch.utils.data import DataLoader
 from lib.config import Config, ConfigError, load_config, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
-from lib.decode import check_result_options
 from lib.depth_bins import RpdSettings
 from lib.engine import dist as dist_utils
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
-from lib.engine.tester import ap_summary, format_markdown, key_metric, run_test
+from lib.engine.tester import TesterSettings, run_test
 from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
-from lib.eval.report import format_table
+from lib.eval.kitti_format import run_result_dir
+from lib.eval.report import ap_summary, format_markdown, format_table, key_metric
 from lib.losses.criterion import LossSettings, build_htl
 from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
@@ -168,7 +168,7 @@ def build_training(
     settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
     optimizer_settings = OptimizerSettings.from_config(cfg.optimizer)
     schedule = LrSchedulerSettings.from_config(cfg.lr_scheduler)
-    check_result_options(cfg.tester.backprojection, cfg.tester.score_decimals)
+    tester = TesterSettings.from_config(cfg)  # checks the tester keys before a long run
     train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)  # checks the folder layout
     val_loader = None
     if info.is_main and settings.eval_frequency > 0:
@@ -194,17 +194,14 @@ def build_training(
     classes = list(cfg.dataset.writelist)
 
     def evaluate_fn(module: torch.nn.Module, epoch: int) -> tuple[float, dict[str, Any]]:
-        out_dir = run_dir / "results" / cfg.dataset.val_split
+        out_dir = run_result_dir(run_dir, cfg.dataset.val_split)
         reports = run_test(
             module.inference_detector(),
             val_loader,
             out_dir=out_dir,
             device=device,
             classes=classes,
-            topk=cfg.tester.topk,
-            threshold=cfg.tester.threshold,
-            backprojection=cfg.tester.backprojection,
-            score_decimals=cfg.tester.score_decimals,
+            settings=tester,
         )
         return key_metric(reports), ap_summary(reports)
 
@@ -227,13 +224,14 @@ def build_training(
 
 def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
     run_dir = run_dir_of(cfg)
-    path = args.resume if args.resume not in (None, "auto") else cfg.tester.checkpoint
+    tester = TesterSettings.from_config(cfg)
+    path = args.resume if args.resume not in (None, "auto") else tester.checkpoint
     if path is None:
         ckpt_dir = run_dir / "checkpoints"
         path = ckpt_dir / "best.pth" if (ckpt_dir / "best.pth").is_file() else ckpt_dir / "last.pth"
     distilled = uses_distiller(cfg)
     input_key = "rgb" if distilled else cfg.model.input  # a distillation run tests its student
-    split = cfg.tester.split
+    split = tester.split
     with config_values(args.config):
         model = dataclasses.replace(ModelSettings.from_config(cfg), input=input_key, pretrained=False)
         detector = build_detector(model, RpdSettings.from_config(cfg))
@@ -248,17 +246,14 @@ def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
     state = detector_state_from_checkpoint(ckpt, source=str(path))
     load_model_state(detector, {"model_state": state})
     detector.to(device)
-    out_dir = run_dir / "results" / split
+    out_dir = run_result_dir(run_dir, split)
     reports = run_test(
         detector,
         loader,
         out_dir=out_dir,
         device=device,
         classes=list(cfg.dataset.writelist),
-        topk=cfg.tester.topk,
-        threshold=cfg.tester.threshold,
-        backprojection=cfg.tester.backprojection,
-        score_decimals=cfg.tester.score_decimals,
+        settings=tester,
     )
     logger.info("evaluated %s on %s; results in %s", path, split, out_dir)
     if reports is not None:

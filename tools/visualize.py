@@ -30,6 +30,7 @@ from lib.datasets.depth_maps import project_scan
 from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
 from lib.depth_bins import MODES, RpdSettings
 from lib.errors import UserError, run_cli
+from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
 from lib.visualize import (
     PRED_COLOUR,
     add_title,
@@ -45,8 +46,8 @@ from lib.visualize import (
 
 BEV_MIN_RANGE = 70.0  # m: the bird's-eye view reaches at least this far, further for far objects ...
 BEV_MAX_RANGE = 120.0  # m: ... up to this
-
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # the rpd defaults
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = RpdSettings.from_config(load_config(BASE_CONFIG)).bins
@@ -83,13 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def find_results(results_dir: Path, name: str) -> Path:
-    """The frame's results file, ``<dir>/<name>.txt`` or ``<dir>/data/<name>.txt``."""
-    for path in (results_dir / f"{name}.txt", results_dir / "data" / f"{name}.txt"):
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"no results for frame {name} in {results_dir} (looked for {name}.txt and data/{name}.txt)"
-    )
+    """The frame's results file, ``<dir>/data/<name>.txt`` or ``<dir>/<name>.txt``
+    (lib/eval/kitti_format.py ``resolve_result_dir``)."""
+    path = resolve_result_dir(results_dir) / frame_file_name(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results for frame {name} in {results_dir} (looked for {path})")
+    return path
 
 
 def frame_names(args: argparse.Namespace) -> list[str]:
@@ -98,10 +98,9 @@ def frame_names(args: argparse.Namespace) -> list[str]:
         return [f"{int(args.frame):06d}"]
     if args.split is not None:
         return [f"{i:06d}" for i in read_split(args.data_dir / "ImageSets" / f"{args.split}.txt")]
-    folder = args.results / "data" if (args.results / "data").is_dir() else args.results
-    names = sorted(p.stem for p in folder.glob("*.txt") if p.stem.isdigit())
+    names = [f"{i:06d}" for i in sorted(result_frame_ids(args.results))]
     if not names:
-        raise UserError(f"{folder}: no result files NNNNNN.txt")
+        raise UserError(f"{resolve_result_dir(args.results)}: no result files NNNNNN.txt")
     return names
 
 

@@ -217,7 +217,7 @@ def test_user_errors_give_a_clear_message(tiny, tmp_path, capsys, overrides, mes
 
 
 def test_reproduce_table_lists_car_3d_and_bev_ap40_per_model():
-    from tools.reproduce import format_results_table
+    from lib.eval.report import format_results_table
 
     def reports(value: float) -> dict:
         ap = {d: value for d in ("easy", "moderate", "hard")}
