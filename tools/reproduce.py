@@ -57,15 +57,6 @@ DEMO_SEED = 0
 # in a 12-epoch tuning run, same network and schedule).
 DEMO_OBJECTS = "4-10"
 DEMO_DEPTH_RANGE = "5-40"
-# Monocular depth made ambiguous, the LiDAR's kept exact (make_synthetic_kitti.py --camera-height,
-# --object-scale): with the road always 1.65 m below the camera and car sizes +-7 %, an RGB network
-# read depth from the ground-contact row and the box height as well as the LiDAR teacher did (8
-# memorised frames: 37 % vs 40 % of the cars at 3D IoU 0.7, BENCHMARKS.md). With the road
-# 1.2-2.1 m down (calibration unchanged) and every object scaled x0.75-1.25, each of these cues
-# alone is off by a median 13 % / 12 % (the two combined: 8 %, ~1.5 m at 20 m), which 3D IoU 0.7
-# does not tolerate; the depth maps stay exact.
-DEMO_CAMERA_HEIGHT = "1.2-2.1"
-DEMO_OBJECT_SCALE = "0.75-1.25"
 
 
 class StageError(UserError):
@@ -134,10 +125,6 @@ def make_demo_data(data_dir: Path, *, frames: int) -> None:
                 DEMO_OBJECTS,
                 "--depth-range",
                 DEMO_DEPTH_RANGE,
-                "--camera-height",
-                DEMO_CAMERA_HEIGHT,
-                "--object-scale",
-                DEMO_OBJECT_SCALE,
             ]
         )
     if not (data_dir / "training" / "depth_dense").is_dir():
