@@ -245,3 +245,40 @@ def section_settings(
             value = value.to_dict()
         values[key] = value
     return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSettings:
+    """The ``experiment:`` section (configs/base.yaml documents each key and holds its default).
+
+    Attributes:
+        name: the run folder's name inside ``output_dir`` (one path component).
+        seed: base seed; rank r seeds torch/numpy/random with seed + r, data workers add their id.
+        output_dir: the folder that holds the run folders.
+        deterministic: ``torch.use_deterministic_algorithms``.
+    """
+
+    name: str
+    seed: int
+    output_dir: str
+    deterministic: bool
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ConfigError(
+                f"experiment.name must be one folder name (the run is <output_dir>/<name>), got {self.name!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"experiment.seed must be an integer >= 0, got {self.seed!r}")
+        if not self.output_dir:
+            raise ConfigError("experiment.output_dir: empty path")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ExperimentSettings:
+        """The settings of a resolved config (raises ConfigError naming ``experiment.<key>``)."""
+        return section_settings(cls, cfg["experiment"], name="experiment")
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_dir>/<name>``, the run folder."""
+        return Path(self.output_dir) / self.name

@@ -184,3 +184,29 @@ def test_model_and_loss_settings_name_the_bad_key_and_num_classes_is_gone():
         key = override.split("=")[0]
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             settings.from_config(load_config(base, [override]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("experiment.name=''", "experiment.name must be one folder name"),
+        ("experiment.name=a/b", "experiment.name must be one folder name"),
+        ("experiment.seed=-1", "experiment.seed must be an integer >= 0"),
+        ("experiment.output_dir=''", "experiment.output_dir: empty path"),
+    ],
+)
+def test_experiment_settings_refuse_a_name_that_is_no_folder_and_a_negative_seed(override, message):
+    from lib.config import ConfigError, ExperimentSettings
+
+    cfg = load_config(REPO / "configs" / "base.yaml", [override])
+    with pytest.raises(ConfigError, match=message):
+        ExperimentSettings.from_config(cfg)
+
+
+def test_experiment_settings_give_the_run_folder():
+    from lib.config import ExperimentSettings
+
+    cfg = load_config(REPO / "configs" / "teacher.yaml", ["experiment.output_dir=/tmp/runs"])
+    settings = ExperimentSettings.from_config(cfg)
+    assert settings.run_dir == Path("/tmp/runs") / cfg.experiment.name
+    assert (settings.seed, settings.deterministic) == (444, False)

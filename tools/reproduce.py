@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import load_config
+from lib.config import ExperimentSettings, load_config
 from lib.datasets.kitti_io import find_split_file, read_split
 from lib.errors import UserError, run_cli
 from lib.eval import evaluate
@@ -158,13 +158,13 @@ def seed_override(config: Path, overrides: list[str], offset: int) -> list[str]:
     """``experiment.seed`` = the stage's configured seed + ``offset`` (nothing for offset 0)."""
     if offset == 0:
         return []
-    return [f"experiment.seed={load_config(config, overrides).experiment.seed + offset}"]
+    return [f"experiment.seed={ExperimentSettings.from_config(load_config(config, overrides)).seed + offset}"]
 
 
 def run_stage(stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool) -> Path:
     """Train and evaluate one stage; returns its run folder."""
     cfg = load_config(config, overrides)
-    run_dir = out_dir / cfg.experiment.name
+    run_dir = out_dir / ExperimentSettings.from_config(cfg).name
     ap_file = run_result_dir(run_dir, cfg.tester.split) / AP_JSON
     if skip_done and ap_file.is_file():
         print(f"== {stage}: done already ({ap_file})", flush=True)
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
     for (chain_dir, stage), stage_args in overrides.items():  # a bad key or value fails here
         cfg = load_config(config_dir / f"{stage}.yaml", stage_args)
-        check_not_trained(chain_dir / cfg.experiment.name, skip_done=args.skip_done)
+        check_not_trained(chain_dir / ExperimentSettings.from_config(cfg).name, skip_done=args.skip_done)
     if args.demo:
         make_demo_data(out_dir / "data", frames=args.frames)
     run_dirs: dict[str, list[Path]] = {s: [] for s in stages}  # stage -> its run folder per seed

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import load_config
+from lib.config import ExperimentSettings, load_config
 from lib.datasets.kitti_io import read_split, write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     base = [sys.executable, "tools/train_val.py", "--config", str(args.config), "--output-dir", str(out_dir)]
     run(base + (["--overwrite"] if args.overwrite else []) + overrides)
     run(base + ["-e"] + overrides)
-    run_dir = out_dir / cfg.experiment.name
+    run_dir = out_dir / ExperimentSettings.from_config(cfg).name
     frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
     gt = load_labels(root / "training" / "label_2", frames)
     det = load_results(run_result_dir(run_dir, SPLIT), frames)

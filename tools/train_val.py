@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lib.config import Config, ConfigError, load_config, save_config
+from lib.config import Config, ConfigError, ExperimentSettings, load_config, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.depth_bins import RpdSettings
@@ -88,7 +88,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def run_dir_of(cfg: Config) -> Path:
-    return Path(cfg.experiment.output_dir) / cfg.experiment.name
+    return ExperimentSettings.from_config(cfg).run_dir
 
 
 @contextlib.contextmanager
@@ -180,7 +180,7 @@ def build_training(
         train_set,
         batch_size=cfg.dataset.batch_size,
         num_workers=cfg.dataset.num_workers,
-        seed=cfg.experiment.seed,
+        seed=ExperimentSettings.from_config(cfg).seed,
         dist_info=info,
         drop_last=cfg.dataset.drop_last_train,
     )
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(run_dir / ("test.log" if args.eval_only else "train.log"), main_process=info.is_main)
         device = dist_utils.select_device(info)
         dist_utils.init_distributed(info, device)
-        seed_everything(cfg.experiment.seed + info.rank, deterministic=cfg.experiment.deterministic)
+        experiment = ExperimentSettings.from_config(cfg)
+        seed_everything(experiment.seed + info.rank, deterministic=experiment.deterministic)
         if info.is_main:
             save_config(cfg, run_dir / ("test_config.yaml" if args.eval_only else "config.yaml"))
             logger.info("run folder %s, device %s, %d process(es)", run_dir, device, info.world_size)

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from lib.config import Config, ConfigError, section_settings
+from lib.config import Config, ConfigError, ExperimentSettings, section_settings
 from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, INVERSE_AFFINES, augment_sample, input_window
 from lib.datasets.kitti_io import (
@@ -378,5 +378,5 @@ def build_dataset(cfg: Config, split: str, *, train: bool, load_depth: bool | No
         depth_input=DepthInputSettings.from_config(cfg),
         train=train,
         load_depth=needs_depth_maps(cfg, split) if load_depth is None else load_depth,
-        seed=cfg.experiment.seed,
+        seed=ExperimentSettings.from_config(cfg).seed,
     )
