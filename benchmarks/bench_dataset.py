@@ -23,8 +23,8 @@ from lib.config import load_config
 from lib.datasets.augment import augment_sample
 from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti import KittiDataset, build_dataset
-from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.targets import build_detection_targets, build_targets
+from lib.kitti_io import write_depth_map
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "kitti_sample"
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"

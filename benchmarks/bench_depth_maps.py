@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 
 from lib.datasets.depth_maps import densify, project_scan, read_image_size
-from lib.datasets.kitti_io import read_calib, read_split, read_velodyne, write_depth_map
+from lib.kitti_io import read_calib, read_split, read_velodyne, write_depth_map
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "kitti_sample"
 

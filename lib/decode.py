@@ -28,8 +28,8 @@ import torch
 from lib.box_coding import decode_heading
 from lib.config import ConfigError
 from lib.constants import HEATMAP_CLASSES, MEAN_SIZES, NUM_HEADING_BIN
-from lib.datasets.kitti_io import Object3d
 from lib.geometry import alpha_to_ry_pixel, unproject_to_rect
+from lib.kitti_io import Object3d
 
 logger = logging.getLogger(__name__)
 

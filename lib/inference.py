@@ -37,10 +37,10 @@ from torch import nn
 from lib.config import Config
 from lib.datasets.augment import augment_sample, input_window
 from lib.datasets.kitti import normalize_image
-from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
 from lib.depth_bins import RpdSettings
 from lib.errors import UserError
+from lib.kitti_io import Object3d
 from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import load_model_state
 from lib.models.detector import Detector

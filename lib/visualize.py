@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from lib.constants import MIN_PROJECTION_DEPTH
-from lib.datasets.kitti_io import Object3d
 from lib.depth_bins import DepthBins, rpd_valid
 from lib.geometry import Calibration, box3d_corners, project_to_image, velo_to_rect
+from lib.kitti_io import Object3d
 
 GT_COLOUR = (0, 220, 0)  # RGB: ground truth boxes
 PRED_COLOUR = (255, 40, 40)  # RGB: predicted boxes

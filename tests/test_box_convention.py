@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from lib.datasets.augment import flip_objects
-from lib.datasets.kitti_io import Object3d
 from lib.eval.iou import bev_corners
 from lib.geometry import box3d_corners
+from lib.kitti_io import Object3d
 
 
 def _boxes(n: int, seed: int) -> np.ndarray:

@@ -13,7 +13,6 @@ import torch
 from lib.config import ConfigError, load_config
 from lib.constants import HEATMAP_CLASSES, MEAN_SIZES
 from lib.datasets.augment import input_window
-from lib.datasets.kitti_io import read_label_table, write_split
 from lib.decode import (
     back_project,
     check_result_options,
@@ -30,6 +29,7 @@ from lib.geometry import (
     ry_to_alpha_pixel,
     wrap_angle,
 )
+from lib.kitti_io import read_label_table, write_split
 
 # KITTI training/000000 P2 (a real calibration: note the non-zero P[2, 3]).
 P2 = np.array(

@@ -10,9 +10,9 @@ import cv2
 import pytest
 
 from lib.config import load_config, save_config
-from lib.datasets.kitti_io import read_label, write_label
 from lib.datasets.synthetic import write_dataset
 from lib.datasets.targets import has_difficulty
+from lib.kitti_io import read_label, write_label
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tools"))

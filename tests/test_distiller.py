@@ -18,10 +18,10 @@ from lib.box_coding import draw_gaussian
 from lib.config import Config, ConfigError, load_config
 from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.kitti import build_dataset
-from lib.datasets.kitti_io import write_depth_map
 from lib.datasets.masks import foreground_mask
 from lib.depth_bins import RpdSettings, rpd_valid
 from lib.distiller import Distiller, DistillSettings
+from lib.kitti_io import write_depth_map
 from lib.losses.criterion import Criterion, LossSettings
 from lib.losses.distill import dual_kl_loss
 from lib.models import Detector, ModelSettings, build_detector

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.datasets.kitti_io import read_calib, read_label
 from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
 from lib.inference import OUTPUT_NAMES, Frame, OnnxBackend, TorchBackend, load_detector, make_batch
+from lib.kitti_io import read_calib, read_label
 from lib.models.build import ModelSettings, build_detector
 
 pytest.importorskip("onnxruntime")

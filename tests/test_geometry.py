@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import read_calib, read_label_table, read_velodyne
 from lib.geometry import (
     affine_transform,
     alpha_to_ry,
@@ -24,6 +23,7 @@ from lib.geometry import (
     velo_to_rect,
     wrap_angle,
 )
+from lib.kitti_io import read_calib, read_label_table, read_velodyne
 
 FRAMES = ("000000", "000001", "000002")
 

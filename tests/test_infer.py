@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 
 from lib.config import load_config
 from lib.datasets.kitti import build_dataset
-from lib.datasets.kitti_io import read_calib
 from lib.datasets.synthetic import generate_frame
 from lib.depth_bins import RpdSettings
 from lib.engine.tester import predict_split
@@ -39,6 +38,7 @@ from lib.inference import (
     read_projection,
 )
 from lib.inference_io import VideoWriter
+from lib.kitti_io import read_calib
 from lib.models.build import ModelSettings, build_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

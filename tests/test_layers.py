@@ -9,9 +9,8 @@ above it; ``lib`` itself only to ``base``):
    ``lib.box_coding`` (heading bins, heatmap gaussian radius), ``lib.depth_bins`` (RPD / UD /
    SID / LID depth bins and the ``rpd`` section's settings): pure maths used by data, models,
    losses and decoding.
-2. io: ``lib.datasets.kitti_io`` (KITTI files <-> typed records). The KITTI reader still lives
-   in the ``datasets`` package but sits below everything else in it:
-   the evaluator reads labels with it.
+2. io: ``lib.kitti_io`` (KITTI files <-> typed records): below the evaluator, which reads labels
+   and results with it, and below the dataset.
 3. eval: ``lib.eval`` (the KITTI evaluator, IoU kernels, error analysis, result files).
 4. data / model / loss / decode: ``lib.datasets``, ``lib.models``, ``lib.losses``,
    ``lib.decode``. These are siblings: none imports another (what two of them share, such as
@@ -43,7 +42,7 @@ LIB_DIR = Path(__file__).resolve().parents[1] / "lib"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("lib", "lib.errors", "lib.constants", "lib.utils", "lib.config")),
     ("geometry", ("lib.geometry", "lib.box_coding", "lib.depth_bins")),
-    ("io", ("lib.datasets.kitti_io",)),
+    ("io", ("lib.kitti_io",)),
     ("eval", ("lib.eval",)),
     ("data/model/loss/decode", ("lib.datasets", "lib.models", "lib.losses", "lib.decode")),
     ("task", ("lib.distiller", "lib.visualize", "lib.inference", "lib.inference_io")),
@@ -222,10 +221,10 @@ def test_constants_are_defined_once() -> None:
 
 def test_checker_flags_up_sibling_and_tools_imports() -> None:
     graph = {
-        "lib.geometry": {"lib.constants", "lib.datasets.kitti_io"},  # geometry -> io: up
-        "lib.eval.iou": {"lib.geometry", "lib.datasets.kitti_io"},  # both down
+        "lib.geometry": {"lib.constants", "lib.kitti_io"},  # geometry -> io: up
+        "lib.eval.iou": {"lib.geometry", "lib.kitti_io"},  # both down
         "lib.losses.criterion": {"lib.datasets.targets", "lib.box_coding"},  # sibling; down
-        "lib.decode": {"lib.datasets.kitti_io", "lib.datasets.targets"},  # down; sibling
+        "lib.decode": {"lib.kitti_io", "lib.datasets.targets"},  # down; sibling
         "lib.distiller": {"lib.engine.checkpoint"},  # up
         "lib.engine.tester": {"lib.engine.dist", "lib.engine.trainer"},  # down; sibling
         "lib.engine.task": {"lib.distiller", "tools.train_val"},  # down; tools
@@ -236,7 +235,7 @@ def test_checker_flags_up_sibling_and_tools_imports() -> None:
         "lib.distiller -> lib.engine.checkpoint: up from task to engine parts",
         "lib.engine.task -> tools.train_val: lib imports tools/",
         "lib.engine.tester -> lib.engine.trainer: across siblings lib.engine.tester -> lib.engine.trainer",
-        "lib.geometry -> lib.datasets.kitti_io: up from geometry to io",
+        "lib.geometry -> lib.kitti_io: up from geometry to io",
         "lib.losses.criterion -> lib.datasets.targets: across siblings lib.losses -> lib.datasets",
         "lib.newthing: in no layer (add it to LAYERS in tests/test_layers.py)",
     ]
@@ -270,5 +269,5 @@ def test_relative_and_lazy_imports_are_resolved() -> None:
         "lib.engine.trainer",
         "lib.models",
     }
-    assert group_of("lib") == "lib" and group_of("lib.datasets.kitti_io") == "lib.datasets.kitti_io"
+    assert group_of("lib") == "lib" and group_of("lib.kitti_io") == "lib.kitti_io"
     assert group_of("lib.datasets.kitti") == "lib.datasets" and group_of("lib.library") is None

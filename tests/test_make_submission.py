@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.datasets.kitti_io import write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
+from lib.kitti_io import write_split
 from lib.utils.logging import reset_logging
 from tools.make_submission import main
 from tools.train_val import main as train_val_main

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.datasets import kitti_io
+from lib import kitti_io
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti_io import read_depth_map, write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
+from lib.kitti_io import read_depth_map, write_split
 from tools import prepare_kitti
 from tools.prepare_kitti import main
 

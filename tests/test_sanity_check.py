@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import LabelTable, Object3d, parse_label_text
+from lib.kitti_io import LabelTable, Object3d, parse_label_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tools"))

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from lib.config import load_config
-from lib.datasets.kitti_io import Object3d, read_label
 from lib.datasets.synthetic import synthetic_calibration
 from lib.depth_bins import RpdSettings
 from lib.geometry import box3d_corners, project_to_image, rect_to_velo
+from lib.kitti_io import Object3d, read_label
 from lib.visualize import (
     colorize_bins,
     colorize_depth,

@@ -20,11 +20,11 @@ from reproduce import main as reproduce_main
 from reproduce import parse_args as reproduce_args
 
 from lib.config import load_config
-from lib.datasets.kitti_io import Object3d, find_split_file, read_calib, read_label, read_split
 from lib.datasets.targets import has_difficulty
 from lib.errors import run_cli
 from lib.eval.kitti_format import resolve_result_dir
 from lib.geometry import Calibration
+from lib.kitti_io import Object3d, find_split_file, read_calib, read_label, read_split
 from lib.visualize import PRED_COLOUR, add_title, compose_panel, draw_bev, draw_boxes_3d
 
 PICTURE_STAGE = "monommkd"

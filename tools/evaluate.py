@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 
 from lib.constants import EVAL_CLASSES
-from lib.datasets.kitti_io import read_split
 from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.iou import DEVICES
 from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
 from lib.eval.report import format_error_table, format_table, write_json
+from lib.kitti_io import read_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

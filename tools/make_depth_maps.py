@@ -25,8 +25,8 @@ import cv2
 from tqdm import tqdm
 
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti_io import KittiFormatError, find_split_file, read_split, write_depth_map
 from lib.errors import run_cli
+from lib.kitti_io import KittiFormatError, find_split_file, read_split, write_depth_map
 
 # Thread pools of the maths libraries, one thread each in a worker process. N workers with a
 # pool of N threads each oversubscribe the CPU: OpenBLAS then spins, and the (points × 4) @ (4 × 3)

@@ -26,9 +26,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from lib.datasets.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
+from lib.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split
 
 # The object types of KITTI's label format (devkit readme); the server scores Car, Pedestrian
 # and Cyclist and ignores the others.

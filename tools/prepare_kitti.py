@@ -31,7 +31,8 @@ from pathlib import Path
 
 from lib.constants import KITTI_SPLIT_SIZES
 from lib.datasets.depth_maps import read_image_size
-from lib.datasets.kitti_io import (
+from lib.errors import UserError, run_cli
+from lib.kitti_io import (
     STANDARD_SPLITS_DIR,
     KittiFormatError,
     find_split_file,
@@ -40,7 +41,6 @@ from lib.datasets.kitti_io import (
     read_split,
     read_velodyne,
 )
-from lib.errors import UserError, run_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "trainval", "test")

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
-from lib.datasets.kitti_io import find_split_file, read_split
 from lib.errors import UserError, run_cli
 from lib.eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, run_result_dir
@@ -43,6 +42,7 @@ from lib.eval.report import (
     format_error_summary,
     format_results_table,
 )
+from lib.kitti_io import find_split_file, read_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_STAGES = ("teacher", "student", "monommkd")

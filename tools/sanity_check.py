@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
-from lib.datasets.kitti_io import read_split, write_split
 from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels, load_results, run_result_dir
 from lib.eval.report import format_error_table, write_json
+from lib.kitti_io import read_split, write_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "sanity"  # the frames, trained on and evaluated on

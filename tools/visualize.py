@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from lib.config import load_config
 from lib.datasets.depth_maps import project_scan
-from lib.datasets.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
 from lib.depth_bins import MODES, RpdSettings
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
+from lib.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
 from lib.visualize import (
     PRED_COLOUR,
     add_title,

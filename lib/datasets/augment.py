@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from lib.datasets.kitti_io import Object3d
 from lib.datasets.targets import PROJECTIONS
 from lib.geometry import get_affine_transform, unproject_to_rect, wrap_angle
+from lib.kitti_io import Object3d
 
 # Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", docs/reference.md §3): a grid of
 # FLIP_FIT_COLUMNS × FLIP_FIT_ROWS image points at depths spread over FLIP_FIT_DEPTHS.

@@ -25,7 +25,8 @@ import numpy as np
 from lib.config import Config
 from lib.datasets.depth_maps import read_image_size
 from lib.datasets.kitti import needs_depth_maps
-from lib.datasets.kitti_io import (
+from lib.errors import UserError
+from lib.kitti_io import (
     DONT_CARE,
     KittiFormatError,
     find_split_file,
@@ -34,7 +35,6 @@ from lib.datasets.kitti_io import (
     read_label_table,
     read_split,
 )
-from lib.errors import UserError
 
 logger = logging.getLogger(__name__)
 

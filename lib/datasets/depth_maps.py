@@ -14,7 +14,7 @@ left colour camera (image_2), in metres, 0 where there is none. It is made in tw
 
 Depth is the z coordinate in the rectified camera frame (the frame of the labels' ``z``;
 P2's third row would add its ~5 mm baseline offset). Maps are stored with
-:func:`lib.datasets.kitti_io.write_depth_map` (uint16 PNG, metres × 256).
+:func:`lib.kitti_io.write_depth_map` (uint16 PNG, metres × 256).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from lib.constants import MIN_PROJECTION_DEPTH
-from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne
 from lib.geometry import Calibration, project_to_image, velo_to_rect
+from lib.kitti_io import KittiFormatError, read_calib, read_velodyne
 
 # Fewer image pixels hit than this and a scan is refused: a KITTI scan hits ~20,000 pixels of
 # its image, so a handful means a wrong file or calibration, not a sparse scene.

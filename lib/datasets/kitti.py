@@ -48,7 +48,9 @@ from torch.utils.data import Dataset
 from lib.config import Config, ConfigError, ExperimentSettings, section_settings
 from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, INVERSE_AFFINES, augment_sample, input_window
-from lib.datasets.kitti_io import (
+from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
+from lib.depth_bins import RpdSettings
+from lib.kitti_io import (
     Calibration,
     Object3d,
     find_split_file,
@@ -57,8 +59,6 @@ from lib.datasets.kitti_io import (
     read_label,
     read_split,
 )
-from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
-from lib.depth_bins import RpdSettings
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lib.datasets.kitti_io import Object3d, write_calib, write_label, write_split
 from lib.datasets.synthetic_lidar import simulate_scan
 from lib.datasets.synthetic_render import render_image
 from lib.datasets.synthetic_scene import (
@@ -46,6 +45,7 @@ from lib.datasets.synthetic_scene import (
     synthetic_calibration,
 )
 from lib.geometry import Calibration, box3d_to_box2d, ry_to_alpha
+from lib.kitti_io import Object3d, write_calib, write_label, write_split
 
 logger = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from torchvision.ops import roi_align
 
 from lib.box_coding import draw_gaussian, encode_heading, gaussian_radius
 from lib.constants import CLASS_TO_ID, HEATMAP_CLASSES, MEAN_SIZES, ROI_SIZE
-from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
 from lib.depth_bins import DepthBins, downsample_depth, rpd_valid
 from lib.geometry import affine_transform, project_to_image, ry_to_alpha_pixel
+from lib.kitti_io import Object3d
 
 MIN_OBJECT_DEPTH = 2.0  # m: GUPNet skips closer objects
 # Limits of KITTI's loosest difficulty ("Hard"); GUPNet skips objects beyond them ("UnKnown").

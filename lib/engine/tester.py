@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from lib.config import ConfigError, section_settings
 from lib.constants import EVAL_CLASSES
-from lib.datasets.kitti_io import Object3d
 from lib.decode import check_result_options, decode_detections
 from lib.engine.dist import move_to_device
 from lib.eval import evaluate
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels, load_results, write_results
 from lib.eval.report import format_error_table, format_table, write_reports
+from lib.kitti_io import Object3d
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ import numpy as np
 from numba import njit
 
 from lib.constants import EVAL_CLASSES
-from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
 from lib.eval.kitti_eval import (
     DIFFICULTIES,
@@ -38,6 +37,7 @@ from lib.eval.kitti_eval import (
     MIN_HEIGHT,
     FrameObjects,
 )
+from lib.kitti_io import LabelTable
 
 SCHEMA = "monommkd.error_analysis/1"
 MATCH_IOU_2D = 0.5  # the 2D match that defines TP / FP and the pairs whose errors are measured

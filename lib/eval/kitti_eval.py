@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from lib.constants import EVAL_CLASSES
-from lib.datasets.kitti_io import LabelTable
 from lib.eval.iou import frame_overlaps
 from lib.eval.kitti_kernels import (
     NUM_SAMPLE_PTS,
@@ -45,6 +44,7 @@ from lib.eval.kitti_kernels import (
     recall_thresholds,
     true_positive_scores,
 )
+from lib.kitti_io import LabelTable
 
 METRICS = ("bbox", "aos", "bev", "3d")
 DIFFICULTIES = ("easy", "moderate", "hard")

@@ -5,7 +5,7 @@ the devkit's layout ``<result_dir>/data/NNNNNN.txt`` (16 columns, the last one t
 write ``<run>/results/<split>/data/``); the reader also accepts the files directly in
 ``<result_dir>`` (the layout of other tools). :func:`write_results` writes it (the tester,
 ``tools/infer.py``), :func:`load_results` and :func:`load_labels` read folders for the evaluator
-(:class:`FrameObjects`). Lines are written and parsed by :mod:`lib.datasets.kitti_io`, so every
+(:class:`FrameObjects`). Lines are written and parsed by :mod:`lib.kitti_io`, so every
 format error names the file and line.
 """
 
@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lib.datasets.kitti_io import LabelTable, Object3d, parse_label_text, write_label
 from lib.eval.kitti_eval import FrameObjects
+from lib.kitti_io import LabelTable, Object3d, parse_label_text, write_label
 
 RESULT_SUBDIR = "data"  # <result_dir>/data/NNNNNN.txt, the devkit's layout
 
@@ -53,7 +53,7 @@ def write_results(
         result_dir: the result folder (``<run>/results/<split>``).
         results: frame id (``NNNNNN.txt``) or name (``<name>.txt``) -> its detections (with scores).
         score_decimals: decimals of the score (``tester.score_decimals``; geometry gets KITTI's 2,
-            :meth:`lib.datasets.kitti_io.Object3d.to_line`).
+            :meth:`lib.kitti_io.Object3d.to_line`).
     """
     data_dir = result_data_dir(result_dir)
     data_dir.mkdir(parents=True, exist_ok=True)

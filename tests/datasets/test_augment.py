@@ -19,9 +19,9 @@ from lib.datasets.augment import (
     sample_crop,
     warp_depth,
 )
-from lib.datasets.kitti_io import read_calib, read_label
 from lib.decode import FeatureToOriginal
 from lib.geometry import affine_transform, box3d_corners, get_affine_transform, project_to_image, wrap_angle
+from lib.kitti_io import read_calib, read_label
 from lib.models.detector import boxes_to_original
 
 IMAGE_SIZE = (1242, 375)

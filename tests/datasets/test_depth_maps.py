@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lib.datasets.depth_maps import build_depth_map, densify, project_scan, read_image_size
-from lib.datasets.kitti_io import (
+from lib.kitti_io import (
     DEPTH_PNG_SCALE,
     Calibration,
     KittiFormatError,

@@ -14,9 +14,9 @@ from torch.utils.data import default_collate
 
 from lib.config import ConfigError, load_config
 from lib.datasets.kitti import DatasetSettings, DepthInputSettings, KittiDataset, build_dataset
-from lib.datasets.kitti_io import KittiFormatError, read_calib, read_velodyne, write_depth_map, write_split
 from lib.depth_bins import RpdSettings, downsample_depth, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, velo_to_rect
+from lib.kitti_io import KittiFormatError, read_calib, read_velodyne, write_depth_map, write_split
 
 RESOLUTION = (640, 192)
 FEATURE = (160, 48)

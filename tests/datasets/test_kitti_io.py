@@ -1,4 +1,4 @@
-"""KITTI file reading and writing (lib/datasets/kitti_io.py)."""
+"""KITTI file reading and writing (lib/kitti_io.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import (
+from lib.kitti_io import (
     DEPTH_PNG_SCALE,
     KittiFormatError,
     Object3d,

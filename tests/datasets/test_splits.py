@@ -9,7 +9,7 @@ import pytest
 from lib.config import load_config
 from lib.constants import KITTI_SPLIT_SIZES
 from lib.datasets.kitti import build_dataset
-from lib.datasets.kitti_io import STANDARD_SPLITS_DIR, find_split_file, read_split, write_split
+from lib.kitti_io import STANDARD_SPLITS_DIR, find_split_file, read_split, write_split
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 
 from lib.constants import CLASS_TO_ID, MEAN_SIZES
 from lib.datasets.depth_maps import build_depth_map
-from lib.datasets.kitti_io import read_calib, read_label, read_split, read_velodyne
 from lib.datasets.synthetic import (
     IMAGE_SIZE,
     SceneObject,
@@ -26,6 +25,7 @@ from lib.datasets.synthetic import (
 )
 from lib.datasets.synthetic_scene import CAMERA_HEIGHT
 from lib.geometry import box3d_corners, project_to_image, velo_to_rect
+from lib.kitti_io import read_calib, read_label, read_split, read_velodyne
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / "tools" / "make_synthetic_kitti.py"

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import read_label, read_split
 from lib.datasets.synthetic import generate_frame, render_scene, synthetic_calibration
 from lib.datasets.synthetic_scene import CAMERA_HEIGHT, SIZE_MEAN, SIZE_STD, SceneObject, sample_road
 from lib.geometry import project_to_image, velo_to_rect
+from lib.kitti_io import read_label, read_split
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / "tools" / "make_synthetic_kitti.py"

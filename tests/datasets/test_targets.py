@@ -11,7 +11,6 @@ import torch
 from lib.box_coding import decode_heading
 from lib.config import load_config
 from lib.constants import CLASS_TO_ID, MEAN_SIZES
-from lib.datasets.kitti_io import Object3d
 from lib.datasets.masks import foreground_mask
 from lib.datasets.targets import (
     build_detection_targets,
@@ -21,6 +20,7 @@ from lib.datasets.targets import (
 )
 from lib.depth_bins import RpdSettings, expected_depth, soft_targets
 from lib.geometry import affine_transform, get_affine_transform, project_to_image, ry_to_alpha_pixel
+from lib.kitti_io import Object3d
 
 # A KITTI-like camera (frame 000002's P2, rounded) and a 1242 x 375 image warped to 640 x 192.
 P2 = np.array([[721.54, 0.0, 609.56, 44.86], [0.0, 721.54, 172.85, 0.2163], [0.0, 0.0, 1.0, 0.0027]])

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import LabelTable, read_split
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels
 from lib.eval.report import format_error_table
+from lib.kitti_io import LabelTable, read_split
 
 REPO = Path(__file__).resolve().parents[2]
 

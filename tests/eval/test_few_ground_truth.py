@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import LabelTable
 from lib.eval.kitti_eval import ap_ceiling, evaluate
 from lib.eval.report import format_table
+from lib.kitti_io import LabelTable
 
 
 def _car_frames(n: int, *, score: bool) -> list[LabelTable]:

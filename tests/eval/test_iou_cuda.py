@@ -51,9 +51,9 @@ def test_cuda_bev_intersections_equal_cpu():
 @pytest.mark.cuda
 @pytest.mark.skipif(not cuda_is_available(), reason="needs a CUDA GPU")
 def test_cuda_device_gives_the_same_report(fixture_root):
-    from lib.datasets.kitti_io import read_split
     from lib.eval.kitti_eval import evaluate
     from lib.eval.kitti_format import load_labels, load_results
+    from lib.kitti_io import read_split
 
     case = fixture_root / "case_1"
     frames = read_split(case / "ImageSets" / "val.txt")

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import LabelTable, read_split
 from lib.eval.kitti_eval import FrameObjects, evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
+from lib.kitti_io import LabelTable, read_split
 
 CASES = [f"case_{i}" for i in range(1, 7)]
 TOLERANCE = 1e-4  # the devkit prints 6 decimals of a float32 sum

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 
-from lib.datasets.kitti_io import KittiFormatError, Object3d, read_label, write_label
 from lib.eval.kitti_format import (
     RESULT_SUBDIR,
     frame_file_name,
@@ -18,6 +17,7 @@ from lib.eval.kitti_format import (
     run_result_dir,
     write_results,
 )
+from lib.kitti_io import KittiFormatError, Object3d, read_label, write_label
 
 GT_LINE = "Car 0.00 0 -1.07 473.91 179.00 525.81 223.87 1.38 1.63 3.33 -6.44 1.76 42.68 -1.22\n"
 DET_LINE = "Car -1 -1 -1.07 473.91 179.00 525.81 223.87 1.38 1.63 3.33 -6.44 1.76 42.68 -1.22 0.87\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from faults_common import assert_kept, cli, cli_out, error_line, snapshot
 
-from lib.datasets.kitti_io import write_depth_map
+from lib.kitti_io import write_depth_map
 from tools.check_dataset import main as check_main
 from tools.evaluate import main as evaluate_main
 from tools.make_depth_maps import main as depth_main

@@ -19,9 +19,9 @@ import torch
 
 from lib.config import load_config
 from lib.constants import CLASS_TO_ID
-from lib.datasets.kitti_io import Object3d
 from lib.decode import decode_detections
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+from lib.kitti_io import Object3d
 from lib.losses.task_weighting import HierarchicalTaskLearning
 from lib.models.detector import select_topk_peaks
 from lib.models.did import merge_cell_depths

@@ -27,8 +27,8 @@ import pytest
 from lib.config import ConfigError, load_config
 from lib.datasets.augment import PCA_EIGVAL, PCA_EIGVEC, color_jitter
 from lib.datasets.kitti import DatasetSettings, DepthInputSettings, KittiDataset
-from lib.datasets.kitti_io import read_depth_map
 from lib.depth_bins import RpdSettings
+from lib.kitti_io import read_depth_map
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "parity"

@@ -30,9 +30,9 @@ import numpy as np
 
 from lib.constants import IMAGENET_MEAN, IMAGENET_STD
 from lib.datasets.depth_maps import build_depth_map, read_image_size
-from lib.datasets.kitti_io import read_calib, write_depth_map
 from lib.datasets.synthetic import generate_frame, write_frame
 from lib.geometry import unproject_to_rect
+from lib.kitti_io import read_calib, write_depth_map
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "targets_driver.py"

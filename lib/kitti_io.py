@@ -340,7 +340,7 @@ def write_split(path: str | Path, frame_ids: list[int]) -> None:
 
 # The standard KITTI 3D splits kept in the repository (train 3712, val 3769, trainval 7481,
 # test 7518 frame ids; docs/data.md), used for a dataset root without ImageSets/.
-STANDARD_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data" / "splits"
+STANDARD_SPLITS_DIR = Path(__file__).resolve().parents[1] / "data" / "splits"
 
 
 def find_split_file(root: str | Path, split: str) -> Path:
