@@ -80,7 +80,16 @@ class LabelTable:
 
 @dataclass
 class Object3d:
-    """One KITTI object (a label line or a detection). Units as in :class:`LabelTable`."""
+    """One KITTI object (a label line or a detection). Units as in :class:`LabelTable`.
+
+    The field names are GUPNet's ``Object3d`` (``box2d``, ``h``/``w``/``l``, ``pos``, ``ry``;
+    ``truncation`` for its misspelt ``trucation``), which the dataset, augmentation, targets and
+    decoding code mirror line by line (docs/reference.md). :class:`LabelTable`, the evaluator's
+    column view, keeps the devkit's names instead (``bbox``, ``dims``, ``loc``, ``rotation_y``,
+    ``truncated``, ``occluded``), as the evaluator mirrors kitti-object-eval-python. The two meet
+    only in this module (:func:`read_label` builds one from the other), so each part of the code
+    uses the names of the reference it is compared with.
+    """
 
     cls_type: str
     truncation: float
