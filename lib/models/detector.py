@@ -249,7 +249,7 @@ class Detector(nn.Module):
         calib: torch.Tensor,
         coord_range: torch.Tensor,
         targets: dict[str, torch.Tensor] | None = None,
-        topk: int = 50,
+        topk: int | None = None,
     ) -> dict:
         """Run the network; RoIs are the GT objects when ``targets`` is given, else the top-K peaks.
 
@@ -263,7 +263,7 @@ class Detector(nn.Module):
             calib: (B, 3, 4) P2 per image.
             coord_range: (B, 2, 2) input window [[x0, y0], [x1, y1]] in original px.
             targets: the batch ``targets``; reads indices (B, M), cls_ids (B, M), mask_2d (B, M).
-            topk: peaks per image when ``targets`` is None.
+            topk: peaks per image, required when ``targets`` is None (``tester.topk``).
 
         Returns:
             heatmap (B, C, Hf, Wf) logits; offset_2d, size_2d (B, 2, Hf, Wf); features [s4, s8, s16,
@@ -300,11 +300,13 @@ class Detector(nn.Module):
 
     @staticmethod
     def _roi_cells(
-        out: dict, targets: dict[str, torch.Tensor] | None, topk: int
+        out: dict, targets: dict[str, torch.Tensor] | None, topk: int | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch_idx, cell index y·Wf + x, class) (N,) of the RoIs: the GT slots of ``targets``
         (row-major over (B, M)), else the top-``topk`` peaks of each image, stored as ``out['topk']``."""
         if targets is None:
+            if topk is None:
+                raise ValueError("without targets the detector needs topk (peaks per image, tester.topk)")
             heatmap = out["heatmap"]
             peaks = out["topk"] = select_topk_peaks(heatmap, topk)
             b = heatmap.shape[0]

@@ -167,6 +167,7 @@ def test_a_one_channel_depth_map_equals_it_repeated_in_three(make_detector: Call
     kw = {
         "calib": torch.eye(3, 4).expand(2, 3, 4) * 700,
         "coord_range": torch.tensor([[0.0, 0], [128, 64]]).expand(2, 2, 2),
+        "topk": 50,
     }
     with torch.no_grad():
         one, three = model(depth, **kw), model(depth.repeat(1, 3, 1, 1), **kw)
@@ -198,3 +199,13 @@ def test_models_never_call_cuda() -> None:
     sources = [*sorted((REPO / "lib/models").rglob("*.py")), REPO / "tools/inspect_model.py"]
     offenders = [str(p) for p in sources if ".cuda(" in p.read_text()]
     assert offenders == []
+
+
+def test_without_targets_the_detector_needs_topk(make_detector: Callable[..., Detector]) -> None:
+    model = make_detector(backbone="resnet18", head_conv=16).eval()
+    calib, window = torch.eye(3, 4).expand(1, 3, 4) * 700, torch.tensor([[[0.0, 0], [128, 64]]])
+    kw = {"calib": calib, "coord_range": window}
+    with torch.no_grad(), pytest.raises(ValueError, match="needs topk"):
+        model(torch.rand(1, 3, 64, 128), **kw)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 128), **kw, topk=7)["topk"]["scores"].shape == (1, 7)
