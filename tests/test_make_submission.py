@@ -17,7 +17,7 @@ from tools.make_submission import main
 from tools.train_val import main as train_val_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # tiny network and data of the CLI tests
 CAR = "Car -1 -1 -1.57 100.00 150.00 200.00 250.00 1.50 1.60 3.90 1.00 1.70 20.00 -1.50 0.87\n"
 PEDESTRIAN = "Pedestrian -1 -1 0.20 600.00 160.00 640.00 260.00 1.76 0.66 0.84 -2.00 1.60 12.00 0.10 0.41\n"
 

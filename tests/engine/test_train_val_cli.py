@@ -35,7 +35,7 @@ def export_main(argv: list[str]) -> int:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # tiny network and data of the CLI tests
 TINY_CONFIG = """\
 _base_: {base}
 experiment:

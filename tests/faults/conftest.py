@@ -15,7 +15,7 @@ import pytest
 from lib.datasets.synthetic import write_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # the shared tiny network and data settings
+TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # tiny network and data of the CLI tests
 # 8 train + 2 val frames of 128x48 pixels; the network sees 128x64 (resnet18, 16-channel heads).
 TINY_CONFIG = """\
 _base_: {base}
