@@ -6,9 +6,11 @@ is refused: chain the files instead), and an empty file is an error. The root of
 ``configs/base.yaml``, which defines every key with its default: a key that the base does not
 define is an error (a typo never passes silently), and so is a value whose type differs from the
 default's (an int where a float is expected is accepted). Values are YAML, with ``1e-3`` read
-as a float (PyYAML alone reads it as a string). Only this module and the
-CLIs in ``tools/`` read raw configs; the rest of ``lib`` receives plain values or a
-:class:`Config` section.
+as a float (PyYAML alone reads it as a string). Each section is parsed once into a frozen
+settings record by :func:`section_settings` (called by the record's ``from_config``, which lives
+with the concept it configures; docs/architecture.md §1); builders take those records. The few
+decisions that span sections (whether a run needs depth maps, whether it distils) read the
+resolved :class:`Config` directly.
 """
 
 from __future__ import annotations
