@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -84,3 +85,18 @@ def make_trainer(tmp_path: Path, *, epochs: int = 3, seed: int = 0, keep: int = 
         run=RunContext(tmp_path, torch.device("cpu"), config={"experiment": {"name": "toy"}}),
         htl=htl,
     )
+
+
+def fit_killed_in_epoch(trainer: Trainer, epoch: int) -> None:
+    """Run ``trainer.fit()`` until it is interrupted at the start of 0-based ``epoch`` (a kill
+    mid-run: the epochs before it are trained and checkpointed, that one is not)."""
+    real_epoch = trainer.train_one_epoch
+
+    def dies(current: int) -> dict[str, float]:
+        if current == epoch:
+            raise KeyboardInterrupt("killed mid-epoch")
+        return real_epoch(current)
+
+    trainer.train_one_epoch = dies
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()

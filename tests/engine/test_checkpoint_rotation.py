@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from engine_toy import make_trainer, trainer_settings
+from engine_toy import fit_killed_in_epoch, make_trainer, trainer_settings
 from torch import nn
 
 from lib.config import ConfigError
@@ -82,16 +82,7 @@ def test_resume_after_rotation_equals_the_uninterrupted_run(tmp_path):
 
     seed_everything(0)
     broken = make_trainer(tmp_path / "run", epochs=3, keep=1)
-    real_epoch = broken.train_one_epoch
-
-    def dies_in_epoch_3(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed mid-epoch")
-        return real_epoch(epoch)
-
-    broken.train_one_epoch = dies_in_epoch_3
-    with pytest.raises(KeyboardInterrupt):
-        broken.fit()
+    fit_killed_in_epoch(broken, 2)
     folder = tmp_path / "run" / "checkpoints"
     assert names(folder) == ["checkpoint_epoch_2.pth", "last.pth"]  # epoch 1's rotated away
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_toy import ToyDataset, ToyTask, make_trainer, trainer_settings
+from engine_toy import ToyDataset, ToyTask, fit_killed_in_epoch, make_trainer, trainer_settings
 
 from lib.engine.dist import DistInfo
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
@@ -29,16 +29,7 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path):
 
     seed_everything(0)
     broken = make_trainer(tmp_path / "broken", epochs=3)
-    real_epoch = broken.train_one_epoch
-
-    def dies_in_epoch_3(epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed mid-epoch")
-        return real_epoch(epoch)
-
-    broken.train_one_epoch = dies_in_epoch_3
-    with pytest.raises(KeyboardInterrupt):
-        broken.fit()
+    fit_killed_in_epoch(broken, 2)
 
     seed_everything(123)  # a fresh process: different RNG until the checkpoint restores it
     resumed = make_trainer(tmp_path / "resumed", epochs=3, seed=0)
