@@ -164,7 +164,8 @@ def build_training(
     cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device
 ) -> Trainer:
     """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
-    run_dir = run_dir_of(cfg)
+    experiment = ExperimentSettings.from_config(cfg)
+    run_dir = experiment.run_dir
     settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
     optimizer_settings = OptimizerSettings.from_config(cfg.optimizer)
     schedule = LrSchedulerSettings.from_config(cfg.lr_scheduler)
@@ -180,7 +181,7 @@ def build_training(
         train_set,
         batch_size=cfg.dataset.batch_size,
         num_workers=cfg.dataset.num_workers,
-        seed=ExperimentSettings.from_config(cfg).seed,
+        seed=experiment.seed,
         dist_info=info,
         drop_last=cfg.dataset.drop_last_train,
     )
@@ -267,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     info = dist_utils.env_dist_info()
     try:
         cfg = resolve_config(args)
-        run_dir = run_dir_of(cfg)
+        experiment = ExperimentSettings.from_config(cfg)
+        run_dir = experiment.run_dir
         prepare_run_dir(run_dir, args, info)
         setup_logging(run_dir / ("test.log" if args.eval_only else "train.log"), main_process=info.is_main)
         device = dist_utils.select_device(info)
         dist_utils.init_distributed(info, device)
-        experiment = ExperimentSettings.from_config(cfg)
         seed_everything(experiment.seed + info.rank, deterministic=experiment.deterministic)
         if info.is_main:
             save_config(cfg, run_dir / ("test_config.yaml" if args.eval_only else "config.yaml"))
