@@ -1,6 +1,7 @@
 """tools/reproduce.py --demo --all end to end at a toy size (CPU): the synthetic set, its depth
 maps, the five stages chained by checkpoint (teacher -> student -> MonoMMKD, MonoSKD,
-MonoDistill), their evaluations and the printed table; ``--skip-done`` and a bad override."""
+MonoDistill), two at a time (``--jobs 2``), their evaluations and the printed table;
+``--skip-done``, ``--seeds``, ``--jobs`` and a bad override."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def reproduce(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("reproduce") / "demo"
-    return out, reproduce("--demo", "--all", "--frames", "6", "--output-dir", str(out), *TOY)
+    return out, reproduce("--demo", "--all", "--jobs", "2", "--frames", "6", "--output-dir", str(out), *TOY)
 
 
 def table_rows(text: str) -> list[tuple[str, list[float]]]:
@@ -52,9 +53,10 @@ def test_demo_all_chains_every_stage_and_writes_the_table(demo_run):
         "label_2",
         "velodyne",
     ]
-    for stage in STAGES:
+    for stage in STAGES:  # --jobs 2: two at a time, each stage's console output in its log
         assert (out / stage / "checkpoints" / "last.pth").is_file(), stage
         assert (out / stage / "results" / "val" / "ap.json").is_file(), stage
+        assert "KITTI evaluation of val" in (out / f"{stage}.log").read_text(), stage
     for stage in ("monommkd", "monoskd", "monodistill"):
         distill = load_config(out / stage / "config.yaml").distill
         assert distill.teacher_checkpoint == str(out / "teacher" / "checkpoints" / "last.pth")
@@ -145,7 +147,9 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     assert reproduce_cli.main(["--seeds", "3", "--output-dir", str(out), "experiment.seed=100"]) == 0
     stages = ("teacher", "student", "monommkd")
     trained = [(stem, run_out, seed) for stem, run_out, seed, evaluation in calls if not evaluation]
-    assert trained == [(s, out / f"seed_{k}", 100 + k) for k in range(3) for s in stages]
+    # every chain's teacher and student first, then the distillation stages, which read both
+    first = [(s, out / f"seed_{k}", 100 + k) for k in range(3) for s in stages[:2]]
+    assert trained == first + [("monommkd", out / f"seed_{k}", 100 + k) for k in range(3)]
     distill = load_config(out / "seed_2" / "monommkd" / "config.yaml").distill
     assert distill.teacher_checkpoint == str(out / "seed_2" / "teacher" / "checkpoints" / "best.pth")
     table = (out / "table.md").read_text()
@@ -156,3 +160,42 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     # errors: recall 1, 0.8, 0.5/0.6/0.7; depth median 0.2/0.4/0.6; the other columns absent
     errors = "| 1.00 ± 0.00 | 0.80 ± 0.00 | 0.60 ± 0.10 | 0.40 ± 0.20 | - | - | - |"
     assert all(f"| {s} {errors}" in table for s in stages)
+
+
+def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monkeypatch):
+    """--jobs 2 with a fake train_val: the teacher's and the student's training must overlap (each
+    waits at a barrier for the other, which fails when run one after the other), each gets one of
+    two cores and its own log; MonoMMKD starts only after both and runs alone on the console."""
+    import threading
+
+    import tools.reproduce as reproduce_cli
+
+    barrier = threading.Barrier(2, timeout=20)
+    lock = threading.Lock()
+    calls = []
+
+    def fake_train_val(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> None:
+        config = Path(cmd[cmd.index("--config") + 1])
+        if config.stem != "monommkd" and "-e" not in cmd:
+            barrier.wait()  # BrokenBarrierError unless the other first-wave stage trains meanwhile
+        with lock:
+            calls.append((config.stem, "-e" in cmd, log, threads))
+        if "-e" in cmd:
+            out = Path(cmd[cmd.index("--output-dir") + 1])
+            cfg = load_config(config, [a for a in cmd[cmd.index("--output-dir") + 2 :] if a != "-e"])
+            save_config(cfg, out / cfg.experiment.name / "config.yaml")
+            results = out / cfg.experiment.name / "results" / cfg.tester.split
+            results.mkdir(parents=True)
+            ap = {"easy": 1.0, "moderate": 2.0, "hard": 3.0}
+            (results / "ap.json").write_text(json.dumps({"ap40": {"ap": {"Car": {"3d": ap, "bev": ap}}}}))
+
+    monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
+    monkeypatch.setattr(reproduce_cli.os, "cpu_count", lambda: 2)
+    out = tmp_path / "kitti"
+    assert reproduce_cli.main(["--jobs", "2", "--output-dir", str(out)]) == 0
+    assert len(calls) == 6
+    first, last = calls[:4], calls[4:]
+    assert sorted(first, key=str) == sorted(
+        [(s, e, out / f"{s}.log", 1) for s in ("teacher", "student") for e in (False, True)], key=str
+    )
+    assert last == [("monommkd", False, None, None), ("monommkd", True, None, None)]
