@@ -75,6 +75,25 @@ def test_training_keeps_the_two_newest_periodic_files_and_best(tmp_path):
     assert load_checkpoint(folder / "last.pth")["epoch"] == 4
 
 
+def test_last_frequency_writes_last_every_n_epochs_and_whenever_best_or_the_end_is_due(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=7)
+    trainer.settings = trainer_settings(max_epoch=7, eval_frequency=1, save_frequency=0, last_frequency=3)
+    scores = {1: 1.0, 2: 0.5, 3: 0.5, 4: 0.5, 5: 2.0, 6: 0.5, 7: 0.5}  # new bests at epochs 1 and 5
+    trainer.evaluate_fn = lambda task, epoch: (scores[epoch], {})
+    written = []
+    real_save = trainer.checkpointer.save
+    trainer.checkpointer.save = lambda state, **kw: written.append(kw["epoch"]) or real_save(state, **kw)
+    fit_killed_in_epoch(trainer, 4)  # epochs 1-4 trained; epoch 4 is neither due nor best
+    assert written == [1, 3]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 3
+    del trainer.train_one_epoch  # the class method again
+    trainer.fit()  # the toy trainer goes on from its epoch counter: 5 (best), 6 (due), 7 (the end)
+    assert written == [1, 3, 5, 6, 7]
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pth")["epoch"] == 5
+    with pytest.raises(ConfigError, match=r"^trainer\.last_frequency must be >= 1, got 0$"):
+        trainer_settings(last_frequency=0)
+
+
 def test_resume_after_rotation_equals_the_uninterrupted_run(tmp_path):
     seed_everything(0)
     full = make_trainer(tmp_path / "full", epochs=3)
