@@ -20,6 +20,7 @@ tells its distance; the depth maps made from the scan do.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -91,7 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="factor of each object's h, w, l, MIN-MAX (default: none)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes (default: cores, at most 8)",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.frames < 1:
         parser.error(f"--frames must be >= 1, got {args.frames}")
     if not 0.0 <= args.val_fraction < 1.0:
@@ -144,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         depth_range=args.depth_range,
         camera_height=args.camera_height,
         object_scale=args.object_scale,
+        workers=args.workers,
     )
     seconds = time.perf_counter() - start
     width, height = args.size

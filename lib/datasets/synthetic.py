@@ -26,6 +26,8 @@ object's own pixels hidden by nearer objects in the render (:data:`OCCLUSION_BOU
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +202,22 @@ def split_frames(frames: int, *, val_fraction: float) -> dict[str, list[int]]:
     return {"train": ids[: frames - num_val], "val": ids[frames - num_val :], "trainval": ids}
 
 
+def _write_frame_task(task: tuple[Path, int, int, dict]) -> int:
+    """Draw frame ``i`` from ``default_rng([seed, i])`` and write it; returns ``i`` (pool worker)."""
+    split_dir, i, seed, options = task
+    write_frame(split_dir, i, generate_frame(np.random.default_rng([seed, i]), **options))
+    return i
+
+
+def _written_frames(tasks: list[tuple[Path, int, int, dict]], workers: int) -> Iterator[int]:
+    """Run :func:`_write_frame_task` on every task, in ``workers`` processes when > 1."""
+    if workers == 1:
+        yield from map(_write_frame_task, tasks)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap_unordered(_write_frame_task, tasks, chunksize=4)
+
+
 def write_dataset(
     out_dir: str | Path,
     *,
@@ -211,33 +229,35 @@ def write_dataset(
     depth_range: tuple[float, float] = DEPTH_RANGE,
     camera_height: tuple[float, float] | None = None,
     object_scale: tuple[float, float] | None = None,
+    workers: int = 1,
 ) -> dict[str, list[int]]:
     """Write a synthetic KITTI tree: ``out_dir/training/...`` and ``out_dir/ImageSets/*.txt``.
 
     Frame i is drawn from ``np.random.default_rng([seed, i])``, so the files are byte-identical
-    for the same seed and a frame does not depend on how many are written. ``num_objects``,
-    ``depth_range``, ``camera_height`` and ``object_scale`` are those of :func:`generate_frame`.
+    for the same seed, whatever the number of ``workers`` (processes), and a frame does not depend
+    on how many are written. ``num_objects``, ``depth_range``, ``camera_height`` and
+    ``object_scale`` are those of :func:`generate_frame`.
 
     Returns:
         The splits written, ``{"train": ids, "val": ids, "trainval": ids}``.
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     splits = split_frames(frames, val_fraction=val_fraction)
     root = Path(out_dir)
-    for i in range(frames):
-        rng = np.random.default_rng([seed, i])
-        frame = generate_frame(
-            rng,
-            image_size=image_size,
-            num_objects=num_objects,
-            depth_range=depth_range,
-            camera_height=camera_height,
-            object_scale=object_scale,
-        )
-        write_frame(root / "training", i, frame)
-        if (i + 1) % 100 == 0:
-            logger.info("synthetic KITTI: %d / %d frames written to %s", i + 1, frames, root)
+    options = {
+        "image_size": image_size,
+        "num_objects": num_objects,
+        "depth_range": depth_range,
+        "camera_height": camera_height,
+        "object_scale": object_scale,
+    }
+    tasks = [(root / "training", i, seed, options) for i in range(frames)]
+    for done, _ in enumerate(_written_frames(tasks, min(workers, frames)), start=1):
+        if done % 100 == 0:
+            logger.info("synthetic KITTI: %d / %d frames written to %s", done, frames, root)
     for name, ids in splits.items():
         write_split(root / "ImageSets" / f"{name}.txt", ids)
     return splits

@@ -191,7 +191,7 @@ def test_sparse_depth_map_of_the_scan_matches_the_objects(
 
 def test_written_files_parse_and_repeat_byte_for_byte(tmp_path: Path) -> None:
     splits = write_dataset(tmp_path / "a", frames=3, seed=5, image_size=SMALL, val_fraction=0.34)
-    write_dataset(tmp_path / "b", frames=3, seed=5, image_size=SMALL, val_fraction=0.34)
+    write_dataset(tmp_path / "b", frames=3, seed=5, image_size=SMALL, val_fraction=0.34, workers=2)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 3 * 4 + 3
     for rel in files:
@@ -267,6 +267,7 @@ def test_cli_object_count_and_depth_range(tmp_path: Path) -> None:
         ("--objects", "5-2", "--objects must be MIN-MAX"),
         ("--objects", "5", "expected LOW-HIGH"),
         ("--depth-range", "30-10", "--depth-range must be NEAR-FAR"),
+        ("--workers", "0", "--workers must be >= 1, got 0"),
     ):
         bad = subprocess.run([*cmd, flag, value], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
