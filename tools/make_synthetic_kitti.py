@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="processes (default: cores, at most 8)",
     )
     args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with the parser's usage error (status 2) on a value outside its range."""
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.frames < 1:
@@ -118,7 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if bounds is not None and not 0 < bounds[0] <= bounds[1]:
             option = "--" + name.replace("_", "-")
             parser.error(f"{option} must be MIN-MAX with 0 < MIN <= MAX, got {bounds[0]:g}-{bounds[1]:g}")
-    return args
 
 
 def claim_output(out: Path, command: str) -> None:

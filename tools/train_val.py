@@ -160,16 +160,11 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
         logger.info("training done: %s", run_dir_of(cfg))
 
 
-def build_training(
-    cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device
-) -> Trainer:
-    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
-    experiment = ExperimentSettings.from_config(cfg)
-    run_dir = experiment.run_dir
-    settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
-    optimizer_settings = OptimizerSettings.from_config(cfg.optimizer)
-    schedule = LrSchedulerSettings.from_config(cfg.lr_scheduler)
-    tester = TesterSettings.from_config(cfg)  # checks the tester keys before a long run
+def build_loaders(
+    cfg: Config, settings: TrainerSettings, *, seed: int, info: dist_utils.DistInfo
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader | None]:
+    """The train loader and, on the main process when training evaluates, the val loader; with
+    ``dataset.check_on_start`` every listed frame is read once first."""
     train_set = build_dataset(cfg, cfg.dataset.train_split, train=True)  # checks the folder layout
     val_loader = None
     if info.is_main and settings.eval_frequency > 0:
@@ -181,11 +176,25 @@ def build_training(
         train_set,
         batch_size=cfg.dataset.batch_size,
         num_workers=cfg.dataset.num_workers,
-        seed=experiment.seed,
+        seed=seed,
         dist_info=info,
         drop_last=cfg.dataset.drop_last_train,
     )
     check_not_larger_than_data(train_set, train_loader, cfg)
+    return train_loader, val_loader
+
+
+def build_training(
+    cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device
+) -> Trainer:
+    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
+    experiment = ExperimentSettings.from_config(cfg)
+    run_dir = experiment.run_dir
+    settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
+    optimizer_settings = OptimizerSettings.from_config(cfg.optimizer)
+    schedule = LrSchedulerSettings.from_config(cfg.lr_scheduler)
+    tester = TesterSettings.from_config(cfg)  # checks the tester keys before a long run
+    train_loader, val_loader = build_loaders(cfg, settings, seed=experiment.seed, info=info)
     task, task_name = build_task(cfg)
     task.to(device)
     named = task.named_trainable_parameters() if hasattr(task, "named_trainable_parameters") else None
