@@ -23,7 +23,15 @@ from lib.models.detector import select_topk_peaks
 from tools.parity.net_common import load_npz, seeded_images, seeded_state_dict, state_checksum
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
-RTOL, ATOL = 1e-5, 1e-5  # float32 through ~40 layers; values are O(1)-O(100)
+# float32 through ~40 layers: the convolution kernels (and so the rounding) differ by CPU. On an
+# AVX-512 machine (2026-12-01) the outputs differed from the fixtures by up to 7.2e-5 of each
+# tensor's largest value (5e-5 absolute), hence an absolute tolerance of 2e-4 of that value; a
+# wrong layer, weight or crop moves outputs by 1e-2 and more.
+RTOL, ATOL_OF_MAX = 1e-5, 2e-4
+# Backward through batch-statistics BN of random-weight DLA-34 amplifies that rounding: the same
+# machine's gradient norms moved by 0.13-0.38 % between 1 and 2 threads, and by up to 0.7 % from
+# the fixtures; a missing or wrong gradient path changes them by far more (or to 0).
+GRAD_RTOL = 2e-2
 INPUT_W = 320  # width of the seeded images (tools/parity/net_common.py INPUT_SHAPE)
 
 HEADS_2D = ("heatmap", "offset_2d", "size_2d")
@@ -63,7 +71,8 @@ def _check_bn_running(model: torch.nn.Module, ref: np.ndarray, before: dict[str,
 def _close(name: str, ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> None:
     ours = ours.detach().numpy() if isinstance(ours, torch.Tensor) else ours
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} vs reference {ref.shape}"
-    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=ATOL, err_msg=name)
+    atol = ATOL_OF_MAX * float(np.abs(ref).max(initial=0.0))
+    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=atol, err_msg=name)
 
 
 def _setup(fixture: dict, model_type: str) -> tuple[torch.nn.Module, torch.Tensor, dict]:
@@ -91,7 +100,7 @@ def _check_gradients(model: torch.nn.Module, out: dict, keys: tuple[str, ...], f
     assert [n for n, _ in named] == fixture["train/grad_names"].tolist()
     norms = torch.stack([g.norm() for _, g in named]).numpy()
     ref = fixture["train/grad_norms"]
-    np.testing.assert_allclose(norms, ref, rtol=RTOL, atol=1e-8 * ref.max(), err_msg="grad norms")
+    np.testing.assert_allclose(norms, ref, rtol=GRAD_RTOL, atol=1e-8 * ref.max(), err_msg="grad norms")
 
 
 def _targets(fixture: dict) -> dict[str, torch.Tensor]:

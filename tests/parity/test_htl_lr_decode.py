@@ -69,7 +69,8 @@ def htl_fixture() -> dict[str, np.ndarray]:
 
 def test_htl_weights_equal_gupnet_with_e0_and_monoskd_without(htl_fixture) -> None:
     losses = htl_fixture["losses"]
-    np.testing.assert_allclose(losses, sd.htl_history(), rtol=0, atol=0)  # the generator's history
+    # the generator's history; numpy's exp/log round the last bit differently on AVX-512 CPUs
+    np.testing.assert_allclose(losses, sd.htl_history(), rtol=1e-14, atol=0)
     assert tuple(htl_fixture["terms"]) == sd.HTL_TERMS
     gup, skd = htl_fixture["weights_gupnet"], htl_fixture["weights_monoskd"]
     np.testing.assert_allclose(_our_htl(losses, horizon=140, push_e0=True), gup, rtol=RTOL, atol=1e-12)
