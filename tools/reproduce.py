@@ -33,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def say(line: str) -> None:
+    """Print one line with a single write, so that stages running side by side (threads) do not
+    interleave their lines."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_command(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> None:
     """Run a CLI of this repository; raise StageError when it fails (its own message is shown).
 
@@ -100,7 +108,7 @@ def run_command(cmd: list[str], *, log: Path | None = None, threads: int | None 
     append the command's output to this file instead of the console (stages run side by side);
     ``threads``: its ``OMP_NUM_THREADS`` unless the caller's environment sets one.
     """
-    print("$ " + " ".join(cmd) + (f"  > {log}" if log else ""), flush=True)
+    say("$ " + " ".join(cmd) + (f"  > {log}" if log else ""))
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     if threads is not None:
         env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(threads))
@@ -189,9 +197,9 @@ def run_stage(
     run_dir = out_dir / ExperimentSettings.from_config(cfg).name
     ap_file = run_result_dir(run_dir, cfg.tester.split) / AP_JSON
     if skip_done and ap_file.is_file():
-        print(f"== {stage}: done already ({ap_file})", flush=True)
+        say(f"== {stage}: done already ({ap_file})")
         return run_dir
-    print(f"== {stage}: training ({config})", flush=True)
+    say(f"== {stage}: training ({config})")
     base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
     side_by_side = {}
     if jobs > 1:
@@ -199,7 +207,7 @@ def run_stage(
     start = time.perf_counter()
     run_command(base + overrides, **side_by_side)
     run_command(base + ["-e"] + overrides, **side_by_side)
-    print(f"== {stage}: {time.perf_counter() - start:.0f} s", flush=True)
+    say(f"== {stage}: {time.perf_counter() - start:.0f} s")
     return run_dir
 
 
@@ -212,12 +220,27 @@ def stage_waves(keys: list[tuple[Path, str]]) -> list[list[tuple[Path, str]]]:
 
 def run_wave(tasks: list[dict], *, jobs: int) -> list[Path]:
     """Run ``run_stage(**task)`` for each task, up to ``jobs`` at once; the run folders in order.
-    A failed stage raises its StageError after the stages beside it have finished."""
+    After a failure no further stage starts; its StageError is raised once the stages running
+    beside it have finished."""
     width = min(jobs, len(tasks))
     if width == 1:
         return [run_stage(**task) for task in tasks]
+    failed = threading.Event()
+
+    def guarded(task: dict) -> Path | None:
+        if failed.is_set():
+            return None  # a stage failed before this one's turn came
+        try:
+            return run_stage(**task, jobs=width)
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=width) as pool:
-        futures = [pool.submit(run_stage, **task, jobs=width) for task in tasks]
+        futures = [pool.submit(guarded, task) for task in tasks]
+    errors = [future.exception() for future in futures if future.exception() is not None]
+    if errors:
+        raise errors[0]
     return [future.result() for future in futures]
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,42 @@ def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monke
         [(s, e, out / f"{s}.log", 1) for s in ("teacher", "student") for e in (False, True)], key=str
     )
     assert last == [("monommkd", False, None, None), ("monommkd", True, None, None)]
+
+
+def test_jobs_stop_starting_stages_after_a_failure(tmp_path, monkeypatch):
+    """--jobs 2 --seeds 2: chain 0's teacher fails at once; chain 0's student, already running,
+    finishes; the two stages of chain 1 never start, nor does any distillation; the teacher's
+    StageError (naming its log) is what the run ends with."""
+    import threading
+
+    import tools.reproduce as reproduce_cli
+
+    started = []
+    lock = threading.Lock()
+    student_running = threading.Event()
+
+    def fake_train_val(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> None:
+        out = Path(cmd[cmd.index("--output-dir") + 1])
+        stage = Path(cmd[cmd.index("--config") + 1]).stem
+        with lock:
+            started.append((out.name, stage, "-e" in cmd))
+        if stage == "teacher" and out.name == "seed_0":
+            assert student_running.wait(timeout=20)  # fail while the student trains beside it
+            raise reproduce_cli.StageError(f"command failed with exit code 1 (its output: {log})")
+        if stage == "student" and out.name == "seed_0" and "-e" not in cmd:
+            student_running.set()
+            time.sleep(0.5)  # still training when the teacher fails
+            return
+        if "-e" in cmd:  # the student's evaluation: nothing to write, the run stops before the table
+            return
+        raise AssertionError(f"{stage} of {out.name} started after the failure")
+
+    monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
+    out = tmp_path / "kitti"
+    with pytest.raises(reproduce_cli.StageError, match=r"teacher\.log"):
+        reproduce_cli.main(["--jobs", "2", "--seeds", "2", "--output-dir", str(out)])
+    assert sorted(started) == [
+        ("seed_0", "student", False),
+        ("seed_0", "student", True),
+        ("seed_0", "teacher", False),
+    ]
