@@ -97,3 +97,25 @@ def test_cli_names_a_folder_that_is_not_a_kitti_tree(tmp_path):
     result = sanity("--kitti-root", str(tmp_path / "nowhere"), "--frame-list", str(frame_list))
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "nowhere: no training/label_2" in result.stderr
+
+
+def test_synthetic_frames_are_published_whole_and_the_second_copy_is_dropped(tmp_path, monkeypatch):
+    """Checks started side by side share the set: each writes its own copy and renames it into
+    place when complete; when another check's set appeared meanwhile, that one is kept."""
+    depth_runs = []
+    monkeypatch.setattr(sanity_check, "run", lambda cmd: depth_runs.append(cmd))  # no depth maps
+    root = sanity_check.synthetic_frames(tmp_path, frames=2, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]  # no partial folder left
+    assert (root / "ImageSets" / "sanity.txt").read_text() == "000000\n000001\n"
+    assert len(list((root / "training" / "image_2").iterdir())) == 2
+    assert sanity_check.synthetic_frames(tmp_path, frames=2, seed=0) == root and len(depth_runs) == 1
+
+    def other_check_finishes_first(cmd: list[str]) -> None:
+        other = tmp_path / "b" / root.name / "ImageSets"
+        other.mkdir(parents=True)
+        (other / "sanity.txt").write_text("the other check's\n")
+
+    monkeypatch.setattr(sanity_check, "run", other_check_finishes_first)
+    assert sanity_check.synthetic_frames(tmp_path / "b", frames=2, seed=0) == tmp_path / "b" / root.name
+    assert (tmp_path / "b" / root.name / "ImageSets" / "sanity.txt").read_text() == "the other check's\n"
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [root.name]

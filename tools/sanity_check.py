@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -87,16 +88,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def synthetic_frames(out_dir: Path, *, frames: int, seed: int) -> Path:
-    """The synthetic set of ``frames`` frames with depth maps under ``out_dir`` (made once)."""
+    """The synthetic set of ``frames`` frames with depth maps under ``out_dir`` (made once).
+
+    It is written into a folder of this process and renamed into place when complete, so that
+    checks started side by side (``make sanity``) neither read a half-written set nor write into
+    each other's; the one that finishes second discards its copy.
+    """
     lo, hi = SYNTHETIC_OBJECTS
     near, far = SYNTHETIC_DEPTH_RANGE
     root = out_dir / f"data-synthetic-{frames}f-seed{seed}-{lo}-{hi}obj-{near:g}-{far:g}m"
-    if not (root / "training" / "depth_dense").is_dir():
-        write_dataset(
-            root, frames=frames, seed=seed, val_fraction=0.0, num_objects=(lo, hi), depth_range=(near, far)
-        )
-        run([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(root), "--split", "train"])
-    write_split(root / "ImageSets" / f"{SPLIT}.txt", list(range(frames)))
+    if (root / "ImageSets" / f"{SPLIT}.txt").is_file():
+        return root
+    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_dataset(
+        partial, frames=frames, seed=seed, val_fraction=0.0, num_objects=(lo, hi), depth_range=(near, far)
+    )
+    run([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(partial), "--split", "train"])
+    write_split(partial / "ImageSets" / f"{SPLIT}.txt", list(range(frames)))
+    try:
+        partial.rename(root)
+    except OSError:  # another check renamed its copy first
+        shutil.rmtree(partial)
     return root
 
 
