@@ -49,6 +49,11 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint that could not be written (permission, full disk); the old file is kept."""
 
 
+def periodic_due(epoch: int, every: int) -> bool:
+    """Whether ``checkpoint_epoch_<epoch>.pth`` is written after 1-based ``epoch`` (``every`` 0: never)."""
+    return every > 0 and epoch % every == 0
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` so that readers only ever see a complete file.
 
@@ -175,7 +180,7 @@ class Checkpointer:
                 "git_sha": self.git_sha,
             }
             atomic_save(full, last)
-            if every > 0 and epoch % every == 0:
+            if periodic_due(epoch, every):
                 atomic_link(last, self.folder / f"checkpoint_epoch_{epoch}.pth")
             if best:
                 atomic_link(last, self.folder / "best.pth")

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from lib.config import ConfigError, section_settings
 from lib.engine import dist as dist_utils
-from lib.engine.checkpoint import Checkpointer
+from lib.engine.checkpoint import Checkpointer, periodic_due
 from lib.engine.dist import DistInfo, move_to_device
 from lib.engine.metrics import LossMeter, MetricLogger
 from lib.utils.seed import make_generator, worker_init_fn
@@ -447,8 +447,8 @@ class Trainer:
         if improved:
             self.best_metric = float(metrics["score"])
         s = self.settings
-        periodic = s.save_frequency > 0 and self.epoch % s.save_frequency == 0
-        if not (improved or periodic or self.epoch % s.last_frequency == 0 or self.epoch == s.max_epoch):
+        due = self.epoch % s.last_frequency == 0 or self.epoch == s.max_epoch
+        if not (due or improved or periodic_due(self.epoch, s.save_frequency)):
             return
         state = self.checkpoint_state()
         self.checkpointer.save(
