@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import load_config, save_config
+from lib.config import Config, load_config, save_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("teacher", "student", "monommkd", "monoskd", "monodistill")
@@ -42,6 +42,26 @@ def table_rows(text: str) -> list[tuple[str, list[float]]]:
         if match:
             rows.append((match.group(1), [float(v) for v in match.group(2).split("|") if v.strip()]))
     return rows
+
+
+def fake_stage(cmd: list[str]) -> tuple[Path, Path, Config]:
+    """What a train_val command of reproduce.py asks for: its config file, output folder and the
+    resolved config (its overrides, ``-e`` left out)."""
+    config, out = Path(cmd[cmd.index("--config") + 1]), Path(cmd[cmd.index("--output-dir") + 1])
+    overrides = [a for a in cmd[cmd.index("--output-dir") + 2 :] if a != "-e"]
+    return config, out, load_config(config, overrides)
+
+
+def write_fake_evaluation(out: Path, cfg: Config, ap: dict, errors: dict | None = None) -> None:
+    """The files a ``-e`` run leaves for reproduce.py's tables: config.yaml, ap.json (Car 3D and
+    BEV = ``ap``) and, when given, error_analysis.json."""
+    run_dir = out / cfg.experiment.name
+    save_config(cfg, run_dir / "config.yaml")
+    results = run_dir / "results" / cfg.tester.split
+    results.mkdir(parents=True)
+    (results / "ap.json").write_text(json.dumps({"ap40": {"ap": {"Car": {"3d": ap, "bev": ap}}}}))
+    if errors is not None:
+        (results / "error_analysis.json").write_text(json.dumps(errors))
 
 
 def test_demo_all_chains_every_stage_and_writes_the_table(demo_run):
@@ -124,24 +144,16 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     calls = []
 
     def fake_train_val(cmd: list[str]) -> None:
-        config, out = Path(cmd[cmd.index("--config") + 1]), Path(cmd[cmd.index("--output-dir") + 1])
-        overrides = [a for a in cmd[cmd.index("--output-dir") + 2 :] if a != "-e"]
-        cfg = load_config(config, overrides)
+        config, out, cfg = fake_stage(cmd)
         calls.append((config.stem, out, cfg.experiment.seed, "-e" in cmd))
         if "-e" in cmd:
-            run_dir = out / cfg.experiment.name
-            save_config(cfg, run_dir / "config.yaml")
             offset = cfg.experiment.seed - 100  # the base seed given below
             ap = {"easy": 10.0 * offset, "moderate": 20.0 + offset, "hard": 5.0}
-            report = {"ap40": {"ap": {"Car": {"3d": ap, "bev": ap}}}}
-            results = run_dir / "results" / cfg.tester.split
-            results.mkdir(parents=True)
-            (results / "ap.json").write_text(json.dumps(report))
             recall = {"2d@0.5": 1.0, "3d@0.5": 0.8, "3d@0.7": 0.5 + 0.1 * offset}
             errors = {
                 "classes": {"Car": {"all": {"recall": recall, "depth_abs_m": {"median": 0.2 * (offset + 1)}}}}
             }
-            (results / "error_analysis.json").write_text(json.dumps(errors))
+            write_fake_evaluation(out, cfg, ap, errors)
 
     monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
     out = tmp_path / "kitti"
@@ -182,13 +194,8 @@ def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monke
         with lock:
             calls.append((config.stem, "-e" in cmd, log, threads))
         if "-e" in cmd:
-            out = Path(cmd[cmd.index("--output-dir") + 1])
-            cfg = load_config(config, [a for a in cmd[cmd.index("--output-dir") + 2 :] if a != "-e"])
-            save_config(cfg, out / cfg.experiment.name / "config.yaml")
-            results = out / cfg.experiment.name / "results" / cfg.tester.split
-            results.mkdir(parents=True)
-            ap = {"easy": 1.0, "moderate": 2.0, "hard": 3.0}
-            (results / "ap.json").write_text(json.dumps({"ap40": {"ap": {"Car": {"3d": ap, "bev": ap}}}}))
+            _, out, cfg = fake_stage(cmd)
+            write_fake_evaluation(out, cfg, {"easy": 1.0, "moderate": 2.0, "hard": 3.0})
 
     monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
     monkeypatch.setattr(reproduce_cli.os, "cpu_count", lambda: 2)
