@@ -46,11 +46,7 @@ SANITY_CONFIGS ?= configs/sanity/did_teacher.yaml configs/sanity/did_student.yam
 	configs/sanity/gupnet_teacher.yaml configs/sanity/gupnet_student.yaml
 SANITY_JOBS ?= 2
 sanity: install
-	@mkdir -p outputs/sanity
-	@threads=$$(( $$(nproc) / $(SANITY_JOBS) )); [ $$threads -ge 1 ] || threads=1; \
-	printf '%s\n' $(SANITY_CONFIGS) | OMP_NUM_THREADS=$$threads xargs -P $(SANITY_JOBS) -I {} sh -c \
-		'log=outputs/sanity/$$(basename {} .yaml).log; echo "sanity_check.py --config {}: output in $$log"; \
-		$(PY) tools/sanity_check.py --overwrite --config {} > $$log 2>&1; code=$$?; tail -n 1 $$log; exit $$code'
+	$(PY) tools/sanity_check.py --overwrite --jobs $(SANITY_JOBS) $(foreach c,$(SANITY_CONFIGS),--config $(c))
 
 bench: install
 	$(PY) benchmarks/bench_eval.py

@@ -100,10 +100,10 @@ def test_cli_names_a_folder_that_is_not_a_kitti_tree(tmp_path):
 
 
 def test_synthetic_frames_are_published_whole_and_the_second_copy_is_dropped(tmp_path, monkeypatch):
-    """Checks started side by side share the set: each writes its own copy and renames it into
-    place when complete; when another check's set appeared meanwhile, that one is kept."""
+    """Checks started at once by separate commands share the set: each writes its own copy and
+    renames it into place when complete; when another's set appeared meanwhile, that one is kept."""
     depth_runs = []
-    monkeypatch.setattr(sanity_check, "run", lambda cmd: depth_runs.append(cmd))  # no depth maps
+    monkeypatch.setattr(sanity_check, "run_command", lambda cmd: depth_runs.append(cmd))  # no depth maps
     root = sanity_check.synthetic_frames(tmp_path, frames=2, seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]  # no partial folder left
     assert (root / "ImageSets" / "sanity.txt").read_text() == "000000\n000001\n"
@@ -115,7 +115,53 @@ def test_synthetic_frames_are_published_whole_and_the_second_copy_is_dropped(tmp
         other.mkdir(parents=True)
         (other / "sanity.txt").write_text("the other check's\n")
 
-    monkeypatch.setattr(sanity_check, "run", other_check_finishes_first)
+    monkeypatch.setattr(sanity_check, "run_command", other_check_finishes_first)
     assert sanity_check.synthetic_frames(tmp_path / "b", frames=2, seed=0) == tmp_path / "b" / root.name
     assert (tmp_path / "b" / root.name / "ImageSets" / "sanity.txt").read_text() == "the other check's\n"
     assert [p.name for p in (tmp_path / "b").iterdir()] == [root.name]
+
+
+def test_jobs_run_checks_side_by_side_and_fail_if_one_fails(tmp_path, monkeypatch, kitti_sample):
+    """--jobs 2 with two configs and a fake train_val: the two trainings must overlap (each waits
+    at a barrier for the other), each gets one of two cores and its own log, which ends with its
+    error table and verdict. The teacher's fake results are the ground truth itself (recall 1),
+    the student's are empty (recall 0): PASS and FAIL, and the exit status is 1. The frames are
+    the three real KITTI ones."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=20)
+    calls = []
+
+    def fake_train_val(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> float:
+        if "-e" not in cmd:
+            barrier.wait()  # BrokenBarrierError unless the other check trains meanwhile
+            calls.append((Path(cmd[cmd.index("--config") + 1]).stem, log, threads))
+            return 1.5
+        overrides = dict(a.split("=", 1) for a in cmd if "=" in a)
+        root, name = Path(overrides["dataset.root_dir"]), overrides["experiment.name"]
+        data = tmp_path / name / "results" / sanity_check.SPLIT / "data"
+        data.mkdir(parents=True)
+        for label in sorted((root / "training" / "label_2").iterdir()):
+            lines = label.read_text().splitlines() if name == "did_teacher" else []
+            (data / label.name).write_text("".join(f"{line} 0.9\n" for line in lines))
+        return 0.5
+
+    monkeypatch.setattr(sanity_check, "run_command", fake_train_val)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    (kitti_sample / "ImageSets" / f"{sanity_check.SPLIT}.txt").write_text("000000\n000001\n000002\n")
+    monkeypatch.setattr(sanity_check, "synthetic_frames", lambda out_dir, frames, seed: kitti_sample)
+    configs = ["--config", "configs/sanity/did_teacher.yaml", "--config", "configs/sanity/did_student.yaml"]
+    assert sanity_check.main([*configs, "--jobs", "2", "--output-dir", str(tmp_path)]) == 1
+    assert sorted(calls) == [(n, tmp_path / f"{n}.log", 1) for n in ("did_student", "did_teacher")]
+    teacher = json.loads((tmp_path / "did_teacher" / "sanity.json").read_text())
+    student = json.loads((tmp_path / "did_student" / "sanity.json").read_text())
+    assert (teacher["recall_3d@0.7"], teacher["passed"]) == (1.0, True)
+    assert (student["recall_3d@0.7"], student["passed"]) == (0.0, False)
+    assert teacher["cpu_s"] == 2.0 and teacher["moderate_cars"] == student["moderate_cars"] > 0
+    assert (tmp_path / "did_teacher.log").read_text().splitlines()[-1].startswith("PASS: did_teacher: 100.0%")
+    assert (tmp_path / "did_student.log").read_text().splitlines()[-1].startswith("FAIL: did_student: 0.0%")
+
+
+def test_two_configs_of_one_name_are_refused(tmp_path):
+    result = sanity("--config", "configs/sanity/did_teacher.yaml", "--output-dir", str(tmp_path / "x"))
+    assert result.returncode == 2 and "two configs named 'did_teacher'" in result.stderr

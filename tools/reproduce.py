@@ -30,12 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
@@ -50,8 +47,8 @@ from lib.eval.report import (
     format_results_table,
 )
 from lib.kitti_io import find_split_file, read_split
+from lib.utils.jobs import REPO_ROOT, run_command, run_side_by_side, say, thread_share
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_STAGES = ("teacher", "student", "monommkd")
 BASELINE_STAGES = ("monoskd", "monodistill")
 DISTILL_STAGES = ("monommkd", *BASELINE_STAGES)
@@ -64,10 +61,6 @@ DEMO_SEED = 0
 # in a 12-epoch tuning run, same network and schedule).
 DEMO_OBJECTS = "4-10"
 DEMO_DEPTH_RANGE = "5-40"
-
-
-class StageError(UserError):
-    """A subprocess of the pipeline failed; the message names the command and exit code."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,37 +83,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     return args
-
-
-def say(line: str) -> None:
-    """Print one line with a single write, so that stages running side by side (threads) do not
-    interleave their lines."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def run_command(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> None:
-    """Run a CLI of this repository; raise StageError when it fails (its own message is shown).
-
-    OpenMP threads sleep instead of spinning while they wait (``OMP_WAIT_POLICY=PASSIVE``,
-    unless set): on a CPU shared with other jobs spinning threads made training steps ~10x
-    slower in our measurements, and on an idle machine it costs nothing measurable. ``log``:
-    append the command's output to this file instead of the console (stages run side by side);
-    ``threads``: its ``OMP_NUM_THREADS`` unless the caller's environment sets one.
-    """
-    say("$ " + " ".join(cmd) + (f"  > {log}" if log else ""))
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(threads))
-    if log is None:
-        code = subprocess.run(cmd, cwd=REPO_ROOT, check=False, env=env).returncode
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as out:
-            code = subprocess.run(cmd, cwd=REPO_ROOT, check=False, env=env, stdout=out, stderr=out).returncode
-    if code != 0:
-        where = f" (its output: {log})" if log else ""
-        raise StageError(f"command failed with exit code {code}: {' '.join(cmd)}{where}")
 
 
 def check_not_trained(run_dir: Path, *, skip_done: bool) -> None:
@@ -189,9 +151,9 @@ def seed_override(config: Path, overrides: list[str], offset: int) -> list[str]:
 
 
 def run_stage(
-    stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool, jobs: int = 1
+    stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool, width: int = 1
 ) -> Path:
-    """Train and evaluate one stage; returns its run folder. With ``jobs`` > 1 it runs beside
+    """Train and evaluate one stage; returns its run folder. With ``width`` > 1 it runs beside
     others: its output goes to ``out_dir/<stage>.log`` and it gets its share of the CPU cores."""
     cfg = load_config(config, overrides)
     run_dir = out_dir / ExperimentSettings.from_config(cfg).name
@@ -202,8 +164,8 @@ def run_stage(
     say(f"== {stage}: training ({config})")
     base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
     side_by_side = {}
-    if jobs > 1:
-        side_by_side = {"log": out_dir / f"{stage}.log", "threads": max(1, (os.cpu_count() or 1) // jobs)}
+    if width > 1:
+        side_by_side = {"log": out_dir / f"{stage}.log", "threads": thread_share(width)}
     start = time.perf_counter()
     run_command(base + overrides, **side_by_side)
     run_command(base + ["-e"] + overrides, **side_by_side)
@@ -218,32 +180,6 @@ def stage_waves(keys: list[tuple[Path, str]]) -> list[list[tuple[Path, str]]]:
     return [wave for wave in (first, [key for key in keys if key[1] in DISTILL_STAGES]) if wave]
 
 
-def run_wave(tasks: list[dict], *, jobs: int) -> list[Path]:
-    """Run ``run_stage(**task)`` for each task, up to ``jobs`` at once; the run folders in order.
-    After a failure no further stage starts; its StageError is raised once the stages running
-    beside it have finished."""
-    width = min(jobs, len(tasks))
-    if width == 1:
-        return [run_stage(**task) for task in tasks]
-    failed = threading.Event()
-
-    def guarded(task: dict) -> Path | None:
-        if failed.is_set():
-            return None  # a stage failed before this one's turn came
-        try:
-            return run_stage(**task, jobs=width)
-        except BaseException:
-            failed.set()
-            raise
-
-    with ThreadPoolExecutor(max_workers=width) as pool:
-        futures = [pool.submit(guarded, task) for task in tasks]
-    errors = [future.exception() for future in futures if future.exception() is not None]
-    if errors:
-        raise errors[0]
-    return [future.result() for future in futures]
-
-
 def train_stages(
     overrides: dict[tuple[Path, str], list[str]], config_dir: Path, *, skip_done: bool, jobs: int
 ) -> dict[str, list[Path]]:
@@ -251,18 +187,19 @@ def train_stages(
     (:func:`stage_waves`); returns each stage's run folders in chain order."""
     run_dirs: dict[str, list[Path]] = {}
     for wave in stage_waves(list(overrides)):
-        tasks = [
-            {
-                "stage": stage,
-                "config": config_dir / f"{stage}.yaml",
-                "out_dir": chain_dir,
-                "overrides": overrides[chain_dir, stage],
-                "skip_done": skip_done,
-            }
+        runs = [
+            partial(
+                run_stage,
+                stage,
+                config_dir / f"{stage}.yaml",
+                chain_dir,
+                overrides[chain_dir, stage],
+                skip_done=skip_done,
+            )
             for chain_dir, stage in wave
         ]
-        for task, run_dir in zip(tasks, run_wave(tasks, jobs=jobs), strict=True):
-            run_dirs.setdefault(task["stage"], []).append(run_dir)
+        for (_, stage), run_dir in zip(wave, run_side_by_side(runs, width=jobs), strict=True):
+            run_dirs.setdefault(stage, []).append(run_dir)
     return run_dirs
 
 

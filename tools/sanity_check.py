@@ -2,6 +2,8 @@
 
     python tools/sanity_check.py --config configs/sanity/did_teacher.yaml            # 8 synthetic frames
     python tools/sanity_check.py --config configs/sanity/gupnet_student.yaml --frames 16
+    python tools/sanity_check.py --jobs 2 --config configs/sanity/did_teacher.yaml \\
+        --config configs/sanity/did_student.yaml                                    # side by side
     python tools/sanity_check.py --config configs/student.yaml --kitti-root data/KITTI3D \\
         --frame-list my_frames.txt dataset.resolution=[640,192]
 
@@ -16,21 +18,26 @@ given overrides after those) and evaluated on the same frames: the AP table, the
 analysis (lib/eval/error_analysis.py: recall, matched depth / size / heading errors per distance).
 The verdict is the recall at 3D IoU 0.7 of the Moderate cars at any score: the fraction of them
 that some detection recovers. Unlike AP|R40 it is meaningful on a few dozen objects (with N < 41
-ground-truth objects AP|R40 cannot exceed (N - 1) / 40). Exit status: 0 when the recall reaches
-``--min-recall``, 1 below it, 2 for a user error. ``<output-dir>/<experiment name>/sanity.json``
-keeps the recall, the bar, the error analysis and the wall and CPU seconds. A second check of the
-same config needs ``--overwrite`` (``tools/train_val.py`` then moves the earlier run folder aside).
+ground-truth objects AP|R40 cannot exceed (N - 1) / 40). Exit status: 0 when every config's
+recall reaches ``--min-recall``, 1 when one is below it, 2 for a user error.
+``<output-dir>/<config name>/sanity.json`` keeps the recall, the bar, the error analysis and the
+wall and CPU seconds. A second check of the same config needs ``--overwrite``
+(``tools/train_val.py`` then moves the earlier run folder aside).
+
+Several configs are checked one after the other on the same frames, or ``--jobs N`` at a time,
+each then with ``OMP_NUM_THREADS`` = CPU cores / N unless set and its output in
+``<output-dir>/<config name>.log`` (lib/utils/jobs.py): on 2 cores two checks side by side take
+~1.1x the time of one (BENCHMARKS.md). Each check's verdict line is printed as it ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
@@ -40,8 +47,8 @@ from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels, load_results, run_result_dir
 from lib.eval.report import format_error_table, write_json
 from lib.kitti_io import read_split, write_split
+from lib.utils.jobs import run_command, run_side_by_side, say, thread_share
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "sanity"  # the frames, trained on and evaluated on
 CLASS = "Car"
 DIFFICULTY = "moderate"
@@ -61,12 +68,15 @@ NO_AUGMENTATION = (
 
 
 class SanityError(UserError):
-    """A bad frame list, KITTI folder or training subprocess (the message names it)."""
+    """A bad frame list or KITTI folder, or frames without a Moderate car (the message names it)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="experiment YAML (teacher or student)")
+    parser.add_argument(
+        "--config", type=Path, action="append", required=True, help="experiment YAML; repeat for several"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="checks run at once (default 1)")
     parser.add_argument("--frames", type=int, default=8, help="synthetic frames (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--kitti-root", type=Path, default=None, help="a KITTI tree instead of synthetic")
@@ -82,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--kitti-root and --frame-list go together")
     if args.frames < 1:
         parser.error(f"--frames must be >= 1, got {args.frames}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    names = [config.stem for config in args.config]
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        parser.error(f"--config: two configs named {twice!r} (a check's run folder is <output-dir>/<name>)")
     if not 0.0 <= args.min_recall <= 1.0:
         parser.error(f"--min-recall must be in [0, 1], got {args.min_recall}")
     return args
@@ -99,17 +115,17 @@ def synthetic_frames(out_dir: Path, *, frames: int, seed: int) -> Path:
     root = out_dir / f"data-synthetic-{frames}f-seed{seed}-{lo}-{hi}obj-{near:g}-{far:g}m"
     if (root / "ImageSets" / f"{SPLIT}.txt").is_file():
         return root
-    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
+    staging = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     write_dataset(
-        partial, frames=frames, seed=seed, val_fraction=0.0, num_objects=(lo, hi), depth_range=(near, far)
+        staging, frames=frames, seed=seed, val_fraction=0.0, num_objects=(lo, hi), depth_range=(near, far)
     )
-    run([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(partial), "--split", "train"])
-    write_split(partial / "ImageSets" / f"{SPLIT}.txt", list(range(frames)))
+    run_command([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(staging), "--split", "train"])
+    write_split(staging / "ImageSets" / f"{SPLIT}.txt", list(range(frames)))
     try:
-        partial.rename(root)
+        staging.rename(root)
     except OSError:  # another check renamed its copy first
-        shutil.rmtree(partial)
+        shutil.rmtree(staging)
     return root
 
 
@@ -130,15 +146,6 @@ def kitti_frames(out_dir: Path, kitti_root: Path, frame_list: Path) -> Path:
     return root
 
 
-def run(cmd: list[str]) -> None:
-    """Run a CLI of this repository (its output shows); raise SanityError when it fails."""
-    print("$ " + " ".join(cmd), flush=True)
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    code = subprocess.run(cmd, cwd=REPO_ROOT, check=False, env=env).returncode
-    if code != 0:
-        raise SanityError(f"command failed with exit code {code}: {' '.join(cmd)}")
-
-
 def moderate_car_recall(report: dict) -> tuple[float, int]:
     """(recall at 3D IoU 0.7, number of Moderate cars) from an :func:`analyse_errors` report.
 
@@ -151,10 +158,70 @@ def moderate_car_recall(report: dict) -> tuple[float, int]:
     return float(cell["recall"]["3d@0.7"]), int(cell["num_gt"])
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished children."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def check_overrides(root: Path, name: str, given: list[str]) -> list[str]:
+    """The overrides of one check: the frames of ``root`` for training and evaluation, the run
+    folder ``name``, augmentation off, then the user's ``given`` ones."""
+    return [
+        f"dataset.root_dir={root}",
+        f"dataset.train_split={SPLIT}",
+        f"dataset.val_split={SPLIT}",
+        f"tester.split={SPLIT}",
+        f"experiment.name={name}",
+        *NO_AUGMENTATION,
+        *given,
+    ]
+
+
+def check_config(config: Path, root: Path, args: argparse.Namespace, *, width: int = 1) -> dict:
+    """Train ``config`` on the frames of ``root``, evaluate it on them and judge the recall; its
+    summary, also written to ``<run dir>/sanity.json``. With ``width`` > 1 it runs beside other
+    checks: its output goes to ``<output-dir>/<config name>.log`` and it gets its share of the
+    cores; only its verdict line is printed."""
+    start = time.perf_counter()
+    out_dir = args.output_dir.resolve()
+    overrides = check_overrides(root, config.stem, args.overrides)
+    side_by_side = {}
+    if width > 1:
+        side_by_side = {"log": out_dir / f"{config.stem}.log", "threads": thread_share(width)}
+    base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
+    cpu_s = run_command(base + (["--overwrite"] if args.overwrite else []) + overrides, **side_by_side)
+    cpu_s += run_command(base + ["-e"] + overrides, **side_by_side)
+    run_dir = out_dir / ExperimentSettings.from_config(load_config(config, overrides)).name
+    frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
+    gt = load_labels(root / "training" / "label_2", frames)
+    det = load_results(run_result_dir(run_dir, SPLIT), frames)
+    report = analyse_errors(gt, det, classes=[CLASS], difficulty=DIFFICULTY)
+    recall, num_gt = moderate_car_recall(report)
+    summary = {
+        "config": str(config),
+        "frames": len(frames),
+        "moderate_cars": num_gt,
+        "recall_3d@0.7": recall,
+        "min_recall": args.min_recall,
+        "passed": recall >= args.min_recall,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "cpu_s": round(cpu_s, 1),
+        "error_analysis": report,
+    }
+    write_json(run_dir / "sanity.json", summary)
+    verdict = verdict_line(summary, run_dir / "sanity.json")
+    if width > 1:
+        with side_by_side["log"].open("a") as log:
+            log.write(format_error_table(report) + verdict + "\n")
+    else:
+        print(format_error_table(report), end="")
+    say(verdict)
+    return summary
+
+
+def verdict_line(summary: dict, path: Path) -> str:
+    """``PASS: ...`` or ``FAIL: ...``: the recall against the bar, the time, the summary file."""
+    return (
+        f"{'PASS' if summary['passed'] else 'FAIL'}: {Path(summary['config']).stem}: "
+        f"{summary['recall_3d@0.7']:.1%} of {summary['moderate_cars']} {DIFFICULTY} {CLASS.lower()}s "
+        f"recovered at 3D IoU 0.7 (bar {summary['min_recall']:.0%}); {summary['wall_s']:.0f} s wall, "
+        f"{summary['cpu_s']:.0f} CPU-s; {path}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,48 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         root = kitti_frames(out_dir, args.kitti_root, args.frame_list)
     else:
         root = synthetic_frames(out_dir, frames=args.frames, seed=args.seed)
-    name = args.config.stem
-    overrides = [
-        f"dataset.root_dir={root}",
-        f"dataset.train_split={SPLIT}",
-        f"dataset.val_split={SPLIT}",
-        f"tester.split={SPLIT}",
-        f"experiment.name={name}",
-        *NO_AUGMENTATION,
-        *args.overrides,
-    ]
-    cfg = load_config(args.config, overrides)  # a bad key or value fails before anything runs
-    base = [sys.executable, "tools/train_val.py", "--config", str(args.config), "--output-dir", str(out_dir)]
-    run(base + (["--overwrite"] if args.overwrite else []) + overrides)
-    run(base + ["-e"] + overrides)
-    run_dir = out_dir / ExperimentSettings.from_config(cfg).name
-    frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
-    gt = load_labels(root / "training" / "label_2", frames)
-    det = load_results(run_result_dir(run_dir, SPLIT), frames)
-    report = analyse_errors(gt, det, classes=[CLASS], difficulty=DIFFICULTY)
-    print(format_error_table(report), end="")
-    recall, num_gt = moderate_car_recall(report)
-    passed = recall >= args.min_recall
-    summary = {
-        "config": str(args.config),
-        "frames": len(frames),
-        "moderate_cars": num_gt,
-        "recall_3d@0.7": recall,
-        "min_recall": args.min_recall,
-        "passed": passed,
-        "wall_s": round(time.perf_counter() - start, 1),
-        "cpu_s": round(cpu_seconds(), 1),
-        "error_analysis": report,
-    }
-    write_json(run_dir / "sanity.json", summary)
-    verdict = "PASS" if passed else "FAIL"
-    print(
-        f"{verdict}: {recall:.1%} of {num_gt} {DIFFICULTY} {CLASS.lower()}s recovered at 3D IoU 0.7 "
-        f"(bar {args.min_recall:.0%}); {summary['wall_s']:.0f} s wall, {summary['cpu_s']:.0f} CPU-s; "
-        f"{run_dir / 'sanity.json'}",
-        flush=True,
-    )
-    return 0 if passed else 1
+    for config in args.config:  # a bad key or value fails before anything runs
+        load_config(config, check_overrides(root, config.stem, args.overrides))
+    checks = [partial(check_config, config, root, args) for config in args.config]
+    summaries = run_side_by_side(checks, width=args.jobs)
+    passed = sum(summary["passed"] for summary in summaries)
+    if len(summaries) > 1:
+        say(f"{passed} of {len(summaries)} checks passed; {time.perf_counter() - start:.0f} s")
+    return 0 if passed == len(summaries) else 1
 
 
 if __name__ == "__main__":

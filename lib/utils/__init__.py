@@ -1,1 +1,1 @@
-"""Small process-level helpers: logging set-up and seeding."""
+"""Small process-level helpers: logging set-up, seeding, and running the CLIs as subprocesses."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lib.config import Config, load_config, save_config
+from lib.utils.jobs import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("teacher", "student", "monommkd", "monoskd", "monodistill")
@@ -198,7 +199,7 @@ def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monke
             write_fake_evaluation(out, cfg, {"easy": 1.0, "moderate": 2.0, "hard": 3.0})
 
     monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
-    monkeypatch.setattr(reproduce_cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     out = tmp_path / "kitti"
     assert reproduce_cli.main(["--jobs", "2", "--output-dir", str(out)]) == 0
     assert len(calls) == 6
@@ -212,7 +213,7 @@ def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monke
 def test_jobs_stop_starting_stages_after_a_failure(tmp_path, monkeypatch):
     """--jobs 2 --seeds 2: chain 0's teacher fails at once; chain 0's student, already running,
     finishes; the two stages of chain 1 never start, nor does any distillation; the teacher's
-    StageError (naming its log) is what the run ends with."""
+    CommandError (naming its log) is what the run ends with."""
     import threading
 
     import tools.reproduce as reproduce_cli
@@ -228,7 +229,7 @@ def test_jobs_stop_starting_stages_after_a_failure(tmp_path, monkeypatch):
             started.append((out.name, stage, "-e" in cmd))
         if stage == "teacher" and out.name == "seed_0":
             assert student_running.wait(timeout=20)  # fail while the student trains beside it
-            raise reproduce_cli.StageError(f"command failed with exit code 1 (its output: {log})")
+            raise CommandError(f"command failed with exit code 1 (its output: {log})")
         if stage == "student" and out.name == "seed_0" and "-e" not in cmd:
             student_running.set()
             time.sleep(0.5)  # still training when the teacher fails
@@ -239,7 +240,7 @@ def test_jobs_stop_starting_stages_after_a_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproduce_cli, "run_command", fake_train_val)
     out = tmp_path / "kitti"
-    with pytest.raises(reproduce_cli.StageError, match=r"teacher\.log"):
+    with pytest.raises(CommandError, match=r"teacher\.log"):
         reproduce_cli.main(["--jobs", "2", "--seeds", "2", "--output-dir", str(out)])
     assert sorted(started) == [
         ("seed_0", "student", False),
