@@ -16,7 +16,7 @@ from lib.depth_bins import RpdSettings
 from lib.models.backbones import BACKBONES
 from lib.models.checkpoint_io import load_pretrained_backbone
 from lib.models.detector import INPUT_KEYS, Detector
-from lib.models.did import DIDM3D
+from lib.models.did import DIDM3D, VIS_DEPTH_SCALES
 from lib.models.gupnet import GUPNet
 
 DETECTORS: dict[str, type[Detector]] = {"gupnet": GUPNet, "did": DIDM3D}
@@ -42,6 +42,7 @@ class ModelSettings:
     head_conv: int
     depth_branch: bool
     depth_branch_channels: int
+    vis_depth_scale: str
 
     def __post_init__(self) -> None:
         if self.type not in DETECTORS:
@@ -52,6 +53,10 @@ class ModelSettings:
             )
         if self.input not in INPUT_KEYS:
             raise ConfigError(f"model.input must be one of {INPUT_KEYS}, got {self.input!r}")
+        if self.vis_depth_scale not in VIS_DEPTH_SCALES:
+            raise ConfigError(
+                f"model.vis_depth_scale must be one of {VIS_DEPTH_SCALES}, got {self.vis_depth_scale!r}"
+            )
         for key in ("head_conv", "depth_branch_channels"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
@@ -74,7 +79,9 @@ def build_detector(model: ModelSettings, rpd: RpdSettings) -> Detector:
         ConfigError: ``model.pretrained`` is true and ``model.backbone_weights`` is empty.
         OSError / RuntimeError: the backbone weights cannot be read or do not fit.
     """
+    only_did = {"vis_depth_scale": model.vis_depth_scale} if model.type == DIDM3D.model_type else {}
     detector = DETECTORS[model.type](
+        **only_did,
         backbone=model.backbone,
         head_conv=model.head_conv,
         depth_branch=model.depth_branch,

@@ -55,6 +55,8 @@ class RoiBatch:
         boxes_feat: (N, 4) x1, y1, x2, y2 in feature-map px (the RoIAlign boxes).
         boxes_orig: (N, 4) the same boxes in original-image px (via ``coord_range``).
         calib: (N, 3, 4) P2 of each RoI's image.
+        input_scale: (N,) input px per original px of each RoI's image: the input height over
+            the height of its crop window (``coord_range``); 1 / the crop's zoom of the original.
     """
 
     batch_idx: torch.Tensor
@@ -62,6 +64,7 @@ class RoiBatch:
     boxes_feat: torch.Tensor
     boxes_orig: torch.Tensor
     calib: torch.Tensor
+    input_scale: torch.Tensor
 
 
 def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
@@ -287,12 +290,14 @@ class Detector(nn.Module):
         boxes_feat = gather_roi_boxes(
             out["offset_2d"].float(), out["size_2d"].float(), batch_idx=batch_idx, indices=indices
         )
+        window = coord_range[batch_idx].float()  # (N, 2, 2)
         rois = RoiBatch(
             batch_idx=batch_idx,
             cls=cls,
             boxes_feat=boxes_feat,
-            boxes_orig=boxes_to_original(boxes_feat, coord_range[batch_idx].float(), feat_hw=feat.shape[-2:]),
+            boxes_orig=boxes_to_original(boxes_feat, window, feat_hw=feat.shape[-2:]),
             calib=calib[batch_idx].float(),
+            input_scale=images.shape[-2] / (window[:, 1, 1] - window[:, 0, 1]),
         )
         out["roi_batch_idx"], out["roi_cls"] = batch_idx, cls
         out.update(self.predict_3d(roi_features(feat, rois, num_classes=self.num_classes), rois))

@@ -7,21 +7,34 @@ uncertainty, and four 7x7 per-cell heads (docs/reference.md §1.9). Names and sh
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lib.constants import NUM_HEADING_BIN
 from lib.models.detector import FEATURE_STRIDE, Detector, RoiBatch
 from lib.models.heads import HeadSpec
 
+VIS_DEPTH_SCALES = ("window", "box")  # model.vis_depth_scale; the first is ours (docs/parity.md)
 
-def visual_depth_scale(boxes_feat: torch.Tensor, boxes_orig: torch.Tensor) -> torch.Tensor:
-    """Crop-scale correction of the visual depth: RoI height in input px / in original px (N,).
+
+def visual_depth_scale(rois: RoiBatch, mode: str) -> torch.Tensor:
+    """Crop-scale correction of the visual depth: input px per original px at each RoI (N,).
 
     Visual depth is learnt on the augmented (scaled) image, where an object looks nearer or
-    farther by the crop scale; this factor maps it back (DID-M3D; heights clamped >= 1 px).
+    farther by the crop scale; this factor maps it back (DID-M3D). ``window``: the input height
+    over the crop window's height (``rois.input_scale``). ``box`` (DID-M3D, MonoSKD): the RoI's
+    height in input px over its height in original px, each clamped >= 1 px. The two are equal for
+    every RoI at least 1 input px tall; below that, ``box`` is 1 / (original height) and its
+    gradient into the predicted 2D height grows as 1 / height², which at the start of training
+    (predicted heights ~0) can stall the 2D height head for the whole run (docs/parity.md).
     """
-    h_input = ((boxes_feat[:, 3] - boxes_feat[:, 1]) * FEATURE_STRIDE).clamp(min=1.0)
-    h_orig = (boxes_orig[:, 3] - boxes_orig[:, 1]).clamp(min=1.0)
+    if mode == "window":
+        return rois.input_scale
+    if mode != "box":
+        raise ValueError(f"visual_depth_scale: mode must be one of {VIS_DEPTH_SCALES}, got {mode!r}")
+    h_input = ((rois.boxes_feat[:, 3] - rois.boxes_feat[:, 1]) * FEATURE_STRIDE).clamp(min=1.0)
+    h_orig = (rois.boxes_orig[:, 3] - rois.boxes_orig[:, 1]).clamp(min=1.0)
     return h_input / h_orig
 
 
@@ -68,8 +81,19 @@ class DIDM3D(Detector):
         HeadSpec("att_depth_uncer", 1, "roi_map", "xavier"),
     )
 
+    def __init__(self, *, vis_depth_scale: str, **detector_args: Any) -> None:
+        """
+        Args:
+            vis_depth_scale: ``model.vis_depth_scale``, see :func:`visual_depth_scale`.
+            detector_args: the :class:`Detector` arguments.
+        """
+        if vis_depth_scale not in VIS_DEPTH_SCALES:
+            raise ValueError(f"vis_depth_scale must be one of {VIS_DEPTH_SCALES}, got {vis_depth_scale!r}")
+        super().__init__(**detector_args)
+        self.vis_depth_scale = vis_depth_scale
+
     def predict_3d(self, roi_feat: torch.Tensor, rois: RoiBatch) -> dict[str, torch.Tensor]:
-        scale = visual_depth_scale(rois.boxes_feat, rois.boxes_orig)  # (N,)
+        scale = visual_depth_scale(rois, self.vis_depth_scale)  # (N,)
         vis_depth = torch.exp(-self.vis_depth(roi_feat)[:, 0].float()) * scale[:, None, None]  # (N, 7, 7)
         att_depth = self.att_depth(roi_feat)[:, 0].float()
         vis_uncer = self.vis_depth_uncer(roi_feat)[:, 0].float()

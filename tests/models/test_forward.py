@@ -209,3 +209,26 @@ def test_without_targets_the_detector_needs_topk(make_detector: Callable[..., De
         model(torch.rand(1, 3, 64, 128), **kw)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 128), **kw, topk=7)["topk"]["scores"].shape == (1, 7)
+
+
+def test_roi_input_scale_is_the_input_height_over_the_crop_window(
+    fake_batch: Callable[..., dict], make_detector: Callable[..., Detector], monkeypatch
+) -> None:
+    """``model.vis_depth_scale: window`` scales the visual depth by input px per original px: the
+    96 px input height over each image's window height (300 and 150 original px here)."""
+    import lib.models.did as did
+
+    seen = []
+    original = did.visual_depth_scale
+
+    def recording(rois, mode: str) -> torch.Tensor:
+        seen.append(rois)
+        return original(rois, mode)
+
+    monkeypatch.setattr(did, "visual_depth_scale", recording)
+    batch = fake_batch(num_objects=(2, 1))
+    batch["coord_range"] = torch.tensor([[[0.0, 0.0], [1000.0, 300.0]], [[100.0, 50.0], [600.0, 200.0]]])
+    with torch.no_grad():
+        _run(make_detector(type="did"), batch, with_targets=True)
+    assert batch["rgb"].shape[-2] == 96
+    torch.testing.assert_close(seen[0].input_scale, torch.tensor([96 / 300, 96 / 300, 96 / 150]))

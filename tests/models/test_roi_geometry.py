@@ -78,6 +78,7 @@ def test_roi_features_channels() -> None:
         boxes_feat=torch.tensor([[1.0, 1.0, 4.0, 3.0], [2.0, 0.0, 6.0, 5.0]]),
         boxes_orig=torch.tensor([[10.0, 10.0, 40.0, 30.0], [20.0, 0.0, 60.0, 50.0]]),
         calib=_calib(700.0, 700.0, 600.0, 180.0).repeat(2, 1, 1),
+        input_scale=torch.tensor([0.5, 0.5]),
     )
     out = roi_features(feat, rois, num_classes=3)
     assert out.shape == (2, 69, 7, 7)
@@ -119,12 +120,35 @@ def test_depth_confidence() -> None:
     )
 
 
-def test_visual_depth_scale() -> None:
-    boxes_feat = torch.tensor([[0.0, 2.0, 5.0, 12.0], [0.0, 0.0, 1.0, 0.1]])  # 40 px and 0.4 px in the input
-    boxes_orig = torch.tensor([[0.0, 0.0, 9.0, 80.0], [0.0, 0.0, 1.0, 0.5]])  # 80 px and 0.5 px originally
-    torch.testing.assert_close(
-        visual_depth_scale(boxes_feat, boxes_orig), torch.tensor([0.5, 1.0])
-    )  # clamps >= 1
+def _scale_rois(heights_feat: list[float], *, px_per_feat: float, input_scale: float) -> RoiBatch:
+    """RoIs of the given heights in feature px, 1 feature px = ``px_per_feat`` original px."""
+    h = torch.tensor(heights_feat, requires_grad=True)
+    zeros = torch.zeros_like(h)
+    boxes_feat = torch.stack([zeros, zeros, zeros + 1.0, h], dim=1)
+    return RoiBatch(
+        batch_idx=torch.zeros(len(heights_feat), dtype=torch.int64),
+        cls=torch.ones(len(heights_feat), dtype=torch.int64),
+        boxes_feat=boxes_feat,
+        boxes_orig=boxes_feat * px_per_feat,
+        calib=_calib(700.0, 700.0, 600.0, 180.0).repeat(len(heights_feat), 1, 1),
+        input_scale=torch.full((len(heights_feat),), input_scale),
+    )
+
+
+def test_visual_depth_scale_window_and_box() -> None:
+    # Stride 4 and 8 original px a feature px: 0.5 input px per original px. Heights 10, 0.1 and
+    # 0.2 feature px are 40 / 0.4 / 0.8 input px and 80 / 0.8 / 1.6 original px.
+    rois = _scale_rois([10.0, 0.1, 0.2], px_per_feat=8.0, input_scale=0.5)
+    torch.testing.assert_close(visual_depth_scale(rois, "window"), torch.tensor([0.5, 0.5, 0.5]))
+    box = visual_depth_scale(rois, "box")
+    torch.testing.assert_close(box, torch.tensor([0.5, 1.0, 1.0 / 1.6]))  # heights clamped >= 1 px
+    # d(box)/dh: 0 where neither height is clamped (40 / 80 px), 0 where both are, and
+    # d(1 / (8 h))/dh = -1 / (8 h^2) = -3.125 at h = 0.2, where only the input height is clamped:
+    # the singular pull on a near-zero predicted height that "window" does not have
+    (grad,) = torch.autograd.grad(box.sum(), rois.boxes_feat)
+    torch.testing.assert_close(grad[:, 3], torch.tensor([0.0, 0.0, -3.125]))
+    with pytest.raises(ValueError, match="window"):
+        visual_depth_scale(rois, "roi")
 
 
 def test_merge_cell_depths_matches_numpy() -> None:

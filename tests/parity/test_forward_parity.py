@@ -9,16 +9,13 @@ Train mode: batch-statistics BN, RoIs at the GT cells; eval mode: running statis
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity_common import reference_network
 
-from lib.config import load_config
-from lib.depth_bins import RpdSettings
-from lib.models import Detector, ModelSettings, build_detector
 from lib.models.detector import select_topk_peaks
 from tools.parity.net_common import load_npz, seeded_images, seeded_state_dict, state_checksum
 
@@ -36,13 +33,6 @@ INPUT_W = 320  # width of the seeded images (tools/parity/net_common.py INPUT_SH
 
 HEADS_2D = ("heatmap", "offset_2d", "size_2d")
 GUPNET_KEYS = (*HEADS_2D, "depth", "offset_3d", "size_3d", "h3d_log_variance", "heading")
-
-
-def reference_network(model_type: str) -> Detector:
-    """configs/base.yaml's network as GUPNet / MonoSKD build it: no depth branch, random weights."""
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
-    model = replace(ModelSettings.from_config(cfg), type=model_type, depth_branch=False, pretrained=False)
-    return build_detector(model, RpdSettings.from_config(cfg))
 
 
 # Documented difference (docs/parity.md): the top-level ``project`` of DLA-34's two-level trees

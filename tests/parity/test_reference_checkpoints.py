@@ -12,17 +12,15 @@ format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from parity_common import reference_network
 
-from lib.config import load_config
 from lib.datasets.synthetic import write_dataset
-from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
-from lib.models import Detector, ModelSettings, build_detector, load_model_state
+from lib.models import load_model_state
 from lib.models.checkpoint_io import CheckpointError, read_checkpoint
 from tools.export_student import main as export_main
 from tools.inspect_model import main as inspect_main
@@ -52,13 +50,6 @@ def _state(layout: str) -> dict[str, torch.Tensor]:
 
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def reference_network(model_type: str) -> Detector:
-    """configs/base.yaml's network as GUPNet / MonoSKD build it: no depth branch, random weights."""
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
-    model = replace(ModelSettings.from_config(cfg), type=model_type, depth_branch=False, pretrained=False)
-    return build_detector(model, RpdSettings.from_config(cfg))
 
 
 @pytest.fixture(scope="module")
