@@ -47,7 +47,7 @@ from lib.eval.report import (
     format_results_table,
 )
 from lib.kitti_io import find_split_file, read_split
-from lib.utils.jobs import REPO_ROOT, run_command, run_side_by_side, say, thread_share
+from lib.utils.jobs import REPO_ROOT, job_output, run_command, run_side_by_side, say
 
 MAIN_STAGES = ("teacher", "student", "monommkd")
 BASELINE_STAGES = ("monoskd", "monodistill")
@@ -167,9 +167,7 @@ def run_stage(
         return run_dir
     say(f"== {stage}: training ({config})")
     base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
-    side_by_side = {}
-    if width > 1:
-        side_by_side = {"log": out_dir / f"{stage}.log", "threads": thread_share(width)}
+    side_by_side = job_output(out_dir / f"{stage}.log", width)
     start = time.perf_counter()
     run_command(base + overrides, **side_by_side)
     run_command(base + ["-e"] + overrides, **side_by_side)

@@ -47,7 +47,7 @@ from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels, load_results, run_result_dir
 from lib.eval.report import format_error_table, write_json
 from lib.kitti_io import read_split, write_split
-from lib.utils.jobs import run_command, run_side_by_side, say, thread_share
+from lib.utils.jobs import job_output, run_command, run_side_by_side, say
 
 SPLIT = "sanity"  # the frames, trained on and evaluated on
 CLASS = "Car"
@@ -180,9 +180,7 @@ def check_config(config: Path, root: Path, args: argparse.Namespace, *, width: i
     start = time.perf_counter()
     out_dir = args.output_dir.resolve()
     overrides = check_overrides(root, config.stem, args.overrides)
-    side_by_side = {}
-    if width > 1:
-        side_by_side = {"log": out_dir / f"{config.stem}.log", "threads": thread_share(width)}
+    side_by_side = job_output(out_dir / f"{config.stem}.log", width)
     base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
     cpu_s = run_command(base + (["--overwrite"] if args.overwrite else []) + overrides, **side_by_side)
     cpu_s += run_command(base + ["-e"] + overrides, **side_by_side)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lib.errors import UserError
 
@@ -35,9 +35,13 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def thread_share(width: int) -> int:
-    """OpenMP threads for each of ``width`` jobs side by side: the CPU cores / ``width``, at least 1."""
-    return max(1, (os.cpu_count() or 1) // width)
+def job_output(log: Path, width: int) -> dict[str, Any]:
+    """The ``log`` / ``threads`` arguments of :func:`run_command` for one of ``width`` jobs: none
+    when it runs alone (the console, every core), else the ``log`` file and OpenMP threads = the
+    CPU cores / ``width``, at least 1."""
+    if width <= 1:
+        return {}
+    return {"log": log, "threads": max(1, (os.cpu_count() or 1) // width)}
 
 
 def run_command(cmd: list[str], *, log: Path | None = None, threads: int | None = None) -> float:
@@ -87,8 +91,8 @@ def run_side_by_side(jobs: Sequence[Callable[..., T]], *, width: int) -> list[T]
     """Call every ``job(width=w)``, up to ``width`` at once; their results in order.
 
     ``w`` = min(width, number of jobs) tells each job how many run side by side (1: it runs alone
-    and may use the console and every core; else see :func:`thread_share`). After a job raised, no further
-    job starts; the first exception is raised once the jobs running beside it have finished.
+    and may use the console and every core; else see :func:`job_output`). After a job raised, no
+    further job starts; the first exception is raised once the jobs running beside it have finished.
     """
     w = min(width, len(jobs))
     if w <= 1:
