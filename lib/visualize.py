@@ -22,6 +22,10 @@ PRED_COLOUR = (255, 40, 40)  # RGB: predicted boxes
 # The 12 edges of a box3d_corners box: bottom face, top face, verticals.
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 _FRONT_FACE = (0, 1, 5, 4)  # the +l/2 face: the direction the object faces (ry)
+# px: a box with a projected corner further from the origin than this is not drawn. OpenCV takes
+# int32 coordinates only; a finite box at an absurd depth or size maps far beyond them.
+MAX_PIXEL = 1 << 20
+MAX_DRAW_DEPTH = 1000.0  # m: a box with a corner further ahead is not drawn (it would be a dot)
 
 
 def _corners(objects: Sequence[Object3d]) -> np.ndarray:
@@ -39,6 +43,51 @@ def _has_box(obj: Object3d) -> bool:
     return obj.cls_type != "DontCare" and min(obj.h, obj.w, obj.l) > 0
 
 
+def _on_canvas(points: np.ndarray, width: int, height: int) -> bool:
+    """Whether (N, 2) pixel points are finite, within ±:data:`MAX_PIXEL` and their bounding box
+    overlaps a ``width`` × ``height`` canvas (OpenCV clips the lines of such a box itself)."""
+    if not np.isfinite(points).all() or np.abs(points).max() > MAX_PIXEL:
+        return False
+    (u0, v0), (u1, v1) = points.min(axis=0), points.max(axis=0)
+    return u1 >= 0 and v1 >= 0 and u0 < width and v0 < height
+
+
+def image_drawable(objects: Sequence[Object3d], P: np.ndarray, image_size: tuple[int, int]) -> list[bool]:
+    """Which objects' 3D boxes :func:`draw_boxes_3d` draws on an image.
+
+    A box is drawn when the object has a box (not DontCare), every corner lies between
+    ``MIN_PROJECTION_DEPTH`` and :data:`MAX_DRAW_DEPTH` m in front of the camera, and its
+    projection is finite, within ±:data:`MAX_PIXEL` px and overlaps the image. Any other box,
+    finite or not (behind the camera, at an absurd depth or size, off the image), is skipped,
+    never an error.
+
+    Args:
+        objects: KITTI objects. P: (3, 4) projection of the image. image_size: (W, H) pixels.
+
+    Returns:
+        one bool per object.
+    """
+    width, height = image_size
+    out = []
+    for obj in objects:
+        if not _has_box(obj) or not np.isfinite([obj.h, obj.w, obj.l, obj.ry, *obj.pos]).all():
+            out.append(False)
+            continue
+        with np.errstate(all="ignore"):
+            uv, depth = project_to_image(_corners([obj])[0], P)  # (8, 2), (8,)
+        depth = np.nan_to_num(depth, nan=-1.0)
+        in_front = bool(depth.min() >= MIN_PROJECTION_DEPTH and depth.max() <= MAX_DRAW_DEPTH)
+        out.append(in_front and _on_canvas(uv, width, height))
+    return out
+
+
+def count_undrawable(objects: Sequence[Object3d], P: np.ndarray, image_size: tuple[int, int]) -> int:
+    """How many objects with a 3D box :func:`draw_boxes_3d` skips (:func:`image_drawable`); the
+    tools print it beside the number drawn."""
+    drawable = image_drawable(objects, P, image_size)
+    return sum(_has_box(o) and not ok for o, ok in zip(objects, drawable, strict=True))
+
+
 def draw_boxes_3d(
     image: np.ndarray,
     objects: Sequence[Object3d],
@@ -51,28 +100,28 @@ def draw_boxes_3d(
     """Projected 3D boxes on a copy of an image: 12 edges and a cross on the front face.
 
     Args:
-        image: (H, W, 3) uint8 RGB. objects: KITTI objects (DontCare and boxes reaching behind the
-            camera are skipped). P: (3, 4) projection of the image (P2).
+        image: (H, W, 3) uint8 RGB. objects: KITTI objects; those :func:`image_drawable` refuses
+            (DontCare, behind the camera, absurd depth or size, off the image) are skipped.
+            P: (3, 4) projection of the image (P2).
         colour: RGB line colour. show_score: write each object's score above its box.
 
     Returns:
         (H, W, 3) uint8 RGB.
     """
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
-    drawn = [o for o in objects if _has_box(o)]
+    ok = image_drawable(objects, P, (out.shape[1], out.shape[0]))
+    drawn = [o for o, good in zip(objects, ok, strict=True) if good]
     corners = _corners(drawn)  # (N, 8, 3)
     for obj, box in zip(drawn, corners, strict=True):
-        uv, depth = project_to_image(box, P)  # (8, 2), (8,)
-        if depth.min() < MIN_PROJECTION_DEPTH:  # not drawn
-            continue
-        pts = np.round(uv).astype(np.int32)
+        uv, _ = project_to_image(box, P)  # (8, 2)
+        pts = [tuple(int(c) for c in p) for p in np.round(uv)]
         for i, j in _EDGES:
-            cv2.line(out, tuple(pts[i]), tuple(pts[j]), colour, thickness, cv2.LINE_AA)
-        a, b, c, d = (tuple(pts[k]) for k in _FRONT_FACE)
+            cv2.line(out, pts[i], pts[j], colour, thickness, cv2.LINE_AA)
+        a, b, c, d = (pts[k] for k in _FRONT_FACE)
         cv2.line(out, a, c, colour, max(1, thickness - 1), cv2.LINE_AA)
         cv2.line(out, b, d, colour, max(1, thickness - 1), cv2.LINE_AA)
         if show_score and obj.score is not None:
-            x, y = pts[:, 0].min(), pts[:, 1].min() - 4
+            x, y = min(p[0] for p in pts), min(p[1] for p in pts) - 4
             cv2.putText(
                 out,
                 f"{obj.score:.2f}",
@@ -131,13 +180,20 @@ def draw_bev(
         lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_VIRIDIS)[:, 0, ::-1]
         out[col_row[inside, 1], col_row[inside, 0]] = lut[np.round(shade * 255).astype(np.int64)]
     for objects, colour in ((gt, GT_COLOUR), (pred, PRED_COLOUR)):
-        drawn = [o for o in objects if _has_box(o)]
+        drawn = [o for o in objects if _has_box(o) and np.isfinite([o.h, o.w, o.l, o.ry, *o.pos]).all()]
         for box in _corners(drawn):
             footprint = to_pixels(box[:4, 0], box[:4, 2])  # (4, 2)
+            if not _on_canvas(footprint, width, height):  # outside the area shown: skipped
+                continue
             cv2.polylines(out, [np.round(footprint).astype(np.int32)], True, colour, 2, cv2.LINE_AA)
             centre, front = footprint.mean(axis=0), footprint[:2].mean(axis=0)
-            cv2.line(out, tuple(np.round(centre).astype(int)), tuple(np.round(front).astype(int)), colour, 2)
+            cv2.line(out, _pixel(centre), _pixel(front), colour, 2)
     return out
+
+
+def _pixel(point: np.ndarray) -> tuple[int, int]:
+    """A (2,) float pixel point as the tuple of Python ints OpenCV takes."""
+    return int(round(float(point[0]))), int(round(float(point[1])))
 
 
 def grow_sparse_depth(depth: np.ndarray, *, size: int = 3) -> np.ndarray:

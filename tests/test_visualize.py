@@ -20,10 +20,12 @@ from lib.visualize import (
     colorize_bins,
     colorize_depth,
     compose_panel,
+    count_undrawable,
     depth_bin_map,
     draw_bev,
     draw_boxes_3d,
     grow_sparse_depth,
+    image_drawable,
     render_detections,
 )
 
@@ -74,6 +76,35 @@ def test_draw_boxes_3d_skips_dontcare_and_boxes_behind_the_camera() -> None:
     )
     behind = make_object(0.0, -10.0)
     assert (draw_boxes_3d(image, [dontcare, behind], CALIB.P2) == 0).all()
+
+
+def absurd_boxes() -> list[Object3d]:
+    """Finite boxes no camera can show: a young network's output (depth 1e9 m, 1e9 m aside,
+    behind the camera, beside the image, 1e12 m tall)."""
+    tall = make_object(0.0, 10.0, score=0.01)
+    tall.h = 1e12
+    return [
+        make_object(0.0, 1e9, score=0.01),
+        make_object(1e9, 20.0, score=0.01),
+        make_object(0.0, -5.0, score=0.01),
+        make_object(200.0, 10.0, score=0.01),  # 200 m right at 10 m ahead: left of nothing, off the image
+        tall,
+    ]
+
+
+def test_absurd_boxes_are_skipped_and_counted_not_an_error() -> None:
+    image = np.full((120, 400, 3), 50, np.uint8)
+    good = make_object(2.0, 15.0, score=0.7)
+    absurd = absurd_boxes()
+    assert image_drawable([good, *absurd], CALIB.P2, (400, 120)) == [True] + [False] * 5
+    assert count_undrawable([good, *absurd], CALIB.P2, (400, 120)) == 5
+    # the drawable box is drawn exactly as alone; the others leave no pixel
+    alone = draw_boxes_3d(image, [good], CALIB.P2, show_score=True)
+    assert (draw_boxes_3d(image, [good, *absurd], CALIB.P2, show_score=True) == alone).all()
+    assert (draw_boxes_3d(image, absurd, CALIB.P2) == 50).all()
+    # the bird's-eye view of the panel skips the footprints outside it (all but the tall box's)
+    assert (render_detections(image, [good, *absurd[:4]], CALIB.P2, width=400)
+            == render_detections(image, [good], CALIB.P2, width=400)).all()  # fmt: skip
 
 
 def test_draw_bev_puts_points_and_boxes_where_they_are() -> None:

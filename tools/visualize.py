@@ -31,12 +31,16 @@ from lib.depth_bins import MODES, RpdSettings
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
 from lib.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
+from lib.utils import cli_types
+from lib.utils.outputs import check_outputs
 from lib.visualize import (
+    MAX_DRAW_DEPTH,
     PRED_COLOUR,
     add_title,
     colorize_bins,
     colorize_depth,
     compose_panel,
+    count_undrawable,
     depth_bin_map,
     draw_bev,
     draw_boxes_3d,
@@ -64,18 +68,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="output PNG of --frame (default: <frame>_vis.png)")
     parser.add_argument("--out-dir", type=Path, help="output folder of --split / --all-results")
-    parser.add_argument("--score-threshold", type=float, default=0.0, help="draw predictions with score >= S")
-    parser.add_argument("--width", type=int, default=960, help="width of the image column, pixels")
+    parser.add_argument(
+        "--score-threshold",
+        type=cli_types.score,
+        default=0.0,
+        help="draw predictions whose score (the last column of the result file, as tools/infer.py "
+        "writes and thresholds it) is >= S",
+    )
+    parser.add_argument(
+        "--width", type=cli_types.render_width, default=960, help="width of the image column, pixels"
+    )
     parser.add_argument("--bits", type=int, default=8, help="bits per colour channel kept (smaller PNGs)")
     parser.add_argument("--rpd-mode", choices=MODES, default=defaults.mode, help="bin layout of the bin map")
-    parser.add_argument("--num-bins", type=int, default=defaults.num_bins)
-    parser.add_argument("--depth-min", type=float, default=defaults.depth_min)
-    parser.add_argument("--depth-max", type=float, default=defaults.depth_max)
+    parser.add_argument("--num-bins", type=cli_types.positive_int, default=defaults.num_bins)
+    parser.add_argument("--depth-min", type=cli_types.positive_float, default=defaults.depth_min)
+    parser.add_argument("--depth-max", type=cli_types.positive_float, default=defaults.depth_max)
     args = parser.parse_args(argv)
     if not 1 <= args.bits <= 8:
         parser.error(f"--bits must be in 1..8, got {args.bits}")
     if args.frame is not None and not args.frame.isdigit():
         parser.error(f"--frame must be a frame id like 000001, got {args.frame!r}")
+    if args.depth_min >= args.depth_max:
+        parser.error(f"--depth-min {args.depth_min:g} must be below --depth-max {args.depth_max:g}")
     if args.frame is None and args.out_dir is None:
         parser.error("--split and --all-results write into --out-dir")
     if args.all_results and args.results is None:
@@ -118,8 +132,10 @@ def read_predictions(args: argparse.Namespace, name: str) -> list:
     return [o for o in pred if o.score is None or o.score >= args.score_threshold]
 
 
-def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, int]:
-    """The panel of one frame (RGB) and its numbers of ground-truth and drawn predicted objects."""
+def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, int, int]:
+    """The panel of one frame (RGB), its numbers of ground-truth and predicted objects above the
+    threshold, and how many of those boxes cannot be drawn on the image (lib/visualize.py
+    ``image_drawable``: behind the camera, absurd depth or size, off the image)."""
     split_dir = args.data_dir / args.split_dir
     image_path = split_dir / "image_2" / f"{name}.png"
     bgr = cv2.imread(str(image_path))
@@ -165,14 +181,19 @@ def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, 
     far = min(far, BEV_MAX_RANGE)
     bev = draw_bev(scan, calib, gt=gt, pred=pred, z_range=(0.0, 10.0 * np.ceil(far / 10.0)))
     side = add_title(resize_to(bev, height=sum(im.shape[0] for im in column)), "bird's-eye view")
-    return compose_panel(column, side, width=args.width), len(gt), len(pred)
+    skipped = count_undrawable(gt + pred, calib.P2, image_size)
+    return compose_panel(column, side, width=args.width), len(gt), len(pred), skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    inputs = {"--data-dir": args.data_dir, "--results": args.results, "--depth-map": args.depth_map}
+    check_outputs({"--out": args.out, "--out-dir": args.out_dir}, inputs)
     names = frame_names(args)
+    undrawn = 0
     for name in tqdm(names, desc="panels", unit="frame", disable=len(names) == 1):
-        panel, num_gt, num_pred = render_frame(args, name)
+        panel, num_gt, num_pred, skipped = render_frame(args, name)
+        undrawn += skipped
         drop = 8 - args.bits  # posterise: keep the top bits, centred in the dropped range
         if drop:
             panel = (panel >> drop << drop) + (1 << (drop - 1))
@@ -189,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.frame is None:
         print(f"wrote {len(names)} panels to {args.out_dir}")
+    if undrawn:
+        where = f"behind the camera, beyond {MAX_DRAW_DEPTH:g} m or off it"
+        print(f"{undrawn} boxes not drawn on the image ({where})")
     return 0
 
 
