@@ -22,6 +22,34 @@ from lib.inference import CameraError, Frame, read_projection
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VIDEO_CODEC = "mp4v"  # MPEG-4 Part 2: written by every OpenCV FFmpeg build
+# Plausible focal lengths, as multiples of the image width: horizontal fields of view from about
+# 157 down to 6 degrees (KITTI: 721.5 px on 1242 px, 0.58).
+FOCAL_PER_WIDTH = (0.1, 10.0)
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def check_camera(P2: np.ndarray, image_size: tuple[int, int], source: str) -> None:
+    """Refuse a camera that cannot be the one of a ``image_size`` (W, H) image: its principal
+    point outside the image (e.g. ``--intrinsics`` given as fx,fy,cy,cx), or a focal length
+    outside :data:`FOCAL_PER_WIDTH` times the width (every box would land at an absurd depth).
+
+    Raises:
+        CameraError: names ``source`` (``--intrinsics`` or the calib file), the values and the image.
+    """
+    width, height = image_size
+    fx, fy, cx, cy = (float(P2[0, 0]), float(P2[1, 1]), float(P2[0, 2]), float(P2[1, 2]))
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise CameraError(
+            f"{source}: principal point (cx, cy) = ({cx:g}, {cy:g}) px lies outside the {width}x{height} "
+            "image (intrinsics are fx,fy,cx,cy in pixels of this image)"
+        )
+    low, high = (k * width for k in FOCAL_PER_WIDTH)
+    for name, focal in (("fx", fx), ("fy", fy)):
+        if not low <= focal <= high:
+            raise CameraError(
+                f"{source}: focal length {name} = {focal:g} px is implausible for a {width} px wide image "
+                f"(expected {low:g} to {high:g} px, fields of view of about 157 to 6 degrees)"
+            )
 
 
 class Camera:
@@ -32,10 +60,12 @@ class Camera:
             Exactly one of the two.
     """
 
-    def __init__(self, *, P2: np.ndarray | None = None, calib_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, P2: np.ndarray | None = None, calib_dir: Path | None = None, source: str = "--intrinsics"
+    ) -> None:
         if (P2 is None) == (calib_dir is None):
             raise ValueError("Camera needs exactly one of P2, calib_dir")
-        self.P2, self.calib_dir = P2, calib_dir
+        self.P2, self.calib_dir, self.source = P2, calib_dir, source
         self.first: tuple[str, tuple[int, int]] | None = None  # name and (W, H) of the first frame
 
     @classmethod
@@ -49,14 +79,14 @@ class Camera:
             return cls(P2=intrinsics)
         if calib.is_dir():
             return cls(calib_dir=calib)
-        return cls(P2=read_projection(calib))
+        return cls(P2=read_projection(calib), source=str(calib))
 
     def projection(self, name: str, image_size: tuple[int, int]) -> np.ndarray:
         """(3, 4) projection of the frame named ``name`` (an image stem) of (W, H) ``image_size``.
 
         Raises:
             CameraError: no calib file for the frame; with one camera, a frame of another size
-                than the first.
+                than the first; a camera that does not fit the image (:func:`check_camera`).
         """
         if self.P2 is not None:
             self.first = self.first or (name, image_size)
@@ -67,11 +97,14 @@ class Camera:
                     "with one camera; "
                     "give a --calib folder with a file per image"
                 )
+            check_camera(self.P2, image_size, self.source)
             return self.P2
         path = self.calib_dir / f"{name}.txt"
         if not path.is_file():
             raise CameraError(f"{path}: no calib file for image {name} in the --calib folder")
-        return read_projection(path)
+        P2 = read_projection(path)
+        check_camera(P2, image_size, str(path))
+        return P2
 
 
 def is_video(path: Path) -> bool:
@@ -92,11 +125,30 @@ def list_images(path: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (grey and 16-bit images are converted)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 RGB of an image file (grey and 16-bit images are converted).
+
+    Raises:
+        UserError: not a decodable image, or a JPEG cut short (libjpeg would fill the missing
+            rows with grey and only warn).
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    if path.suffix.lower() in JPEG_SUFFIXES and data.size and jpeg_truncated(data.tobytes()):
+        raise UserError(f"{path}: truncated JPEG (the file ends before its end-of-image marker); re-copy it")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise UserError(f"{path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def jpeg_truncated(data: bytes) -> bool:
+    """Whether JPEG bytes stop before the end-of-image marker (FF D9) of their main image.
+
+    The scan of the main image is followed by FF D9; a file cut short lacks it. Bytes after the
+    marker (camera trailers, an appended video) are allowed, so the marker is searched from the
+    start of the last scan (its SOS marker FF DA) on.
+    """
+    start = data.rfind(b"\xff\xda")
+    return start < 0 or data.find(b"\xff\xd9", start) < 0
 
 
 def count_frames(path: Path) -> int | None:

@@ -179,19 +179,33 @@ def parse_label_text(text: str, source: str | Path, with_score: bool | None = No
     )
 
 
+ANGLE_SLACK = 0.01  # radians beyond pi accepted in labels (values are written with 2 decimals)
+
+
 def check_label_values(name: str, values: list[float], where: str) -> None:
-    """Refuse a ground-truth object whose sizes make no sense (``where`` is ``file:line``).
+    """Refuse a ground-truth object whose values make no sense (``where`` is ``file:line``).
 
     A 3D size (h, w, l) <= 0 or a 2D box with x2 < x1 or y2 < y1: GUPNet's loader drops such a
-    box without a word, and the evaluator scores it like any other. DontCare lines (sizes -1 by
-    KITTI's convention) are not checked. Detections (16 columns) are not checked either: a
-    young model's sizes may be anything, and the evaluator must still score them.
+    box without a word, and the evaluator scores it like any other. Truncation outside [0, 1],
+    occlusion other than 0, 1, 2, 3, or alpha / rotation_y outside [-pi, pi] (the devkit's ranges;
+    :data:`ANGLE_SLACK` for rounding): the difficulty of such an object is none of Easy, Moderate,
+    Hard, so it would silently leave every evaluation. DontCare lines (-1 and -10 by KITTI's
+    convention) are not checked. Detections (16 columns) are not checked either: a young model's
+    values may be anything, and the evaluator must still score them.
 
     Raises:
         KittiFormatError: names the file, line and values.
     """
     if name == DONT_CARE:
         return
+    truncation, occlusion, alpha, ry = values[0], values[1], values[2], values[13]
+    if not 0.0 <= truncation <= 1.0:
+        raise KittiFormatError(f"{where}: {name} has truncation {truncation:g}; KITTI's is in [0, 1]")
+    if occlusion not in (0, 1, 2, 3):
+        raise KittiFormatError(f"{where}: {name} has occlusion {occlusion:g}; KITTI's is 0, 1, 2 or 3")
+    for field, angle in (("alpha", alpha), ("rotation_y", ry)):
+        if abs(angle) > math.pi + ANGLE_SLACK:
+            raise KittiFormatError(f"{where}: {name} has {field} {angle:g}; KITTI's is in [-pi, pi]")
     x1, y1, x2, y2 = values[3:7]
     h, w, l = values[7:10]  # noqa: E741  (KITTI's name for the length)
     if min(h, w, l) <= 0:
@@ -202,11 +216,28 @@ def check_label_values(name: str, values: list[float], where: str) -> None:
         )
 
 
+def read_text(path: str | Path) -> str:
+    """The text of a KITTI text file (label, result, calib, split list), decoded as UTF-8.
+
+    Raises:
+        FileNotFoundError (and other ``OSError``): as ``open``.
+        KittiFormatError: the bytes are not UTF-8 text (names the first bad byte and its offset).
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise KittiFormatError(
+            f"{path}: not a text file: byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8 "
+            "(KITTI files are plain ASCII text)"
+        ) from None
+
+
 def read_label_table(path: str | Path, with_score: bool | None = None) -> LabelTable:
     """Read a label_2 or result file into a :class:`LabelTable` (see :func:`parse_label_text`)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"KITTI label/result file not found: {path}") from None
     return parse_label_text(text, path, with_score)
@@ -264,7 +295,7 @@ def read_calib(path: str | Path) -> Calibration:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"KITTI calib file not found: {path}") from None
     aliases = {"R_rect": "R0_rect", "Tr_velo_cam": "Tr_velo_to_cam", "Tr_imu_velo": "Tr_imu_to_velo"}
@@ -316,7 +347,7 @@ def read_split(path: str | Path) -> list[int]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"KITTI split file not found: {path}") from None
     ids = []

@@ -78,8 +78,9 @@ def test_existing_zip_is_kept_and_the_data_folder_works_too(small, tmp_path: Pat
         == f"error: {out}: already exists; pass --overwrite to replace it or choose another --out\n"
     )
     assert submit(results, "--split", split, "--out", out, "--overwrite") == 0
-    assert submit(results / "data", "--split", split) == 0  # default --out: inside RESULTS_DIR
-    with zipfile.ZipFile(results / "data" / "submission.zip") as archive:
+    assert submit(results / "data", "--split", split) == 0  # default --out: beside the result files
+    assert not (results / "data" / "submission.zip").exists()
+    with zipfile.ZipFile(results / "submission.zip") as archive:
         assert archive.namelist() == [f"{i:06d}.txt" for i in range(12)]
 
 

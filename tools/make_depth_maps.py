@@ -27,6 +27,7 @@ from tqdm import tqdm
 from lib.datasets.depth_maps import build_depth_map
 from lib.errors import run_cli
 from lib.kitti_io import KittiFormatError, find_split_file, read_split, write_depth_map
+from lib.utils.outputs import check_outputs
 
 # Thread pools of the maths libraries, one thread each in a worker process. N workers with a
 # pool of N threads each oversubscribe the CPU: OpenBLAS then spins, and the (points × 4) @ (4 × 3)
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
 
+    sources = ("image_2", "velodyne", "calib", "label_2")
+    inputs = {f"{folder}/{name}": split_dir / name for name in sources} | {"the split list": split_file}
+    check_outputs({"--depth-dir": split_dir / args.depth_dir}, inputs)  # --overwrite never replaces them
     frame_ids = read_split(split_file)  # a malformed, duplicate or empty list: run_cli's one line
     (split_dir / args.depth_dir).mkdir(exist_ok=True)
     tasks = [(split_dir, i, args.depth_dir, not args.sparse, args.overwrite) for i in frame_ids]

@@ -13,8 +13,9 @@ RESULTS_DIR holds one ``NNNNNN.txt`` per test frame, directly or in its ``data/`
 The zip holds the ``.txt`` files at its top level, with no folder: the server reads
 ``000000.txt`` ... ``007517.txt`` from the archive root (GUPNet's README; a folder inside the
 zip makes the server report that it cannot read ``000000.txt``). Upload it at
-http://www.cvlibs.net/datasets/kitti/user_submit.php. An existing ``--out`` is kept unless
-``--overwrite``.
+http://www.cvlibs.net/datasets/kitti/user_submit.php. The zip goes beside the folder of result
+files unless ``--out``; never into that folder nor over the split file (lib/utils/outputs.py), and
+an existing ``--out`` is kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
-from lib.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split
+from lib.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split, read_text
+from lib.utils.outputs import check_outputs
 
 # The object types of KITTI's label format (devkit readme); the server scores Car, Pedestrian
 # and Cyclist and ignores the others.
@@ -42,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "results_dir", type=Path, help="folder of NNNNNN.txt result files (or their data/ parent)"
     )
-    parser.add_argument("--out", type=Path, help="zip to write (default: RESULTS_DIR/submission.zip)")
+    parser.add_argument(
+        "--out", type=Path, help="zip to write (default: submission.zip beside the folder of result files)"
+    )
     parser.add_argument(
         "--split",
         type=Path,
@@ -80,7 +84,7 @@ def check_file(path: Path) -> Counter:
     Raises:
         KittiFormatError, UserError: the file and line of the first bad line.
     """
-    text = path.read_text()
+    text = read_text(path)
     table = parse_label_text(text, path, with_score=True)  # 16 finite columns on every line
     lines = [(n, line.split()[0]) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     for lineno, name in lines:
@@ -104,10 +108,13 @@ def write_zip(out: Path, folder: Path, frame_ids: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = args.out if args.out is not None else args.results_dir / "submission.zip"
+    folder = resolve_result_dir(args.results_dir)
+    out = args.out if args.out is not None else folder.parent / "submission.zip"
+    check_outputs({"--out": out}, {"RESULTS_DIR": folder, "--split": args.split})
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the zip file to write")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out}: already exists; pass --overwrite to replace it or choose another --out")
-    folder = resolve_result_dir(args.results_dir)
     frame_ids = read_split(args.split)
     check_frames(folder, frame_ids, args.split)
     counts: Counter = Counter()

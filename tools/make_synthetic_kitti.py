@@ -31,6 +31,7 @@ from typing import Any
 from lib.datasets.synthetic import DEPTH_RANGE, IMAGE_SIZE, NUM_OBJECTS, write_dataset
 from lib.datasets.synthetic_scene import CAMERA_HEIGHT
 from lib.errors import UserError, run_cli
+from lib.utils import cli_types
 
 MARKER = ".synthetic_kitti"  # written first into --out: the folder is this tool's to rewrite
 
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (created)")
     parser.add_argument("--frames", type=int, required=True, help="number of frames")
-    parser.add_argument("--seed", type=int, default=0, help="frame i is drawn from default_rng([seed, i])")
+    parser.add_argument(
+        "--seed", type=cli_types.non_negative_int, default=0, help="frame i: default_rng([seed, i])"
+    )
     parser.add_argument(
         "--size", type=parse_size, default=IMAGE_SIZE, help="image WIDTHxHEIGHT (default 1242x375, KITTI's)"
     )

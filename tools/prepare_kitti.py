@@ -5,8 +5,9 @@
 Steps, in order; nothing is written until every check has passed:
 
 1. check the tree: each folder of the KITTI archives is there with one file per frame of the
-   split lists (which archive to download or re-extract when not); one calib, label and image
-   of each split and one Velodyne scan are parsed;
+   split lists (which archive to download or re-extract when not); one Velodyne scan is parsed,
+   and every image is decoded and every calib and label parsed as training reads them
+   (lib/datasets/dataset_check.py: empty or truncated images, labels out of KITTI's ranges);
 2. link ``data/KITTI3D`` to the dataset (an existing link or folder that points elsewhere is
    left alone unless ``--replace-link``);
 3. install the standard split lists (``data/splits/``) as ``ImageSets/`` when the dataset has
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.constants import KITTI_SPLIT_SIZES
+from lib.datasets.dataset_check import MAX_ERRORS_SHOWN, check_dataset
 from lib.datasets.depth_maps import read_image_size
 from lib.errors import UserError, run_cli
 from lib.kitti_io import (
@@ -233,7 +235,28 @@ def check_tree(root: Path) -> Report:
     report.counts[f"training/{DEPTH_DIR}"] = len(depth_maps)
     check_testing(report)
     parse_samples(report)
+    check_every_frame(report)
     return report
+
+
+def check_every_frame(report: Report) -> None:
+    """Decode every image and parse every calib and label of the splits, as training reads them
+    (lib/datasets/dataset_check.py); its errors are problems, its warnings notes."""
+    if report.problems:  # a folder is missing frames: say that first
+        return
+    splits = [s for s in ("train", "val", "trainval") if s in report.splits]
+    splits = [s for s in splits if s != "trainval"] or splits  # trainval = train + val: read once
+    if "test" in report.splits and (report.root / "testing" / "calib").is_dir():
+        splits.append("test")
+    checked = check_dataset(report.root, splits)
+    report.problems += checked.errors[:MAX_ERRORS_SHOWN]
+    if len(checked.errors) > MAX_ERRORS_SHOWN:
+        report.problems.append(
+            f"... and {len(checked.errors) - MAX_ERRORS_SHOWN} more files that cannot be read"
+        )
+    report.notes += [
+        f"{count} {kind} (e.g. {checked.examples[kind]})" for kind, count in checked.warnings.items()
+    ]
 
 
 def link_problem(root: Path, link: Path, replace: bool) -> str | None:

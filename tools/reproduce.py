@@ -47,7 +47,9 @@ from lib.eval.report import (
     format_results_table,
 )
 from lib.kitti_io import find_split_file, read_split
+from lib.utils import cli_types
 from lib.utils.jobs import REPO_ROOT, job_output, run_command, run_side_by_side, say
+from lib.utils.run_lock import run_folder_lock
 
 MAIN_STAGES = ("teacher", "student", "monommkd")
 BASELINE_STAGES = ("monoskd", "monodistill")
@@ -74,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="outputs/reproduce (demo: outputs/demo)"
     )
-    parser.add_argument("--frames", type=int, default=DEMO_FRAMES, help="synthetic frames (--demo)")
+    parser.add_argument(
+        "--frames", type=cli_types.positive_int, default=DEMO_FRAMES, help="synthetic frames (--demo)"
+    )
     parser.add_argument("--skip-done", action="store_true", help="skip stages whose evaluation exists")
     parser.add_argument(
         "--seeds", type=int, default=1, help="train every stage with N seeds; table cells: mean ± std"
@@ -240,9 +244,38 @@ def main(argv: list[str] | None = None) -> int:
             chain = stage_overrides(s, chain_dir, demo=args.demo, data_dir=out_dir / "data")
             given = chain + list(args.overrides)
             overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
+    check_stage_folders(overrides, config_dir, skip_done=args.skip_done)
+    with run_folder_lock(out_dir):
+        return run_chains(args, out_dir, config_dir, overrides, start)
+
+
+def check_stage_folders(
+    overrides: dict[tuple[Path, str], list[str]], config_dir: Path, *, skip_done: bool
+) -> None:
+    """Before anything runs: every stage's config and overrides load, each stage gets its own run
+    folder (an ``experiment.name`` override would send them all into one), and none is trained."""
+    owners: dict[Path, str] = {}
     for (chain_dir, stage), stage_args in overrides.items():  # a bad key or value fails here
         cfg = load_config(config_dir / f"{stage}.yaml", stage_args)
-        check_not_trained(chain_dir / ExperimentSettings.from_config(cfg).name, skip_done=args.skip_done)
+        run_dir = chain_dir / ExperimentSettings.from_config(cfg).name
+        if run_dir in owners:
+            raise UserError(
+                f"{run_dir}: the stages {owners[run_dir]} and {stage} would both write this run folder "
+                "(an experiment.name override names every stage alike); drop that override: each stage "
+                "is named by its config"
+            )
+        owners[run_dir] = stage
+        check_not_trained(run_dir, skip_done=skip_done)
+
+
+def run_chains(
+    args: argparse.Namespace,
+    out_dir: Path,
+    config_dir: Path,
+    overrides: dict[tuple[Path, str], list[str]],
+    start: float,
+) -> int:
+    """The demo data, every stage, and the tables (``out_dir`` locked by the caller)."""
     if args.demo:
         make_demo_data(out_dir / "data", frames=args.frames)
     run_dirs = train_stages(overrides, config_dir, skip_done=args.skip_done, jobs=args.jobs)

@@ -47,7 +47,10 @@ from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import load_labels, load_results, run_result_dir
 from lib.eval.report import format_error_table, write_json
 from lib.kitti_io import read_split, write_split
+from lib.utils import cli_types
 from lib.utils.jobs import job_output, run_command, run_side_by_side, say
+from lib.utils.outputs import check_outputs
+from lib.utils.run_lock import run_folder_lock
 
 SPLIT = "sanity"  # the frames, trained on and evaluated on
 CLASS = "Car"
@@ -78,10 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=1, help="checks run at once (default 1)")
     parser.add_argument("--frames", type=int, default=8, help="synthetic frames (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--seed", type=cli_types.non_negative_int, default=0, help="synthetic data seed")
     parser.add_argument("--kitti-root", type=Path, default=None, help="a KITTI tree instead of synthetic")
     parser.add_argument("--frame-list", type=Path, default=None, help="frame ids of --kitti-root, one a line")
-    parser.add_argument("--min-recall", type=float, default=MIN_RECALL, help=f"bar (default {MIN_RECALL})")
+    parser.add_argument(
+        "--min-recall", type=cli_types.score, default=MIN_RECALL, help=f"bar, default {MIN_RECALL}"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/sanity"), help="outputs/sanity")
     parser.add_argument(
         "--overwrite", action="store_true", help="retrain over an earlier run of the config (moved aside)"
@@ -226,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     out_dir = args.output_dir.resolve()
+    inputs = {"--kitti-root": args.kitti_root, "--frame-list": args.frame_list}
+    check_outputs({"--output-dir": out_dir}, inputs)
+    with run_folder_lock(out_dir):
+        return run_checks(args, out_dir, start)
+
+
+def run_checks(args: argparse.Namespace, out_dir: Path, start: float) -> int:
+    """The frames, then every check (``out_dir`` locked by the caller); 0 when all passed."""
     if args.kitti_root is not None:
         root = kitti_frames(out_dir, args.kitti_root, args.frame_list)
     else:

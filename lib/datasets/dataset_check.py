@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.config import Config
-from lib.datasets.depth_maps import read_image_size
-from lib.datasets.kitti import needs_depth_maps
+from lib.datasets.kitti import needs_depth_maps, read_kitti_image
 from lib.errors import UserError
 from lib.kitti_io import (
     DONT_CARE,
@@ -98,7 +97,8 @@ def check_frame(files: FrameFiles) -> CheckReport:
     name = f"{files.frame_id:06d}"
     d = files.data_dir
     try:
-        image_size = read_image_size(d / "image_2" / f"{name}.png")
+        image = read_kitti_image(d / "image_2" / f"{name}.png")  # decoded whole, as training does
+        image_size = (image.shape[1], image.shape[0])
         read_calib(d / "calib" / f"{name}.txt")
         if files.labels:
             _check_labels(d / "label_2" / f"{name}.txt", image_size, report)
@@ -140,6 +140,7 @@ def check_dataset(
     root = Path(root)
     report = CheckReport()
     tasks: dict[tuple[str, int], FrameFiles] = {}
+    listed: dict[str, tuple[str, set[int]]] = {}  # split -> (its folder, its frame ids)
     for split in splits:
         data_dir = root / ("testing" if split == "test" else "training")
         depth = depth_dir if split in depth_splits else None
@@ -153,6 +154,8 @@ def check_dataset(
         except (KittiFormatError, OSError) as err:
             report.errors.append(str(err))
             continue
+        _warn_overlap(report, split, data_dir.name, set(ids), listed)
+        listed[split] = (data_dir.name, set(ids))
         for frame_id in ids:
             key = (data_dir.name, frame_id)
             old = tasks.get(key)
@@ -168,6 +171,22 @@ def check_dataset(
         for frame_report in pool.map(check_frame, tasks.values()):
             report.merge(frame_report)
     return report
+
+
+def _warn_overlap(
+    report: CheckReport, split: str, folder: str, ids: set[int], listed: dict[str, tuple[str, set[int]]]
+) -> None:
+    """Warn about frames of ``split`` that an earlier split of the same folder lists too (a frame
+    in both train and val is evaluated on what it was trained on)."""
+    for other, (other_folder, other_ids) in listed.items():
+        both = sorted(ids & other_ids) if folder == other_folder and other != split else []
+        if both:
+            report.warn(
+                f"frames listed in both '{other}' and '{split}' (evaluated on what was trained on, "
+                "unless one split contains the other on purpose, as trainval)",
+                f"{both[0]:06d}",
+                len(both),
+            )
 
 
 def format_report(report: CheckReport, *, max_errors: int = MAX_ERRORS_SHOWN) -> str:

@@ -52,6 +52,7 @@ from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, 
 from lib.depth_bins import RpdSettings
 from lib.kitti_io import (
     Calibration,
+    KittiFormatError,
     Object3d,
     find_split_file,
     read_calib,
@@ -197,6 +198,24 @@ AUGMENT_KEYS = ("random_flip", "random_crop", "scale", "shift", "color_aug", "co
 AUGMENT_KEYS += ("flip_about_width", "projection", "image_warp", "depth_warp")
 
 
+def read_kitti_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a KITTI image, decoded whole: what training reads, and what
+    lib/datasets/dataset_check.py reads, so that both refuse the same files.
+
+    Raises:
+        FileNotFoundError: no such file. KittiFormatError: empty, truncated or not an image.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        size = path.stat().st_size
+        raise KittiFormatError(
+            f"{path}: cannot be decoded as an image ({size} bytes: empty, truncated or corrupt)"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 class KittiDataset(Dataset):
     """KITTI frames of one split as sample dicts (the batch layout of this module's docstring).
 
@@ -296,11 +315,7 @@ class KittiDataset(Dataset):
 
     def _read_image(self, frame_id: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
-        path = self.data_dir / "image_2" / f"{frame_id:06d}.png"
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"KITTI image missing or unreadable: {path}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return read_kitti_image(self.data_dir / "image_2" / f"{frame_id:06d}.png")
 
     def _read_depth(self, frame_id: int, image_size: tuple[int, int]) -> np.ndarray:
         """(H, W) float32 metres, 0 = none; cropped MonoSKD maps are padded (kitti_io)."""

@@ -15,8 +15,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lib.errors import UserError
 from lib.eval.kitti_eval import FrameObjects
-from lib.kitti_io import LabelTable, Object3d, parse_label_text, write_label
+from lib.kitti_io import LabelTable, Object3d, parse_label_text, read_text, write_label
 
 RESULT_SUBDIR = "data"  # <result_dir>/data/NNNNNN.txt, the devkit's layout
 
@@ -70,17 +71,26 @@ def resolve_result_dir(result_dir: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: ``result_dir`` is not a directory.
+        UserError: ``NNNNNN.txt`` files both at the top level and in ``data/`` (which set is meant
+            cannot be told; reading one would silently drop the other).
     """
     result_dir = Path(result_dir)
     if not result_dir.is_dir():
         raise FileNotFoundError(f"result directory not found: {result_dir}")
     data = result_dir / RESULT_SUBDIR
-    return data if data.is_dir() else result_dir
+    if not data.is_dir():
+        return result_dir
+    top = _frame_files(result_dir)
+    if top:
+        raise UserError(
+            f"{result_dir}: holds result files both at its top level ({len(top)}, e.g. {min(top):06d}.txt) "
+            f"and in {RESULT_SUBDIR}/ ({len(_frame_files(data))}); keep one set: move the other away"
+        )
+    return data
 
 
-def result_frame_ids(result_dir: str | Path) -> set[int]:
-    """Frame ids that have a result file (``NNNNNN.txt``) in a result folder (see resolve_result_dir)."""
-    folder = resolve_result_dir(result_dir)
+def _frame_files(folder: Path) -> set[int]:
+    """Frame ids of the ``NNNNNN.txt`` files directly in ``folder``."""
     ids = set()
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -88,6 +98,11 @@ def result_frame_ids(result_dir: str | Path) -> set[int]:
             if ext == ".txt" and stem.isdigit() and entry.is_file():
                 ids.add(int(stem))
     return ids
+
+
+def result_frame_ids(result_dir: str | Path) -> set[int]:
+    """Frame ids that have a result file (``NNNNNN.txt``) in a result folder (see resolve_result_dir)."""
+    return _frame_files(resolve_result_dir(result_dir))
 
 
 def _split_line_of(split_file: Path, frame_id: int) -> int | None:
@@ -101,8 +116,7 @@ def _split_line_of(split_file: Path, frame_id: int) -> int | None:
 
 def _read_text(path: Path) -> str | None:
     try:
-        with open(path) as fh:
-            return fh.read()
+        return read_text(path)
     except FileNotFoundError:
         return None
 
