@@ -44,6 +44,9 @@ CLASSIFIER_PREFIX = "fc."
 BN_COUNTER_SUFFIX = ".num_batches_tracked"  # the backbone's ImageNet classifier, never used by the detector
 
 
+DLA34_URL = "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth"  # configs/base.yaml's default
+
+
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
 
@@ -244,27 +247,38 @@ def load_model_state(
     return report
 
 
+class BackboneWeightsError(UserError, RuntimeError):
+    """ImageNet backbone weights that are absent and cannot be downloaded (the message says from
+    where, to which path and with which command)."""
+
+
+def _fetch_hint(url: str, path: Path) -> str:
+    """How to put the file of ``url`` at ``path`` by hand: the command, and the two other ways."""
+    return (
+        f"fetch it with `mkdir -p {path.parent} && curl -L -o {path} {url}` (any machine with network, "
+        f"then copy the file), or point model.backbone_weights=/path/to/{path.name} at a copy; "
+        "model.pretrained=false trains from scratch"
+    )
+
+
 def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
     if "://" not in path_or_url:
         path = Path(path_or_url)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"model.backbone_weights: no file at {path}. Download the ImageNet weights (DLA-34: "
-                "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth) to that path, point "
-                "model.backbone_weights at the file, or set model.pretrained=false."
+            raise BackboneWeightsError(
+                f"model.backbone_weights: no file at {path}; " + _fetch_hint(DLA34_URL, path)
             )
         return detector_state_from_checkpoint(load_checkpoint(path), source=str(path))
-    file_name = path_or_url.rsplit("/", 1)[-1]
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / path_or_url.rsplit("/", 1)[-1]
     try:
         state = torch.hub.load_state_dict_from_url(
             path_or_url, map_location="cpu", progress=False, weights_only=True
         )
     except (URLError, OSError) as err:
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-        raise RuntimeError(
-            f"model.backbone_weights: could not download {path_or_url} ({err}). Download it by hand "
-            f"and either put it at {cache} (the torch hub cache) or anywhere and set "
-            f"model.backbone_weights=/path/to/{file_name}; model.pretrained=false trains from scratch."
+        reason = getattr(err, "reason", None) or err
+        raise BackboneWeightsError(
+            f"model.backbone_weights: {cache} is absent and {path_or_url} could not be downloaded "
+            f"({reason}); " + _fetch_hint(path_or_url, cache)
         ) from err
     return detector_state_from_checkpoint(state, source=path_or_url)
 
@@ -278,8 +292,8 @@ def load_pretrained_backbone(model: nn.Module, path_or_url: str) -> None:
     swap-load-restore of ``fc``.
 
     Raises:
-        FileNotFoundError / RuntimeError: file absent or download failed (the message says what to
-            download, where to put it and which config key to set).
+        BackboneWeightsError: file absent or download failed (one line: the URL, the path where
+            the file is expected and the command that fetches it).
         CheckpointMismatchError: the file is not weights for this backbone.
     """
     state = _read_backbone_weights(path_or_url)

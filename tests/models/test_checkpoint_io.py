@@ -10,6 +10,7 @@ import torch
 
 from lib.config import load_config
 from lib.depth_bins import RpdSettings
+from lib.errors import UserError
 from lib.models import (
     CheckpointMismatchError,
     ModelSettings,
@@ -18,7 +19,7 @@ from lib.models import (
     load_pretrained_backbone,
 )
 from lib.models.backbones import DLA34
-from lib.models.checkpoint_io import CheckpointError
+from lib.models.checkpoint_io import BackboneWeightsError, CheckpointError
 
 BASE = load_config(Path(__file__).resolve().parents[2] / "configs" / "base.yaml")
 
@@ -174,13 +175,17 @@ def test_offline_download_error_says_what_to_do(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     url = (tmp_path / "nowhere" / "dla34-ba72cf86.pth").as_uri()
     model = _detector(type="gupnet", depth_branch=False)
-    with pytest.raises(RuntimeError, match="could not download") as info:
+    with pytest.raises(BackboneWeightsError, match="could not be downloaded") as info:
         load_pretrained_backbone(model, url)
     message = str(info.value)
-    assert "model.backbone_weights=/path/to/dla34-ba72cf86.pth" in message
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "dla34-ba72cf86.pth") in message
-    with pytest.raises(FileNotFoundError, match="dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth"):
-        load_pretrained_backbone(model, str(tmp_path / "missing.pth"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "dla34-ba72cf86.pth"
+    assert f"mkdir -p {cache.parent} && curl -L -o {cache} {url}" in message  # the command, the path
+    assert "model.backbone_weights=/path/to/dla34-ba72cf86.pth" in message and "\n" not in message
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(BackboneWeightsError, match=f"no file at {missing}") as info:
+        load_pretrained_backbone(model, str(missing))
+    assert f"curl -L -o {missing} http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth" in str(info.value)
+    assert isinstance(info.value, UserError)  # a CLI prints one line `error: ...` and exits 2
 
 
 def test_pretrained_weights_of_another_backbone_fail(imagenet_dla: tuple[Path, dict]) -> None:
