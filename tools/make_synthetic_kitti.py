@@ -5,8 +5,9 @@
 
 Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
 ``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
-The same seed gives byte-identical files. Make the teacher's depth maps afterwards with
-``python tools/make_depth_maps.py --data-dir <out>``. ``--out`` must be new, empty, or an earlier
+The same seed gives byte-identical files. The teacher's depth maps
+(``training/depth_dense/``, tools/make_depth_maps.py) are made in the same call unless
+``--no-depth-maps``. ``--out`` must be new, empty, or an earlier
 output of this tool (it holds the marker file ``.synthetic_kitti``): a real KITTI copy is
 never overwritten.
 
@@ -32,6 +33,7 @@ from lib.datasets.synthetic import DEPTH_RANGE, IMAGE_SIZE, NUM_OBJECTS, write_d
 from lib.datasets.synthetic_scene import CAMERA_HEIGHT
 from lib.errors import UserError, run_cli
 from lib.utils import cli_types
+from lib.utils.jobs import REPO_ROOT, run_command
 
 MARKER = ".synthetic_kitti"  # written first into --out: the folder is this tool's to rewrite
 
@@ -101,6 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=min(8, os.cpu_count() or 1),
         help="processes (default: cores, at most 8)",
     )
+    parser.add_argument(
+        "--no-depth-maps",
+        action="store_true",
+        help="skip the teacher's depth maps (tools/make_depth_maps.py makes them later)",
+    )
     args = parser.parse_args(argv)
     check_args(parser, args)
     return args
@@ -169,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {args.frames} synthetic frames ({width}x{height}, seed {args.seed}) to {args.out} "
         f"in {seconds:.1f} s: train {len(splits['train'])}, val {len(splits['val'])}"
     )
+    if not args.no_depth_maps:
+        tool = REPO_ROOT / "tools" / "make_depth_maps.py"
+        command = [sys.executable, str(tool), "--data-dir", str(args.out.resolve()), "--workers"]
+        run_command([*command, str(args.workers)])
     return 0
 
 

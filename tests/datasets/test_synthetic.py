@@ -246,6 +246,19 @@ def test_cli_writes_a_kitti_tree(tmp_path: Path) -> None:
         2,
     ]
     assert cv2.imread(str(out / "training" / "image_2" / "000002.png")).shape == (96, 320, 3)
+    # the teacher's depth maps come in the same call: make_depth_maps.py's files, byte for byte
+    depth = out / "training" / "depth_dense"
+    assert sorted(p.name for p in depth.iterdir()) == [f"00000{i}.png" for i in range(3)]
+    again = tmp_path / "again"
+    cmd_no_maps = [*cmd[:3], str(again), *cmd[4:], "--no-depth-maps"]
+    assert subprocess.run(cmd_no_maps, capture_output=True, cwd=REPO_ROOT, check=False).returncode == 0
+    assert not (again / "training" / "depth_dense").exists()
+    maps = [sys.executable, str(REPO_ROOT / "tools" / "make_depth_maps.py"), "--data-dir", str(again)]
+    assert subprocess.run(maps, capture_output=True, cwd=REPO_ROOT, check=False).returncode == 0
+    for i in range(3):
+        name = f"00000{i}.png"
+        assert (depth / name).read_bytes() == (again / "training" / "depth_dense" / name).read_bytes()
+    assert (cv2.imread(str(depth / "000000.png"), cv2.IMREAD_UNCHANGED) > 0).any()
 
     bad = subprocess.run([*cmd[:-1], "320by96"], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert bad.returncode != 0 and "--size must look like 1242x375" in bad.stderr
@@ -253,7 +266,17 @@ def test_cli_writes_a_kitti_tree(tmp_path: Path) -> None:
 
 def test_cli_object_count_and_depth_range(tmp_path: Path) -> None:
     out = tmp_path / "near"
-    cmd = [sys.executable, str(TOOL), "--out", str(out), "--frames", "4", "--size", "320x96"]
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--size",
+        "320x96",
+        "--no-depth-maps",
+    ]
     result = subprocess.run(
         [*cmd, "--objects", "3-3", "--depth-range", "8-20"], capture_output=True, text=True, cwd=REPO_ROOT
     )

@@ -101,7 +101,17 @@ def test_bad_ranges_are_refused(bounds: tuple[float, float]) -> None:
 
 def test_cli_options(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    cmd = [sys.executable, str(TOOL), "--out", str(out), "--frames", "4", "--size", "320x96"]
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--out",
+        str(out),
+        "--frames",
+        "4",
+        "--size",
+        "320x96",
+        "--no-depth-maps",
+    ]
     flags = ["--camera-height", "1.4-1.9", "--object-scale", "0.8-1.2"]
     result = subprocess.run([*cmd, *flags], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert result.returncode == 0, result.stderr
