@@ -206,10 +206,14 @@ def sample_pixels() -> np.ndarray:
     return np.stack([rng.integers(0, height, NUM_PIXELS), rng.integers(0, width, NUM_PIXELS)], axis=1)
 
 
-def run_reference(kind: str, ref_dir: Path, root: Path, work: Path) -> Path:
-    """Run the driver in ``ref_dir`` on every case; returns the folder of per-case .npz."""
+def run_reference(
+    kind: str, ref_dir: Path, root: Path, work: Path, all_cases: list[dict] | None = None
+) -> Path:
+    """Run the driver in ``ref_dir`` on ``all_cases`` (default: every case of this module's tree);
+    returns the folder of per-case .npz."""
     spec = work / f"{kind}_spec.json"
-    all_cases = cases() + extra_cases(kind)
+    if all_cases is None:
+        all_cases = cases() + extra_cases(kind)
     spec.write_text(json.dumps({"root": str(root), "cases": all_cases}))
     out = work / f"{kind}_out"
     cmd = [sys.executable, str(DRIVER), kind, str(ref_dir), str(spec), str(out)]
