@@ -274,6 +274,13 @@ class KittiDataset(Dataset):
         split_file = find_split_file(self.root, split)  # ImageSets/, else data/splits/
         folders = ["image_2", "calib"] + (["label_2"] if self.has_labels else [])
         missing = [p for p in [split_file, *(self.data_dir / f for f in folders)] if not p.exists()]
+        if not self.root.exists():
+            raise FileNotFoundError(
+                f"no dataset at {self.root} (dataset.root_dir): link KITTI there with "
+                "tools/prepare_kitti.py, or write a synthetic set with tools/make_synthetic_kitti.py "
+                "--out DIR and pass dataset.root_dir=DIR (configs/demo/* read outputs/demo/data, which "
+                "`make demo` writes)"
+            )
         if missing:
             raise FileNotFoundError(
                 f"KITTI dataset incomplete at {self.root}: missing {missing[0]}. Expected layout:\n"

@@ -203,7 +203,8 @@ def test_checkpoint_that_does_not_fit_lists_the_keys(tiny, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dataset.root_dir=/nonexistent/kitti"], "KITTI dataset incomplete at /nonexistent/kitti"),
+        (["dataset.root_dir=/nonexistent/kitti"], "no dataset at /nonexistent/kitti (dataset.root_dir)"),
+        (["dataset.root_dir=/usr"], "KITTI dataset incomplete at /usr: missing"),
         (["model.input=depth"], "depth maps not found"),
         (["-e", "tester.checkpoint=/nonexistent/model.pth"], "checkpoint not found: /nonexistent/model.pth"),
         (["--resume", "/nonexistent/last.pth"], "checkpoint not found: /nonexistent/last.pth"),
