@@ -11,6 +11,10 @@ official offline evaluator does (its numbers, but a missing file then silently d
 ground truth). Prints AP|R40 and AP|R11 tables and the error analysis
 (:mod:`lib.eval.error_analysis`: recall and box errors per distance); ``--json`` writes
 ``{"ap40": ..., "ap11": ...}`` and the error analysis beside it as ``<name>.error_analysis.json``.
+``--report-dir DIR`` writes what an evaluation during training writes (lib/eval/report.py
+``write_reports``): ap.json, ap.md, error_analysis.json, the precision-recall curves and error
+plots of each class as PNG, and ``DIR/report.md`` showing them with the tables; a folder that
+already holds a report.md is only replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from lib.eval.error_analysis import analyse_errors
 from lib.eval.iou import DEVICES
 from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
-from lib.eval.report import format_error_table, format_table, write_json
+from lib.eval.report import REPORT_MARKDOWN, format_error_table, format_table, write_json, write_reports
 from lib.kitti_io import read_split
 
 
@@ -36,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", required=True, help="ImageSets split file listing the frames")
     parser.add_argument("--classes", nargs="+", default=list(EVAL_CLASSES), choices=EVAL_CLASSES)
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--report-dir", type=Path, default=None, help="write report.md, plots and JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace the report of --report-dir")
     parser.add_argument(
         "--only-result-frames",
         action="store_true",
@@ -67,9 +73,20 @@ def check_json_target(args: argparse.Namespace) -> None:
         raise UserError(f"{args.json}: --json would overwrite an input of the evaluation")
 
 
+def check_report_target(args: argparse.Namespace) -> None:
+    """``--report-dir`` may not be the label folder, nor replace an earlier report unasked."""
+    if args.report_dir is None:
+        return
+    if args.report_dir.resolve() == Path(args.label_dir).resolve():
+        raise UserError(f"{args.report_dir}: --report-dir is the label folder, an input of the evaluation")
+    if (args.report_dir / REPORT_MARKDOWN).exists() and not args.overwrite:
+        raise UserError(f"{args.report_dir}: holds the report of an earlier evaluation; pass --overwrite")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_json_target(args)
+    check_report_target(args)
     split = read_split(args.split)
     frames = split
     if args.only_result_frames:
@@ -91,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, reports)
         json_path = Path(args.json)
         write_json(json_path.with_name(json_path.stem + ".error_analysis.json"), errors)
+    if args.report_dir is not None:
+        write_reports(args.report_dir, reports, errors, title=f"Evaluation of {args.result_dir}")
+        print(f"report: {args.report_dir / REPORT_MARKDOWN}")
     return 0
 
 

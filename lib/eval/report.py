@@ -12,8 +12,10 @@ know from OpenPCDet / kitti-object-eval-python::
     aos  AP:...
 
 with the overlaps of bbox, BEV and 3D after the ``@``, and ``-`` where the devkit outputs nothing.
-An evaluated result folder holds ``ap.json``, ``ap.md`` and ``error_analysis.json``
-(:func:`write_reports`); ``tools/reproduce.py`` reads them back into its comparison tables
+An evaluated result folder holds ``ap.json``, ``ap.md``, ``error_analysis.json``, the
+precision-recall curves and error plots (``pr_<class>.png``, ``errors_<class>.png``:
+:mod:`lib.eval.plots`) and ``report.md`` showing them with the tables (:func:`write_reports`);
+``tools/reproduce.py`` reads them back into its comparison tables
 (:func:`format_results_table`, :func:`format_error_summary`).
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 from lib.eval.kitti_eval import DIFFICULTIES, METRICS
 
 AP_JSON, AP_MARKDOWN, ERROR_JSON = "ap.json", "ap.md", "error_analysis.json"  # of a result folder
+REPORT_MARKDOWN = "report.md"
 KEY_CLASS, KEY_METRIC, KEY_DIFFICULTY = "Car", "3d", "moderate"  # the best-checkpoint criterion
 _ROWS = (("bbox", "bbox"), ("bev", "bev "), ("3d", "3d  "), ("aos", "aos "))
 
@@ -95,14 +98,61 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
-def write_reports(out_dir: str | Path, reports: Mapping[str, Any], errors: Mapping[str, Any]) -> Path:
-    """``ap.json`` (full reports), ``ap.md`` (:func:`format_markdown`) and ``error_analysis.json``
-    into ``out_dir`` (a result folder); returns ``ap.json``'s path."""
+def write_reports(
+    out_dir: str | Path, reports: Mapping[str, Any], errors: Mapping[str, Any], *, title: str = "Evaluation"
+) -> Path:
+    """Everything an evaluation leaves in ``out_dir`` (a result folder): ``ap.json`` (full
+    reports), ``ap.md`` (:func:`format_markdown`), ``error_analysis.json``, the pictures of
+    :func:`write_pictures` and ``report.md`` (:func:`format_report`, headed ``title``) showing
+    them with the tables; returns ``ap.json``'s path."""
     out_dir = Path(out_dir)
     json_path = write_json(out_dir / AP_JSON, reports)
     (out_dir / AP_MARKDOWN).write_text(format_markdown(reports))
     write_json(out_dir / ERROR_JSON, errors)
+    pictures = write_pictures(out_dir, reports, errors)
+    write_text(out_dir / REPORT_MARKDOWN, format_report(reports, errors, pictures, title=title))
     return json_path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return path
+
+
+def write_pictures(out_dir: Path, reports: Mapping[str, Any], errors: Mapping[str, Any]) -> dict[str, dict]:
+    """``pr_<class>.png`` (the precision-recall curves of the first report's class,
+    :func:`lib.eval.plots.draw_pr_curves`) and ``errors_<class>.png``
+    (:func:`lib.eval.plots.draw_error_plots`) of every class in ``out_dir``; returns
+    ``{"pr": {class: file name}, "errors": {class: file name}}``."""
+    from lib.eval import plots  # matplotlib: imported only when a picture is drawn
+
+    report = next(iter(reports.values()))  # AP|R40 and AP|R11 share their precision curves
+    pictures: dict[str, dict] = {"pr": {}, "errors": {}}
+    for name in report["ap"]:
+        pictures["pr"][name] = plots.save(plots.draw_pr_curves(report, name), out_dir / f"pr_{name}.png").name
+    for name in errors["classes"]:
+        figure = plots.draw_error_plots(errors, name)
+        pictures["errors"][name] = plots.save(figure, out_dir / f"errors_{name}.png").name
+    return pictures
+
+
+def format_report(
+    reports: Mapping[str, Any], errors: Mapping[str, Any], pictures: Mapping[str, dict], *, title: str
+) -> str:
+    """``report.md`` of one evaluation: the AP tables, the precision-recall curves and error plots
+    (``pictures`` of :func:`write_pictures`, linked by file name), the error table and the data files."""
+    lines = [f"# {title}", "", format_markdown(reports), "## Precision-recall curves", ""]
+    lines += [f"![{name} precision-recall]({file})" for name, file in pictures["pr"].items()]
+    lines += ["", "## Errors by distance", ""]
+    lines += [f"![{name} errors by distance]({file})" for name, file in pictures["errors"].items()]
+    lines += ["", "```", format_error_table(errors).rstrip(), "```", ""]
+    lines += ["Data: " + ", ".join(f"[{f}]({f})" for f in (AP_JSON, AP_MARKDOWN, ERROR_JSON)), ""]
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -179,21 +229,40 @@ def table_cell(values: list[float | None]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _table_row(name: str, reports: dict | list[dict], metrics: tuple[str, ...]) -> str:
-    """A model's row from its reports (a list: one per seed, cells mean ± std)."""
+def range_cell(values: list[float | None]) -> str:
+    """``min–max`` of several runs; "-" when a run has no value."""
+    if not values or any(v is None for v in values):
+        return "-"
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def cell_values(reports: dict | list[dict], metrics: tuple[str, ...]) -> list[list[float | None]]:
+    """The Car AP40 of each run (a list of reports: one per seed) for every metric and difficulty,
+    metric-major: ``[[run 0, run 1, ...] of (metrics[0], easy), (metrics[0], moderate), ...]``."""
     runs = reports if isinstance(reports, list) else [reports]
     aps = [r["ap40"]["ap"].get(TABLE_CLASS) or {} for r in runs]
-    cells = []
-    for metric in metrics:
-        for d in DIFFICULTIES:
-            cells.append(table_cell([ap[metric][d] if ap.get(metric) else None for ap in aps]))
-    return f"| {name} | " + " | ".join(cells) + " |"
+    return [[ap[m][d] if ap.get(m) else None for ap in aps] for m in metrics for d in DIFFICULTIES]
+
+
+def _table_row(name: str, reports: dict | list[dict], metrics: tuple[str, ...]) -> str:
+    """A model's rows from its reports. A list of several (one per seed) gives one row per seed
+    (``name seed k``), then ``name`` with mean ± std and ``name min–max``."""
+    values = cell_values(reports, metrics)
+    rows = [f"| {name} | " + " | ".join(table_cell(v) for v in values) + " |"]
+    if isinstance(reports, list) and len(reports) > 1:
+        seeds = [
+            f"| {name} seed {k} | " + " | ".join(table_cell([v[k]]) for v in values) + " |"
+            for k in range(len(reports))
+        ]
+        rows = seeds + rows + [f"| {name} min–max | " + " | ".join(range_cell(v) for v in values) + " |"]
+    return "\n".join(rows)
 
 
 def format_results_table(
     rows: Mapping[str, dict | list[dict]], *, title: str, metrics: tuple[str, ...] = ("3d", "bev")
 ) -> str:
-    """Markdown: one row per model, Car AP40 Easy / Mod / Hard of each metric (3D, BEV: the paper's)."""
+    """Markdown: one row per model, Car AP40 Easy / Mod / Hard of each metric (3D, BEV: the paper's);
+    a model with several runs gets its per-seed rows, mean ± std and min–max (:func:`_table_row`)."""
     columns = [f"{METRIC_NAMES[m]} {d}" for m in metrics for d in ("Easy", "Mod", "Hard")]
     header = [
         f"**{title}**",
@@ -218,3 +287,50 @@ def format_error_summary(rows: Mapping[str, list[dict | None]], *, title: str) -
         values = [[(c.get(group) or {}).get(key) for c in cells] for _, (group, key) in ERROR_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(table_cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
+
+
+# The last and the best epoch of a run that evaluates during training (tools/train_val.py).
+EVAL_LOG, EPOCHS_MARKDOWN = "eval.jsonl", "epochs.md"
+SCORE_KEY = "car_3d_moderate_ap40"  # the score of an eval.jsonl record (lib/engine/metrics.py)
+
+
+def read_evaluations(path: str | Path) -> list[dict]:
+    """The records of an ``eval.jsonl`` (one evaluation during training a line), in file order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def format_epoch_summary(records: list[dict]) -> str:
+    """Markdown: the last and the best evaluated epoch side by side, and why the best is optimistic.
+
+    Args:
+        records: ``eval.jsonl`` records (``epoch``, :data:`SCORE_KEY`, ``ap40`` class -> metric ->
+            difficulty -> AP), in the order they were written.
+
+    The best epoch is the first with the highest Car 3D Moderate AP40, the one ``best.pth`` keeps.
+    """
+    last = records[-1]
+    best = max(records, key=lambda r: r[SCORE_KEY])  # max keeps the first of equal scores
+    rows = {
+        f"last epoch ({last['epoch']})": {"ap40": {"ap": last["ap40"]}},
+        f"best epoch on val ({best['epoch']})": {"ap40": {"ap": best["ap40"]}},
+    }
+    gain = best[SCORE_KEY] - last[SCORE_KEY]
+    table = format_results_table(
+        rows, title=f"{TABLE_CLASS} AP40 on val, last and best of {len(records)} evaluations"
+    )
+    note = (
+        f"The best epoch is chosen on the same val frames it is scored on, so its AP is optimistic "
+        f"(here {gain:+.2f} Car 3D Mod AP40 over the last epoch): report the last epoch, or choose "
+        "the epoch on frames that are not reported."
+    )
+    return table + "\n" + note + "\n"
+
+
+def write_epoch_summary(run_dir: str | Path) -> Path | None:
+    """``<run_dir>/epochs.md`` (:func:`format_epoch_summary`) from ``<run_dir>/eval.jsonl``; None
+    (nothing written) when the run made no evaluation."""
+    log = Path(run_dir) / EVAL_LOG
+    records = read_evaluations(log) if log.is_file() else []
+    if not records:
+        return None
+    return write_text(Path(run_dir) / EPOCHS_MARKDOWN, format_epoch_summary(records))

@@ -67,3 +67,14 @@ def test_cli_errors_are_one_line(case):
 
     done = _run(case, "--result-dir", str(case / "missing"))
     assert done.returncode != 0 and "Traceback" not in done.stderr
+
+
+def test_cli_report_dir_writes_the_report_and_refuses_to_replace_it(case):
+    out = case / "report"
+    done = _run(case, "--report-dir", str(out), "--classes", "Car")
+    assert done.returncode == 0, done.stderr
+    assert all((out / name).is_file() for name in ("report.md", "pr_Car.png", "errors_Car.png"))
+    assert json.loads((out / "ap.json").read_text())["ap40"]["ap"].keys() == {"Car"}
+    again = _run(case, "--report-dir", str(out), "--classes", "Car")
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and "--overwrite" in again.stderr
+    assert _run(case, "--report-dir", str(out), "--classes", "Car", "--overwrite").returncode == 0

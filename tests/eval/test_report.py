@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from lib.eval.error_analysis import analyse_errors
 from lib.eval.report import (
     ap_summary,
     format_error_summary,
@@ -34,7 +35,14 @@ def report(mode: int, car_3d: dict | None) -> dict:
                 "3d": car_3d,
             }
         },
-        "precision_curves": {"Car": {"bbox": [1.0, 0.5]}},
+        "precision_curves": {
+            "Car": {
+                "bbox": {d: [1.0] * 41 for d in ("easy", "moderate", "hard")},
+                "aos": None,
+                "bev": None,
+                "3d": None,
+            }
+        },
     }
 
 
@@ -86,7 +94,7 @@ def test_key_metric_and_summary():
 
 
 def test_an_evaluated_folder_holds_the_json_and_markdown(tmp_path):
-    errors = {"schema": "monommkd.error_analysis/1", "classes": {}}
+    errors = analyse_errors([], [], classes=["Car"])  # no frames: every cell empty
     path = write_reports(tmp_path / "val", REPORTS, errors)
     assert path == tmp_path / "val" / "ap.json"
     assert json.loads(path.read_text()) == REPORTS
