@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from lib.datasets.depth_maps import build_depth_map
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
 from lib.kitti_io import read_depth_map, write_split
+from lib.utils.files import current_umask
 from tools import prepare_kitti
 from tools.prepare_kitti import main
 
@@ -186,3 +188,40 @@ def test_missing_root_names_the_archives(tmp_path: Path, capfd) -> None:
         "velodyne.zip",
     ):
         assert archive in line
+
+
+def test_official_archives_in_the_folder_are_extracted(kitti_sample: Path, tmp_path: Path, capfd) -> None:
+    """Four zips laid out as KITTI's (training/<folder>/...) are extracted, then prepared; a rerun
+    after a lost file extracts that file only; a member escaping the folder is refused."""
+    root = tmp_path / "download"
+    shutil.copytree(kitti_sample / "ImageSets", root / "ImageSets")  # the 3 frames' lists, not KITTI's
+    for archive, folder in (
+        ("data_object_image_2.zip", "image_2"),
+        ("data_object_calib.zip", "calib"),
+        ("data_object_label_2.zip", "label_2"),
+        ("data_object_velodyne.zip", "velodyne"),
+    ):
+        with zipfile.ZipFile(root / archive, "w") as zf:
+            for path in sorted((kitti_sample / "training" / folder).iterdir()):
+                zf.write(path, f"training/{folder}/{path.name}")
+    assert prepare(root, tmp_path / "KITTI3D", "--skip-depth") == 0
+    out = capfd.readouterr().out
+    assert "data_object_velodyne.zip: 3 files extracted, 0 there already" in out
+    for folder in ("image_2", "calib", "label_2", "velodyne"):
+        for path in (kitti_sample / "training" / folder).iterdir():
+            extracted = root / "training" / folder / path.name
+            assert extracted.read_bytes() == path.read_bytes()
+            assert extracted.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    assert not list(root.rglob("*.part"))  # no temporary file left
+
+    (root / "training" / "calib" / "000001.txt").unlink()
+    assert prepare(root, tmp_path / "KITTI3D", "--skip-depth") == 0
+    out = capfd.readouterr().out
+    assert "data_object_calib.zip: 1 files extracted, 2 there already" in out
+    assert "data_object_image_2.zip: 0 files extracted, 3 there already" in out
+
+    with zipfile.ZipFile(root / "data_object_label_2.zip", "w") as zf:
+        zf.writestr("../escape.txt", "x")
+    assert prepare(root, tmp_path / "KITTI3D", "--skip-depth") == 2
+    assert "would land outside the folder" in capfd.readouterr().err
+    assert not (tmp_path / "escape.txt").exists()

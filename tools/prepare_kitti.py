@@ -2,8 +2,12 @@
 
     python tools/prepare_kitti.py --kitti-root /path/to/KITTI3D [--workers 8]
 
-Steps, in order; nothing is written until every check has passed:
+Steps, in order; nothing but the extracted archives is written until every check has passed:
 
+0. extract the official archives found in ``--kitti-root`` (``data_object_image_2.zip``,
+   ``data_object_calib.zip``, ``data_object_label_2.zip``, ``data_object_velodyne.zip``, as
+   downloaded: they hold ``training/`` and ``testing/``): every file not there yet or of another
+   size, each written whole or not at all, so an interrupted extraction resumes; the zips stay;
 1. check the tree: each folder of the KITTI archives is there with one file per frame of the
    split lists (which archive to download or re-extract when not); one Velodyne scan is parsed,
    and every image is decoded and every calib and label parsed as training reads them
@@ -27,6 +31,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,7 @@ from lib.kitti_io import (
     read_split,
     read_velodyne,
 )
+from lib.utils.files import set_default_mode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "trainval", "test")
@@ -55,6 +62,10 @@ IMAGES = "data_object_image_2.zip (left colour images, 12 GB)"
 CALIB = "data_object_calib.zip (camera calibration matrices, 16 MB)"
 LABELS = "data_object_label_2.zip (training labels, 5 MB)"
 VELODYNE = "data_object_velodyne.zip (Velodyne point clouds, 29 GB)"
+
+
+ARCHIVES = tuple(a.split(" ", 1)[0] for a in (IMAGES, CALIB, LABELS, VELODYNE))  # file names
+EXTRACT_CHUNK = 1 << 20  # bytes copied at a time out of an archive
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-depth", action="store_true", help="do not make the depth maps")
     return parser.parse_args(argv)
+
+
+def archive_members(archive: Path) -> list[zipfile.ZipInfo]:
+    """The files of a KITTI archive, each checked to land inside the extraction folder.
+
+    Raises:
+        UserError: not a zip file, or a member with an absolute path or ``..`` (named).
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+    except zipfile.BadZipFile as err:
+        raise UserError(f"{archive}: not a readable zip file ({err}); download it again") from err
+    for member in members:
+        parts = Path(member.filename).parts
+        if member.filename.startswith(("/", "\\")) or ".." in parts:
+            raise UserError(f"{archive}: member {member.filename!r} would land outside the folder")
+    return members
+
+
+def extract_archives(root: Path) -> list[str]:
+    """Extract the official KITTI archives (:data:`ARCHIVES`) that lie in ``root`` into it.
+
+    Only files that are absent or of another size are written, each through a temporary file
+    renamed into place, so a rerun after an interruption continues. Returns one summary line
+    per archive found (none when ``root`` holds no archive).
+    """
+    lines = []
+    for name in ARCHIVES:
+        archive = root / name
+        if not archive.is_file():
+            continue
+        members = archive_members(archive)
+        todo = [m for m in members if not _extracted(root / m.filename, m.file_size)]
+        if todo:
+            print(f"extracting {len(todo)} of the {len(members)} files of {archive}", flush=True)
+            with zipfile.ZipFile(archive) as zf:
+                for member in todo:
+                    _extract_one(zf, member, root / member.filename)
+        lines.append(f"{name}: {len(todo)} files extracted, {len(members) - len(todo)} there already")
+    return lines
+
+
+def _extracted(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
+
+
+def _extract_one(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> None:
+    """One archive member to ``target``, complete or not at all (temporary file, then rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(member) as src:
+            shutil.copyfileobj(src, out, EXTRACT_CHUNK)
+        set_default_mode(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def files_in(folder: Path, suffix: str) -> set[str]:
@@ -327,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise UserError(f"--workers: must be >= 1, got {args.workers}")
     root = args.kitti_root.expanduser().resolve()
+    extracted = extract_archives(root) if root.is_dir() else []
     report = check_tree(root)
     problem = link_problem(root, args.link, args.replace_link)
     if problem:
@@ -338,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{root}: {len(report.problems)} problem(s) above; fix them and run this command again"
         )
 
-    steps = [f"link {args.link} -> {root}: {make_link(root, args.link)}", install_splits(root)]
+    steps = [*extracted, f"link {args.link} -> {root}: {make_link(root, args.link)}", install_splits(root)]
     depth_dir = root / "training" / DEPTH_DIR
     if report.depth_complete or args.skip_depth:
         why = "all there" if report.depth_complete else "skipped (--skip-depth)"
