@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -21,6 +22,12 @@ def test_atomic_save_replaces_and_leaves_no_temp(tmp_path):
     atomic_save({"a": torch.zeros(2)}, path)
     assert torch.equal(load_checkpoint(path)["a"], torch.zeros(2))
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pth"]
+    old_mask = os.umask(0o022)  # the usual umask: a checkpoint is rw-r--r--, not mkstemp's rw-------
+    try:
+        atomic_save({"a": torch.ones(2)}, path)
+    finally:
+        os.umask(old_mask)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_failing_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
