@@ -11,25 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from faults_common import TINY_BASE, TINY_CONFIG
 
 from lib.datasets.synthetic import write_dataset
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY_BASE = REPO_ROOT / "tests" / "configs" / "tiny.yaml"  # tiny network and data of the CLI tests
-# 8 train + 2 val frames of 128x48 pixels; the network sees 128x64 (resnet18, 16-channel heads).
-TINY_CONFIG = """\
-_base_: {base}
-experiment:
-  seed: 3
-dataset:
-  root_dir: {data}
-trainer:
-  max_epoch: 1
-  max_iters_per_epoch: 1
-  save_frequency: 1
-  log_interval: 1
-  htl_init_pass: false
-"""
 
 
 @pytest.fixture(scope="session")
