@@ -34,8 +34,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lib.config import ConfigError, config_differences
 from lib.engine.dist import DistInfo, barrier
-from lib.models.checkpoint_io import CheckpointError, load_checkpoint
+from lib.models.checkpoint_io import CheckpointError
+from lib.models.loading import CheckpointFile
+from lib.utils.files import set_default_mode
 from lib.utils.seed import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,60 @@ logger = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 PERIODIC = re.compile(r"checkpoint_epoch_(\d+)\.pth")  # the files rotate_checkpoints may remove
 KEPT_NAMES = ("last.pth", "best.pth")  # never removed, nor a periodic file that is the same file
+
+
+# Settings that --resume may change (each a dotted key, or a section ending in "."): when and how
+# often the run evaluates, saves and logs, how long it runs, where its files are. Every other key
+# fixes what the optimizer, the schedule, the data or the network do, and must stay as stored.
+RESUME_MAY_CHANGE = (
+    "trainer.max_epoch",
+    "trainer.eval_start",
+    "trainer.eval_frequency",
+    "trainer.save_frequency",
+    "trainer.last_frequency",
+    "trainer.keep_checkpoints",
+    "trainer.log_interval",
+    "tester.",
+    "dataset.num_workers",
+    "dataset.check_on_start",
+    "dataset.check_split_sizes",
+    "dataset.root_dir",
+    "experiment.output_dir",
+    "experiment.name",
+)
+
+
+class ResumeConfigError(ConfigError):
+    """``--resume`` with settings that cannot change mid-run; the message lists each difference."""
+
+
+def resume_config_changes(
+    stored: Mapping[str, Any] | None, current: Mapping[str, Any], path: str | Path
+) -> list[str]:
+    """Compare a checkpoint's stored config with the resumed run's: the changes that apply.
+
+    Changes of :data:`RESUME_MAY_CHANGE` keys are returned as ``key: old -> new`` lines (the run
+    uses the new values, and its ``config.yaml`` records them); a checkpoint without a stored
+    config returns none.
+
+    Raises:
+        ResumeConfigError: any other key differs; names the checkpoint and every such key.
+    """
+    if not isinstance(stored, Mapping):
+        return []
+    applied, refused = [], []
+    for key, old, new in config_differences(stored, current):
+        line = f"{key}: {old!r} -> {new!r}"
+        may = any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE)
+        (applied if may else refused).append(line)
+    if refused:
+        raise ResumeConfigError(
+            f"{path}: --resume cannot change these settings of the run (checkpoint -> now): "
+            f"{'; '.join(refused)}. Put them back, or start a new run (--overwrite, or another "
+            "experiment.name); only when and how often it evaluates, saves and logs, max_epoch and "
+            "paths may change"
+        )
+    return applied
 
 
 class CheckpointWriteError(CheckpointError):
@@ -76,6 +133,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+            set_default_mode(f.fileno())  # mkstemp's 0600 -> 0644 under umask 022
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         with contextlib.suppress(FileNotFoundError):
@@ -190,10 +248,11 @@ class Checkpointer:
         barrier()
         return last
 
-    def load(self, path: str | Path, device: torch.device) -> dict[str, Any]:
-        """Read ``path`` for ``--resume``: its task must be this run's; this rank's RNG state is
-        restored (when the process counts match). Returns the checkpoint dict."""
-        ckpt = load_checkpoint(path, map_location=device)
+    def load(self, checkpoint: CheckpointFile) -> dict[str, Any]:
+        """Take a checkpoint read for ``--resume``: its task must be this run's; this rank's RNG
+        state is restored (when the process counts match). Returns the checkpoint dict (on the CPU:
+        ``load_state_dict`` moves each tensor to its parameter's device)."""
+        ckpt, path = checkpoint.data, checkpoint.path
         if ckpt.get("task") != self.task_name:
             raise ValueError(
                 f"{path}: a '{ckpt.get('task')}' checkpoint cannot resume a '{self.task_name}' run"
