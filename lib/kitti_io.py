@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.errors import UserError
+from lib.errors import UserError, writing
 from lib.geometry import Calibration
 
 LABEL_COLUMNS = 15
@@ -187,10 +187,11 @@ def check_label_values(name: str, values: list[float], where: str) -> None:
 
     A 3D size (h, w, l) <= 0 or a 2D box with x2 < x1 or y2 < y1: GUPNet's loader drops such a
     box without a word, and the evaluator scores it like any other. Truncation outside [0, 1],
-    occlusion other than 0, 1, 2, 3, or alpha / rotation_y outside [-pi, pi] (the devkit's ranges;
-    :data:`ANGLE_SLACK` for rounding): the difficulty of such an object is none of Easy, Moderate,
-    Hard, so it would silently leave every evaluation. DontCare lines (-1 and -10 by KITTI's
-    convention) are not checked. Detections (16 columns) are not checked either: a young model's
+    occlusion other than 0, 1, 2, 3 (the devkit's ranges): the difficulty of such an object is none
+    of Easy, Moderate, Hard, so it would silently leave every evaluation; rotation_y outside
+    [-pi, pi] (:data:`ANGLE_SLACK` for rounding) is no heading. Alpha is not checked: -10 marks
+    "not given" (DontCare lines, hand-made labels). DontCare lines (-1 and -10 by KITTI's
+    convention) are not checked at all. Detections (16 columns) are not checked either: a young model's
     values may be anything, and the evaluator must still score them.
 
     Raises:
@@ -198,14 +199,13 @@ def check_label_values(name: str, values: list[float], where: str) -> None:
     """
     if name == DONT_CARE:
         return
-    truncation, occlusion, alpha, ry = values[0], values[1], values[2], values[13]
+    truncation, occlusion, ry = values[0], values[1], values[13]
     if not 0.0 <= truncation <= 1.0:
         raise KittiFormatError(f"{where}: {name} has truncation {truncation:g}; KITTI's is in [0, 1]")
     if occlusion not in (0, 1, 2, 3):
         raise KittiFormatError(f"{where}: {name} has occlusion {occlusion:g}; KITTI's is 0, 1, 2 or 3")
-    for field, angle in (("alpha", alpha), ("rotation_y", ry)):
-        if abs(angle) > math.pi + ANGLE_SLACK:
-            raise KittiFormatError(f"{where}: {name} has {field} {angle:g}; KITTI's is in [-pi, pi]")
+    if abs(ry) > math.pi + ANGLE_SLACK:
+        raise KittiFormatError(f"{where}: {name} has rotation_y {ry:g}; KITTI's is in [-pi, pi]")
     x1, y1, x2, y2 = values[3:7]
     h, w, l = values[7:10]  # noqa: E741  (KITTI's name for the length)
     if min(h, w, l) <= 0:
@@ -272,7 +272,8 @@ def write_label(path: str | Path, objects: list[Object3d], *, score_decimals: in
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(obj.to_line(score_decimals) + "\n" for obj in objects))
+    with writing(path):
+        path.write_text("".join(obj.to_line(score_decimals) + "\n" for obj in objects))
 
 
 _CALIB_SHAPES = {
