@@ -10,9 +10,11 @@ user errors too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 USAGE_EXIT = 2  # argparse's status for a bad command line; ours for any user error
 INTERRUPT_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -28,6 +30,18 @@ def user_os_error(err: OSError) -> UserError:
     where = f"{err.filename}: " if err.filename else ""
     reason = err.strerror or str(err)
     return UserError(f"{where}{reason}")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name ``path`` in an ``OSError`` raised while writing it: a full disk (ENOSPC) is reported
+    by ``write`` / ``close`` without a file name, which :func:`run_cli` would then print bare."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
