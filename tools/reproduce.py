@@ -9,10 +9,16 @@ Each stage is one ``tools/train_val.py`` run in a subprocess (its progress bars 
 teacher's and the student's checkpoints of the same output folder (docs/method.md §1). The table of
 Car 3D and BEV AP40 (Easy / Mod / Hard) per model, and one of the Car errors (recall at 2D / 3D
 IoU, depth and heading errors: lib/eval/error_analysis.py), are printed and written to
-``<output-dir>/table.md``. ``--demo`` first writes the synthetic KITTI-format set
+``<output-dir>/table.md``, and ``<output-dir>/report.md`` shows the tables with every stage's
+precision-recall curves and error plots (its result folder's report.md, lib/eval/report.py). Each
+stage is evaluated at its LAST epoch: choosing the best epoch on the val frames that are then
+reported is optimistic; ``--best-epoch`` evaluates the best.pth of runs that evaluated during
+training instead, and the tables say so. ``--demo`` first writes the synthetic KITTI-format set
 (tools/make_synthetic_kitti.py) and its depth maps (tools/make_depth_maps.py) into
 ``<output-dir>/data``, and additionally reports AP40 at the loose overlaps (0.5 for Car), which
-a few CPU epochs reach more easily than 0.7.
+a few CPU epochs reach more easily than 0.7, and adds the control stage (configs/demo/control.yaml:
+MonoMMKD's steps from the same student with the DualKL weight at 0), so that MonoMMKD is compared
+with the same compute.
 
 ``--jobs N`` trains up to N independent stages at once (the teacher and the student of every
 chain, then the distillation stages), each with ``OMP_NUM_THREADS`` = CPU cores / N unless set,
@@ -22,8 +28,9 @@ by side do ~1.5x the steps per second of one two-thread training (BENCHMARKS.md)
 ``--seeds N`` repeats the whole chain N times with the training seeds (``experiment.seed``) of
 each stage's config + 0, 1, ..., N - 1, chain k in ``<output-dir>/seed_<k>/`` (the distillation
 stages of chain k use chain k's teacher and student; the demo's synthetic set is shared), and the
-tables give each cell as mean ± sample standard deviation over the N runs: how much of a
-difference between two rows is run-to-run noise.
+tables give each model's row per seed, then each cell as mean ± sample standard deviation and
+min–max over the N runs, and ``<output-dir>/seed_spread.png`` plots the Car 3D Mod AP40 of every
+run: how much of a difference between two rows is run-to-run noise (tools/compare_runs.py marks it).
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ from pathlib import Path
 from lib.config import ExperimentSettings, load_config
 from lib.errors import UserError, run_cli
 from lib.eval import evaluate
-from lib.eval.kitti_format import load_labels, load_results, run_result_dir
+from lib.eval.kitti_format import latest_result_dir, load_labels, load_results
 from lib.eval.report import (
     AP_JSON,
     ERROR_JSON,
+    REPORT_MARKDOWN,
     TABLE_CLASS,
+    cell_values,
     format_error_summary,
     format_results_table,
+    write_text,
 )
 from lib.kitti_io import find_split_file, read_split
 from lib.utils import cli_types
@@ -53,7 +63,10 @@ from lib.utils.run_lock import run_folder_lock
 
 MAIN_STAGES = ("teacher", "student", "monommkd")
 BASELINE_STAGES = ("monoskd", "monodistill")
-DISTILL_STAGES = ("monommkd", *BASELINE_STAGES)
+CONTROL_STAGE = "control"  # --demo: MonoMMKD's steps with the DualKL weight at 0
+DISTILL_STAGES = ("monommkd", CONTROL_STAGE, *BASELINE_STAGES)
+ROW_LABELS = {CONTROL_STAGE: "control: student + MonoMMKD's steps, DualKL weight 0"}
+SPREAD_PICTURE = "seed_spread.png"
 DEMO_FRAMES = 200
 DEMO_VAL_FRACTION = 0.2
 DEMO_SEED = 0
@@ -84,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seeds", type=int, default=1, help="train every stage with N seeds; table cells: mean ± std"
     )
     parser.add_argument("--jobs", type=int, default=1, help="independent stages trained at once (default 1)")
+    parser.add_argument(
+        "--best-epoch",
+        action="store_true",
+        help="evaluate each stage's best.pth (chosen on val: optimistic) instead of its last epoch",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every stage, key.sub=value")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -159,13 +177,22 @@ def seed_override(config: Path, overrides: list[str], offset: int) -> list[str]:
 
 
 def run_stage(
-    stage: str, config: Path, out_dir: Path, overrides: list[str], *, skip_done: bool, width: int = 1
+    stage: str,
+    config: Path,
+    out_dir: Path,
+    overrides: list[str],
+    *,
+    skip_done: bool,
+    width: int = 1,
+    best_epoch: bool = False,
 ) -> Path:
-    """Train and evaluate one stage; returns its run folder. With ``width`` > 1 it runs beside
-    others: its output goes to ``out_dir/<stage>.log`` and it gets its share of the CPU cores."""
+    """Train and evaluate one stage; returns its run folder. The evaluation reads the run's
+    last.pth, or with ``best_epoch`` train_val's default (best.pth when the run evaluated during
+    training, else last.pth). With ``width`` > 1 it runs beside others: its output goes to
+    ``out_dir/<stage>.log`` and it gets its share of the CPU cores."""
     cfg = load_config(config, overrides)
     run_dir = out_dir / ExperimentSettings.from_config(cfg).name
-    ap_file = run_result_dir(run_dir, cfg.tester.split) / AP_JSON
+    ap_file = latest_result_dir(run_dir, cfg.tester.split) / AP_JSON
     if skip_done and ap_file.is_file():
         say(f"== {stage}: done already ({ap_file})")
         return run_dir
@@ -174,7 +201,8 @@ def run_stage(
     side_by_side = job_output(out_dir / f"{stage}.log", width)
     start = time.perf_counter()
     run_command(base + overrides, **side_by_side)
-    run_command(base + ["-e"] + overrides, **side_by_side)
+    last = [] if best_epoch else [f"tester.checkpoint={run_dir / 'checkpoints' / 'last.pth'}"]
+    run_command(base + ["-e"] + overrides + last, **side_by_side)
     say(f"== {stage}: {time.perf_counter() - start:.0f} s")
     return run_dir
 
@@ -187,7 +215,12 @@ def stage_waves(keys: list[tuple[Path, str]]) -> list[list[tuple[Path, str]]]:
 
 
 def train_stages(
-    overrides: dict[tuple[Path, str], list[str]], config_dir: Path, *, skip_done: bool, jobs: int
+    overrides: dict[tuple[Path, str], list[str]],
+    config_dir: Path,
+    *,
+    skip_done: bool,
+    jobs: int,
+    best_epoch: bool = False,
 ) -> dict[str, list[Path]]:
     """Train and evaluate every (chain folder, stage) of ``overrides``, wave by wave
     (:func:`stage_waves`); returns each stage's run folders in chain order."""
@@ -201,6 +234,7 @@ def train_stages(
                 chain_dir,
                 overrides[chain_dir, stage],
                 skip_done=skip_done,
+                best_epoch=best_epoch,
             )
             for chain_dir, stage in wave
         ]
@@ -212,14 +246,14 @@ def train_stages(
 def error_reports(run_dir: Path) -> dict | None:
     """The error_analysis.json of a run's ``-e`` evaluation (None for a run evaluated without it)."""
     cfg = load_config(run_dir / "config.yaml")
-    path = run_result_dir(run_dir, cfg.tester.split) / ERROR_JSON
+    path = latest_result_dir(run_dir, cfg.tester.split) / ERROR_JSON
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def strict_reports(run_dir: Path) -> dict:
     """The ap.json of a run's ``-e`` evaluation (IoU 0.7, the KITTI protocol)."""
     cfg = load_config(run_dir / "config.yaml")
-    return json.loads((run_result_dir(run_dir, cfg.tester.split) / AP_JSON).read_text())
+    return json.loads((latest_result_dir(run_dir, cfg.tester.split) / AP_JSON).read_text())
 
 
 def loose_reports(run_dir: Path) -> dict:
@@ -228,7 +262,7 @@ def loose_reports(run_dir: Path) -> dict:
     root = Path(cfg.dataset.root_dir)
     frames = read_split(find_split_file(root, cfg.tester.split))
     gt = load_labels(root / "training" / "label_2", frames)
-    det = load_results(run_result_dir(run_dir, cfg.tester.split), frames)
+    det = load_results(latest_result_dir(run_dir, cfg.tester.split), frames)
     return evaluate(gt, det, [TABLE_CLASS], ap_modes=(40,), loose=True)
 
 
@@ -236,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = (args.output_dir or Path("outputs/demo" if args.demo else "outputs/reproduce")).resolve()
     config_dir = REPO_ROOT / "configs" / ("demo" if args.demo else "")
-    stages = MAIN_STAGES + (BASELINE_STAGES if args.all else ())
+    stages = MAIN_STAGES + ((CONTROL_STAGE,) if args.demo else ()) + (BASELINE_STAGES if args.all else ())
     start = time.perf_counter()
     overrides = {}  # (chain folder, stage) -> overrides; the seed's last, so that it wins
     for offset, chain_dir in seed_runs(out_dir, args.seeds):
@@ -278,23 +312,67 @@ def run_chains(
     """The demo data, every stage, and the tables (``out_dir`` locked by the caller)."""
     if args.demo:
         make_demo_data(out_dir / "data", frames=args.frames)
-    run_dirs = train_stages(overrides, config_dir, skip_done=args.skip_done, jobs=args.jobs)
-    spread = "" if args.seeds == 1 else f"; mean ± std over {args.seeds} seeds"
-    strict = {stage: [strict_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-    title = f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol{spread})"
-    table = format_results_table(strict, title=title)
-    if args.demo:
-        loose = {stage: [loose_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-        title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7{spread})"
-        table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
-    errors = {stage: [error_reports(d) for d in dirs] for stage, dirs in run_dirs.items()}
-    title = f"{TABLE_CLASS} errors on val (Moderate, all distances, any score{spread})"
-    table += "\n" + format_error_summary(errors, title=title)
-    table_path = out_dir / "table.md"
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    table_path.write_text(table)
-    print(f"\n{table}\nwritten to {table_path}; total {time.perf_counter() - start:.0f} s", flush=True)
+    run_dirs = train_stages(
+        overrides, config_dir, skip_done=args.skip_done, jobs=args.jobs, best_epoch=args.best_epoch
+    )
+    table = results_tables(run_dirs, demo=args.demo, seeds=args.seeds, best_epoch=args.best_epoch)
+    table_path = write_text(out_dir / "table.md", table)
+    report_path = write_text(out_dir / REPORT_MARKDOWN, format_run_report(out_dir, table, run_dirs))
+    print(f"\n{table}\nwritten to {table_path} and {report_path}; total {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def results_tables(run_dirs: dict[str, list[Path]], *, demo: bool, seeds: int, best_epoch: bool) -> str:
+    """The markdown tables of every stage's evaluation (rows labelled by :data:`ROW_LABELS`)."""
+    spread = "" if seeds == 1 else f"; per seed, mean ± std and min–max over {seeds} seeds"
+    epoch = "best epoch on val, optimistic" if best_epoch else "last epoch"
+    rows = {ROW_LABELS.get(stage, stage): dirs for stage, dirs in run_dirs.items()}
+    strict = {label: [strict_reports(d) for d in dirs] for label, dirs in rows.items()}
+    title = f"{TABLE_CLASS} AP40 on val, IoU 0.7 (KITTI protocol; {epoch}{spread})"
+    table = format_results_table(strict, title=title)
+    if demo:
+        loose = {label: [loose_reports(d) for d in dirs] for label, dirs in rows.items()}
+        title = f"{TABLE_CLASS} AP40 on val, loose overlaps (BEV/3D 0.5, 2D 0.7; {epoch}{spread})"
+        table += "\n" + format_results_table(loose, title=title, metrics=("bbox", "bev", "3d"))
+    errors = {label: [error_reports(d) for d in dirs] for label, dirs in rows.items()}
+    spread = "" if seeds == 1 else f"; mean ± std over {seeds} seeds"
+    title = f"{TABLE_CLASS} errors on val (Moderate, all distances, any score; {epoch}{spread})"
+    return table + "\n" + format_error_summary(errors, title=title)
+
+
+def format_run_report(out_dir: Path, table: str, run_dirs: dict[str, list[Path]]) -> str:
+    """``<out_dir>/report.md``: the tables, the spread of the seeds (drawn into
+    :data:`SPREAD_PICTURE` when a stage has several runs), then each run's pictures and report
+    (the files its evaluation wrote; those that are missing are left out)."""
+    lines = ["# Reproduction", "", table]
+    if any(len(dirs) > 1 for dirs in run_dirs.values()):
+        from lib.eval import plots  # matplotlib: imported only when a picture is drawn
+
+        mods = {
+            stage: cell_values([strict_reports(d) for d in dirs], ("3d",))[1]
+            for stage, dirs in run_dirs.items()
+        }
+        title = f"{TABLE_CLASS} 3D Mod AP40 at IoU 0.7, one dot per seed"
+        plots.save(plots.draw_seed_spread(mods, title=title), out_dir / SPREAD_PICTURE)
+        lines += ["## Spread over seeds", "", f"![seed spread]({SPREAD_PICTURE})", ""]
+    for stage, dirs in run_dirs.items():
+        for run_dir in dirs:
+            results = result_folder(run_dir)
+            name = run_dir.relative_to(out_dir).as_posix()
+            lines += [f"## {ROW_LABELS.get(stage, stage)}: {name}", ""]
+            for file in (f"pr_{TABLE_CLASS}.png", f"errors_{TABLE_CLASS}.png", REPORT_MARKDOWN):
+                if (results / file).is_file():
+                    link = (results / file).relative_to(out_dir).as_posix()
+                    lines.append(
+                        f"[{link}]({link})" if file == REPORT_MARKDOWN else f"![{stage} {file}]({link})"
+                    )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def result_folder(run_dir: Path) -> Path:
+    """The folder of a run's ``-e`` evaluation (``results/<tester.split>``)."""
+    return latest_result_dir(run_dir, load_config(run_dir / "config.yaml").tester.split)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ import pytest
 
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.report import (
+    SCORE_KEY,
     ap_summary,
     format_error_summary,
     format_markdown,
+    format_results_table,
     format_table,
     key_metric,
+    write_epoch_summary,
     write_json,
     write_reports,
 )
@@ -124,3 +127,46 @@ def test_error_summary_cells_and_missing_runs():
 @pytest.mark.parametrize("mode", ["ap40", "ap11"])
 def test_markdown_headers_follow_the_modes(mode):
     assert format_markdown({mode: REPORTS[mode]}).startswith(f"### {mode.upper()}\n")
+
+
+def car_reports(mod_3d: float, easy_bev: float = 50.0) -> dict:
+    return {
+        "ap40": {
+            "ap": {
+                "Car": {
+                    "3d": {"easy": 1.0, "moderate": mod_3d, "hard": 0.5},
+                    "bev": {"easy": easy_bev, "moderate": 40.0, "hard": 30.0},
+                }
+            }
+        }
+    }
+
+
+def test_seed_rows_mean_std_and_range_are_hand_computed():
+    # 3D Mod of three seeds 10, 12, 17: mean 13, sample std sqrt((9 + 1 + 16) / 2) = 3.61, range 10-17
+    runs = [car_reports(10.0, 50.0), car_reports(12.0, 52.0), car_reports(17.0, 54.0)]
+    lines = format_results_table({"student": runs, "teacher": car_reports(30.0)}, title="T").splitlines()
+    assert lines[4:] == [
+        "| student seed 0 | 1.00 | 10.00 | 0.50 | 50.00 | 40.00 | 30.00 |",
+        "| student seed 1 | 1.00 | 12.00 | 0.50 | 52.00 | 40.00 | 30.00 |",
+        "| student seed 2 | 1.00 | 17.00 | 0.50 | 54.00 | 40.00 | 30.00 |",
+        "| student | 1.00 ± 0.00 | 13.00 ± 3.61 | 0.50 ± 0.00 | 52.00 ± 2.00 | 40.00 ± 0.00 | 30.00 ± 0.00 |",
+        "| student min–max | 1.00–1.00 | 10.00–17.00 | 0.50–0.50 | 50.00–54.00 | 40.00–40.00 | 30.00–30.00 |",
+        "| teacher | 1.00 | 30.00 | 0.50 | 50.00 | 40.00 | 30.00 |",
+    ]
+
+
+def test_epoch_summary_puts_last_and_best_side_by_side(tmp_path):
+    records = [
+        {"epoch": 5, SCORE_KEY: 12.0, "ap40": car_reports(12.0)["ap40"]["ap"]},
+        {"epoch": 10, SCORE_KEY: 15.5, "ap40": car_reports(15.5)["ap40"]["ap"]},
+        {"epoch": 15, SCORE_KEY: 15.5, "ap40": car_reports(15.5, 60.0)["ap40"]["ap"]},
+        {"epoch": 20, SCORE_KEY: 14.0, "ap40": car_reports(14.0)["ap40"]["ap"]},
+    ]
+    assert write_epoch_summary(tmp_path) is None  # no eval.jsonl: nothing evaluated during training
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_epoch_summary(tmp_path).read_text()
+    assert "| last epoch (20) | 1.00 | 14.00 | 0.50 | 50.00 | 40.00 | 30.00 |" in text
+    assert "| best epoch on val (10) | 1.00 | 15.50 | 0.50 | 50.00 | 40.00 | 30.00 |" in text  # first best
+    assert "optimistic (here +1.50 Car 3D Mod AP40 over the last epoch)" in text
+    assert "last and best of 4 evaluations" in text
