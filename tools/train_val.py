@@ -12,7 +12,9 @@ Examples::
 The run folder is ``<experiment.output_dir>/<experiment.name>`` (``--output-dir`` replaces the
 former); it receives config.yaml (the resolved config; test_config.yaml for ``-e``), train.log,
 train.jsonl, eval.jsonl, tensorboard/, checkpoints/ and results/<split>/ (KITTI files, ap.json,
-ap.md). A new run refuses a run folder that holds checkpoints: continue it with ``--resume``,
+ap.md, report.md with its precision-recall curves and error plots); a run that evaluates during
+training also gets epochs.md, its last and its best epoch side by side (lib/eval/report.py).
+A new run refuses a run folder that holds checkpoints: continue it with ``--resume``,
 or start afresh with ``--overwrite``, which first moves the old folder to
 ``<run>.old-<YYYYmmdd-HHMMSS>``. Checkpoints given to ``-e``, ``--resume`` and ``distill.*``
 must have been trained for that role (lib/models/checkpoint_role.py). User errors print one line
@@ -46,7 +48,7 @@ from lib.engine.tester import TesterSettings, run_test
 from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import run_result_dir
-from lib.eval.report import ap_summary, format_markdown, format_table, key_metric
+from lib.eval.report import ap_summary, format_markdown, format_table, key_metric, write_epoch_summary
 from lib.losses.criterion import LossSettings, build_htl
 from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
@@ -158,6 +160,9 @@ def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, devi
         trainer.close()
     if info.is_main:
         logger.info("training done: %s", run_dir_of(cfg))
+        summary = write_epoch_summary(run_dir_of(cfg))  # last vs best epoch, when it evaluated
+        if summary is not None:
+            logger.info("%s", summary.read_text().rstrip())
 
 
 def build_loaders(
