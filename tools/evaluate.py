@@ -28,7 +28,7 @@ from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors
 from lib.eval.iou import DEVICES
 from lib.eval.kitti_eval import evaluate
-from lib.eval.kitti_format import load_labels, load_results, result_frame_ids
+from lib.eval.kitti_format import load_labels, load_results, result_class_notes, result_frame_ids
 from lib.eval.report import REPORT_MARKDOWN, format_error_table, format_table, write_json, write_reports
 from lib.kitti_io import read_split
 
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         rule = "every frame of the split; a frame without a result file has no detections"
     gt = load_labels(args.label_dir, frames, split_file=args.split)
     det = load_results(args.result_dir, frames)
+    for note in result_class_notes(gt, det, args.classes):  # classes the tables cannot show
+        print(f"note: {note}", file=sys.stderr)
     reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
     errors = analyse_errors(gt, det, classes=args.classes)
     for report in reports.values():

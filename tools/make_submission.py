@@ -27,7 +27,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from lib.errors import UserError, run_cli
+from lib.errors import UserError, run_cli, writing
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
 from lib.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split, read_text
 from lib.utils.outputs import check_outputs
@@ -99,10 +99,14 @@ def write_zip(out: Path, folder: Path, frame_ids: list[int]) -> None:
     """The files at the archive's top level, in frame order; written under a temporary name
     and renamed, so an interrupted run leaves no partial zip."""
     tmp = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for frame_id in sorted(frame_ids):
-            name = frame_file_name(frame_id)
-            archive.write(folder / name, arcname=name)
+    try:
+        with writing(out), zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for frame_id in sorted(frame_ids):
+                name = frame_file_name(frame_id)
+                archive.write(folder / name, arcname=name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
 
 

@@ -12,19 +12,47 @@ format error names the file and line.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lib.errors import UserError
 from lib.eval.kitti_eval import FrameObjects
 from lib.kitti_io import LabelTable, Object3d, parse_label_text, read_text, write_label
+from lib.utils.files import sha256_file
 
 RESULT_SUBDIR = "data"  # <result_dir>/data/NNNNNN.txt, the devkit's layout
+LATEST_FILE = "latest.txt"  # in results/<split>/: the folder name of the latest -e evaluation
+SHORT_SHA = 8  # hex digits of a checkpoint's sha256 in its result folder's name
 
 
 def run_result_dir(run_dir: str | Path, split: str) -> Path:
-    """``<run>/results/<split>``: where a run's predictions of a split and their reports go."""
+    """``<run>/results/<split>``: where a run's evaluations during training put their predictions
+    of a split and their reports."""
     return Path(run_dir) / "results" / split
+
+
+def checkpoint_result_dir(run_dir: str | Path, split: str, checkpoint: str | Path) -> Path:
+    """``<run>/results/<split>/<checkpoint stem>-<first 8 hex of its sha256>``: where ``-e`` puts
+    its evaluation of one checkpoint file, so that evaluating another checkpoint, or the same
+    file after it changed, never replaces earlier results."""
+    checkpoint = Path(checkpoint)
+    tag = sha256_file(checkpoint)[:SHORT_SHA]
+    return run_result_dir(run_dir, split) / f"{checkpoint.stem}-{tag}"
+
+
+def mark_latest(result_dir: str | Path) -> None:
+    """Record ``result_dir`` (a :func:`checkpoint_result_dir`) as its split's latest ``-e`` result."""
+    result_dir = Path(result_dir)
+    (result_dir.parent / LATEST_FILE).write_text(result_dir.name + "\n")
+
+
+def latest_result_dir(run_dir: str | Path, split: str) -> Path:
+    """The folder of the latest ``-e`` evaluation of ``split`` in a run (:func:`mark_latest`), else
+    :func:`run_result_dir` (a run evaluated only during training)."""
+    base = run_result_dir(run_dir, split)
+    latest = base / LATEST_FILE
+    return base / latest.read_text().strip() if latest.is_file() else base
 
 
 def result_data_dir(result_dir: str | Path) -> Path:
@@ -98,6 +126,25 @@ def _frame_files(folder: Path) -> set[int]:
             if ext == ".txt" and stem.isdigit() and entry.is_file():
                 ids.add(int(stem))
     return ids
+
+
+def result_class_notes(gt: FrameObjects, det: FrameObjects, classes: Sequence[str]) -> list[str]:
+    """What an evaluation of ``classes`` leaves out of the results, one line each: detections of
+    a class that is not evaluated (they are ignored), and evaluated classes that have detections
+    but no ground-truth object in the labels (their AP says nothing)."""
+    found = Counter(det.table.names.tolist())
+    labelled = set(gt.table.names.tolist())
+    notes = [
+        f"{count} result line(s) of class {name!r} are not scored (evaluated classes: {', '.join(classes)})"
+        for name, count in sorted(found.items())
+        if name not in classes and name != "DontCare"
+    ]
+    notes += [
+        f"{found[name]} {name} detection(s) but no {name} in the labels of these frames: its AP means nothing"
+        for name in classes
+        if found[name] and name not in labelled
+    ]
+    return notes
 
 
 def result_frame_ids(result_dir: str | Path) -> set[int]:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lib.errors import writing
 from lib.eval.kitti_eval import DIFFICULTIES, METRICS
 
 AP_JSON, AP_MARKDOWN, ERROR_JSON = "ap.json", "ap.md", "error_analysis.json"  # of a result folder
@@ -94,7 +95,8 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     error analysis), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    with writing(path):  # a full disk's error names the file
+        path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
 
