@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,22 @@ def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def detector_checkpoint(
+    path: Path, config: Path, overrides: Sequence[str] = (), *, task: str = "detector"
+) -> Path:
+    """A training-like checkpoint of the (untrained) detector of ``config`` + ``overrides``, with
+    that config stored in it."""
+    import torch
+
+    from lib.config import load_config
+    from lib.depth_bins import RpdSettings
+    from lib.models.build import ModelSettings, build_detector
+
+    cfg = load_config(config, list(overrides))
+    model = replace(ModelSettings.from_config(cfg), pretrained=False)
+    state = build_detector(model, RpdSettings.from_config(cfg)).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state": state, "task": task, "epoch": 1, "config": cfg.to_dict()}, path)
+    return path
