@@ -297,8 +297,10 @@ SCORE_KEY = "car_3d_moderate_ap40"  # the score of an eval.jsonl record (lib/eng
 
 
 def read_evaluations(path: str | Path) -> list[dict]:
-    """The records of an ``eval.jsonl`` (one evaluation during training a line), in file order."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The evaluations during training of an ``eval.jsonl``, in file order (the records of ``-e``
+    evaluations, ``"type": "test"``, left out)."""
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("type") != "test"]
 
 
 def format_epoch_summary(records: list[dict]) -> str:

@@ -162,6 +162,7 @@ def test_epoch_summary_puts_last_and_best_side_by_side(tmp_path):
         {"epoch": 10, SCORE_KEY: 15.5, "ap40": car_reports(15.5)["ap40"]["ap"]},
         {"epoch": 15, SCORE_KEY: 15.5, "ap40": car_reports(15.5, 60.0)["ap40"]["ap"]},
         {"epoch": 20, SCORE_KEY: 14.0, "ap40": car_reports(14.0)["ap40"]["ap"]},
+        {"type": "test", "epoch": 10, SCORE_KEY: 99.0, "ap40": car_reports(99.0)["ap40"]["ap"]},  # an -e run
     ]
     assert write_epoch_summary(tmp_path) is None  # no eval.jsonl: nothing evaluated during training
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
