@@ -1,8 +1,10 @@
 """``make demo``: the whole pipeline on CPU in minutes (``tools/reproduce.py --demo``), then a picture.
 
 Writes a synthetic KITTI-format set with depth maps, trains the LiDAR-depth teacher, the RGB
-student and MonoMMKD on it (configs/demo/*.yaml) and prints the Car AP40 table
-(outputs/demo/table.md). Then draws the MonoMMKD student's detections with a score of at least
+student, MonoMMKD and its control (MonoMMKD's steps from the same student with the DualKL weight
+at 0: the same compute without the distillation term) on it (configs/demo/*.yaml), prints the
+Car AP40 table (outputs/demo/table.md) and writes outputs/demo/report.md: the tables with each
+model's precision-recall curves and errors by distance. Then draws the MonoMMKD student's detections with a score of at least
 ``--picture-threshold`` (red, with their scores) and the ground truth (green) on the val frame
 with the most Moderate cars, the image beside the bird's-eye view, and prints the PNG's path
 (``<output-dir>/monommkd_val_<frame>.png``). The teacher and the student train side by side
