@@ -3,11 +3,12 @@
     python tools/check_dataset.py --data-dir data/KITTI3D --splits train val --depth --scans
     python tools/check_dataset.py --config configs/monommkd.yaml        # the config's splits and needs
 
-Reads each frame's image header, calib and label (and with ``--depth`` its depth map, with
-``--scans`` its Velodyne scan size) and prints every error (a missing or malformed file,
-``file:line`` for label lines with a non-positive size, duplicate or empty splits, depth maps
-that do not fit their image, empty scans) and the warnings with their counts
-(lib/datasets/dataset_check.py). Exit status 0: no errors; 1: errors found; 2: a bad command
+Decodes each frame's image as training does, reads its calib and label (and with ``--depth`` its
+depth map, with ``--scans`` its Velodyne scan size) and prints every error (a missing, empty,
+truncated or malformed file, ``file:line`` for label lines with a non-positive size or a value
+outside KITTI's ranges, duplicate or empty splits, depth maps that do not fit their image, empty
+scans) and the warnings with their counts (boxes outside the image, blank depth maps, frames in
+two splits; lib/datasets/dataset_check.py). Exit status 0: no errors; 1: errors found; 2: a bad command
 line or config. ``dataset.check_on_start`` runs the same check in ``tools/train_val.py``.
 """
 
@@ -21,6 +22,7 @@ from lib.config import load_config
 from lib.datasets.dataset_check import check_dataset, format_report
 from lib.datasets.kitti import needs_depth_maps
 from lib.errors import UserError, run_cli
+from lib.utils import cli_types
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,15 +33,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--depth", action="store_true", help="also read the depth maps")
     parser.add_argument("--depth-dir", default="depth_dense", help="depth map folder beside image_2/")
     parser.add_argument("--scans", action="store_true", help="also check the Velodyne scan sizes")
-    parser.add_argument("--workers", type=int, default=None, help="threads (default: CPU count, <= 8)")
+    parser.add_argument(
+        "--workers", type=cli_types.positive_int, default=None, help="threads (default: CPU count, <= 8)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value (with --config)")
     args = parser.parse_args(argv)
     if (args.data_dir is None) == (args.config is None):
         parser.error("give exactly one of --data-dir and --config")
     if args.overrides and args.config is None:
         parser.error("overrides need --config")
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     return args
 
 

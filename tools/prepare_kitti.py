@@ -38,14 +38,11 @@ from pathlib import Path
 
 from lib.constants import KITTI_SPLIT_SIZES
 from lib.datasets.dataset_check import MAX_ERRORS_SHOWN, check_dataset
-from lib.datasets.depth_maps import read_image_size
 from lib.errors import UserError, run_cli
 from lib.kitti_io import (
     STANDARD_SPLITS_DIR,
     KittiFormatError,
     find_split_file,
-    read_calib,
-    read_label,
     read_split,
     read_velodyne,
 )
@@ -250,26 +247,12 @@ def parse_one(report: Report, path: Path, reader, archive: str) -> None:
 
 
 def parse_samples(report: Report) -> None:
-    """One calib, label and image of each labelled split, one scan, one test frame."""
+    """One Velodyne scan (the depth maps read them all; every other file: :func:`check_every_frame`)."""
     if report.problems:  # a folder is missing frames: say that first
         return
-    training, testing = report.root / "training", report.root / "testing"
-    for name in ("train", "val"):
-        ids = report.splits.get(name)
-        if not ids:
-            continue
-        frame = f"{ids[0]:06d}"
-        parse_one(report, training / "calib" / f"{frame}.txt", read_calib, CALIB)
-        parse_one(report, training / "label_2" / f"{frame}.txt", read_label, LABELS)
-        parse_one(report, training / "image_2" / f"{frame}.png", read_image_size, IMAGES)
-    scan = training / "velodyne" / f"{report.splits['trainval'][0]:06d}.bin"
+    scan = report.root / "training" / "velodyne" / f"{report.splits['trainval'][0]:06d}.bin"
     if scan.exists():  # absent only when every depth map is there (check_tree)
         parse_one(report, scan, read_velodyne, VELODYNE)
-    test_ids = report.splits.get("test")
-    if test_ids and (testing / "calib").is_dir():  # checked complete by check_testing
-        frame = f"{test_ids[0]:06d}"
-        parse_one(report, testing / "calib" / f"{frame}.txt", read_calib, CALIB)
-        parse_one(report, testing / "image_2" / f"{frame}.png", read_image_size, IMAGES)
 
 
 def check_testing(report: Report) -> None:
@@ -319,7 +302,10 @@ def check_every_frame(report: Report) -> None:
     if "test" in report.splits and (report.root / "testing" / "calib").is_dir():
         splits.append("test")
     checked = check_dataset(report.root, splits)
-    report.problems += checked.errors[:MAX_ERRORS_SHOWN]
+    archives = {f"/{folder.name}/": folder.archive for folder in TRAINING}
+    for error in checked.errors[:MAX_ERRORS_SHOWN]:
+        archive = next((a for name, a in archives.items() if name in error), None)
+        report.problems.append(f"{error}; re-extract {archive}" if archive else error)
     if len(checked.errors) > MAX_ERRORS_SHOWN:
         report.problems.append(
             f"... and {len(checked.errors) - MAX_ERRORS_SHOWN} more files that cannot be read"

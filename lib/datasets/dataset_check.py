@@ -1,11 +1,13 @@
 """Check a KITTI-layout dataset before training: every listed frame's files, read once, in parallel.
 
 A bad frame otherwise surfaces only when the loader reaches it, part-way through an epoch, and
-one problem at a time. :func:`check_dataset` reads each frame of the splits once (image header,
-calib, label, and optionally depth map and Velodyne scan size) with a thread pool and collects
-every problem: errors (what training or evaluation would refuse anyway: a missing or malformed
-file, a non-positive size, a duplicate or empty split, a depth map that does not fit its image,
-an empty scan) and warnings with their counts (2D boxes outside the image, blank depth maps).
+one problem at a time. :func:`check_dataset` reads each frame of the splits once (the image
+decoded whole by the dataset's own reader, calib, label, and optionally depth map and Velodyne
+scan size) with a thread pool and collects every problem: errors (what training or evaluation
+would refuse anyway: a missing, empty, truncated or malformed file, a label value out of KITTI's
+ranges, a duplicate or empty split, a depth map that does not fit its image, an empty scan) and
+warnings with their counts (2D boxes outside the image, blank depth maps, frames listed in two
+of the splits).
 ``tools/check_dataset.py`` prints the report; ``dataset.check_on_start`` runs it in
 ``tools/train_val.py`` and stops before training when there are errors.
 """
