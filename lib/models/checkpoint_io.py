@@ -20,6 +20,7 @@ its initialisation) or present for a model built without it (ignored). Every suc
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ DLA34_URL = "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth"  # configs/
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, unreadable or of an unknown layout (the message names it)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No file at the checkpoint's path."""
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
@@ -124,20 +129,43 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """Read a checkpoint dict with ``torch.load(weights_only=True)`` (no code from the file runs).
 
     Raises:
-        CheckpointError: the file is missing, is not a dict, or holds objects that
-            ``weights_only`` refuses (a legacy pickle).
+        CheckpointNotFoundError: no such file.
+        CheckpointError: the file is not a dict, or holds objects that ``weights_only`` refuses
+            (a legacy pickle).
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError here
+        not_torch = _not_torch_file(path)
+        if not_torch:
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({not_torch})") from None
         reason = _load_reason(err)
         raise CheckpointError(f"{path}: cannot be read as a weights-only checkpoint ({reason})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     return ckpt
+
+
+# torch.save's legacy (pre-zip) format starts with this magic number, pickled (protocol 2, a long).
+LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _not_torch_file(path: Path) -> str | None:
+    """Why a file that torch could not read is no torch.save file at all (None when it is one):
+    torch.save writes a zip archive, or before PyTorch 1.6 a pickle that starts with a magic number."""
+    with path.open("rb") as f:
+        head = f.read(len(LEGACY_TORCH_HEAD))
+    if head.startswith(LEGACY_TORCH_HEAD) or zipfile.is_zipfile(path):
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive cut short, e.g. by an interrupted download or copy"
+    if not head:
+        return "the file is empty"
+    kind = "a plain Python pickle" if head[:1] == b"\x80" else "neither a zip archive nor a pickle"
+    return f"{kind}, not written by torch.save: a checkpoint is a zip archive of tensors"
 
 
 def _load_reason(err: Exception) -> str:
@@ -219,25 +247,48 @@ def compare_state_dict(
     return report
 
 
+def check_finite_state(state: Mapping[str, Any], source: str | Path) -> None:
+    """Refuse weights holding NaN or infinite values: the run that wrote them had diverged, and
+    such a network detects nothing (or NaN boxes) without saying why.
+
+    Raises:
+        CheckpointError: names ``source``, how many tensors are affected and the first one.
+    """
+    bad = [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} of its {len(state)} weight tensors hold NaN or infinite values "
+            f"(first: {bad[0]}); the training that wrote it had diverged: use an earlier checkpoint"
+        )
+
+
 def load_model_state(
     model: nn.Module,
     source: str | Path | Mapping[str, Any],
     *,
     optional_prefixes: tuple[str, ...] = OPTIONAL_PREFIXES,
+    name: str | None = None,
 ) -> LoadReport:
-    """Load a checkpoint (file, checkpoint dict or state_dict) into ``model`` strictly.
+    """Load a checkpoint (file, checkpoint dict or state_dict) into ``model`` strictly; ``name``
+    (default: the file, else "checkpoint") names the source in messages.
 
     Returns:
         The report (also logged when the depth branch is missing or ignored).
 
     Raises:
         CheckpointMismatchError: missing, unexpected or mis-shaped keys (all listed).
+        CheckpointError: weights that are NaN or infinite (:func:`check_finite_state`).
     """
-    name = str(source) if isinstance(source, (str, Path)) else "checkpoint"
+    name = name or (str(source) if isinstance(source, (str, Path)) else "checkpoint")
     if isinstance(source, (str, Path)):
         state = read_checkpoint(source)
     else:
         state = detector_state_from_checkpoint(source, source=name)
+    check_finite_state(state, name)
     report = compare_state_dict(model, state, optional_prefixes=optional_prefixes)
     if not report.ok:
         raise CheckpointMismatchError(report, name)

@@ -118,7 +118,7 @@ def test_partial_depth_branch_is_an_error() -> None:
 def test_unreadable_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pth: cannot be read as a weights-only checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pth: not a PyTorch checkpoint"):
         load_model_state(_small(), path)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model_state(_small(), tmp_path / "absent.pth")
