@@ -4,7 +4,8 @@ Writes a synthetic KITTI-format set with depth maps, trains the LiDAR-depth teac
 student, MonoMMKD and its control (MonoMMKD's steps from the same student with the DualKL weight
 at 0: the same compute without the distillation term) on it (configs/demo/*.yaml), prints the
 Car AP40 table (outputs/demo/table.md) and writes outputs/demo/report.md: the tables with each
-model's precision-recall curves and errors by distance. Then draws the MonoMMKD student's detections with a score of at least
+model's precision-recall curves and errors by distance. Then draws the MonoMMKD student's
+detections with a score of at least
 ``--picture-threshold`` (red, with their scores) and the ground truth (green) on the val frame
 with the most Moderate cars, the image beside the bird's-eye view, and prints the PNG's path
 (``<output-dir>/monommkd_val_<frame>.png``). The teacher and the student train side by side
