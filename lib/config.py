@@ -27,6 +27,7 @@ import yaml
 from lib.errors import UserError
 
 BASE_KEY = "_base_"
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # every key, its default
 S = TypeVar("S")
 
 
@@ -193,6 +194,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     data = _load_chain(Path(path))
     apply_overrides(data, overrides)
     return Config(data)
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = (), *, source: str) -> Config:
+    """A resolved config kept outside a file (a checkpoint's ``config`` entry) with the CLI
+    overrides, checked against :data:`BASE_CONFIG` as a file is: unknown keys and wrong types
+    fail naming ``source``; keys it lacks take base.yaml's defaults.
+
+    Raises:
+        ConfigError: unknown key, wrong type, bad override.
+    """
+    merged = _load_chain(BASE_CONFIG)
+    _merge(merged, data, source)
+    apply_overrides(merged, overrides)
+    return Config(merged)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

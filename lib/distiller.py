@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,9 +44,8 @@ from lib.losses.distill import (
     response_loss,
     spearman_loss,
 )
-from lib.models import ModelSettings, build_detector, load_model_state
-from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint
-from lib.models.checkpoint_role import check_checkpoint_role
+from lib.models import ModelSettings
+from lib.models.loading import load_detector
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +204,7 @@ class Distiller(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Distiller:
-        """Build both networks with ``build_detector``, load the checkpoints, build the criterion.
+        """Load both networks (lib/models/loading.py ``load_detector``), build the criterion.
 
         ``distill.teacher_checkpoint`` (required) and ``distill.student_checkpoint`` (optional,
         MonoSKD's "student initialised from the RGB baseline") may be this project's training or
@@ -219,39 +217,25 @@ class Distiller(nn.Module):
         Raises:
             ValueError: ``distill.teacher_checkpoint`` is not set, or DualKL is on and the teacher
                 file has no depth branch.
-            FileNotFoundError: a configured checkpoint file does not exist (names file and key).
-            CheckpointMismatchError: a file does not fit the configured network.
+            CheckpointNotFoundError (a FileNotFoundError): a configured file does not exist (names
+                file and key); CheckpointRoleError / CheckpointMismatchError: a file trained for
+                another role, or that does not fit the configured network.
         """
         settings = DistillSettings.from_config(cfg)
-        model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
-        paths = {"distill.teacher_checkpoint": settings.teacher_checkpoint}
         if not settings.teacher_checkpoint:
             raise ValueError("distill.teacher_checkpoint is not set: distillation needs a trained teacher")
-        if settings.student_checkpoint:
-            paths["distill.student_checkpoint"] = settings.student_checkpoint
-        for key, path in paths.items():
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{key}: checkpoint file not found: {path}")
-
-        student_init = "distill.student_checkpoint" in paths
-        student_model = replace(model, input=STUDENT_INPUT, pretrained=model.pretrained and not student_init)
-        student = build_detector(student_model, rpd)
-        teacher = build_detector(replace(model, input=TEACHER_INPUT, pretrained=False), rpd)
-        networks = {"distill.teacher_checkpoint": teacher, "distill.student_checkpoint": student}
-        for key, path in paths.items():
-            source = f"{key} ({path})"
-            ckpt = load_checkpoint(path)
-            role = "teacher" if key == "distill.teacher_checkpoint" else "student"
-            check_checkpoint_role(ckpt, cfg, path, role)  # a teacher where the student belongs, ...
-            report = load_model_state(networks[key], detector_state_from_checkpoint(ckpt, source=source))
-            if key == "distill.teacher_checkpoint" and report.optional_missing and settings.dualkl.weight > 0:
-                raise ValueError(
-                    f"{source} has no depth branch, but distill.dualkl.weight > 0 distils the teacher's "
-                    "depth distribution: use a teacher trained with model.depth_branch: true"
-                )
-            logger.info("loaded %s from %s", key, path)
+        # The student is built first: its initial weights are the seeded RNG's first draws.
+        student = load_detector(cfg, settings.student_checkpoint, role="student")
+        teacher = load_detector(cfg, settings.teacher_checkpoint, role="teacher")
+        if teacher.report.optional_missing and settings.dualkl.weight > 0:
+            raise ValueError(
+                f"distill.teacher_checkpoint ({settings.teacher_checkpoint}) has no depth branch, but "
+                "distill.dualkl.weight > 0 distils the teacher's depth distribution: use a teacher "
+                "trained with model.depth_branch: true"
+            )
+        model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
         criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
-        return cls(student, teacher, criterion=criterion, settings=settings)
+        return cls(student.detector, teacher.detector, criterion=criterion, settings=settings)
 
     # ------------------------------------------------------------------ modes and parameters
     def train(self, mode: bool = True) -> Distiller:

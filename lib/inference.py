@@ -34,15 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.config import Config
 from lib.datasets.augment import augment_sample, input_window
 from lib.datasets.kitti import normalize_image
 from lib.decode import decode_detections
-from lib.depth_bins import RpdSettings
 from lib.errors import UserError
 from lib.kitti_io import Object3d
-from lib.models.build import ModelSettings, build_detector
-from lib.models.checkpoint_io import load_model_state
 from lib.models.detector import Detector
 
 ASPECT_TOLERANCE = 0.15  # relative difference of H/W from the input's beyond which a frame is padded
@@ -358,25 +354,6 @@ def decode_outputs(
         shift = np.tile(inp.pad, 2).astype(np.float64)  # (4,) left, top, left, top
         out.append([replace(o, box2d=o.box2d - shift) for o in objects] if inp.pad.any() else objects)
     return out
-
-
-def load_detector(cfg: Config, checkpoint: str | Path) -> Detector:
-    """The config's detector (no backbone download) with a checkpoint's weights, in eval mode.
-
-    The one place where inference reads a checkpoint, through the project's checkpoint reader
-    (lib/models/checkpoint_io.py: every layout it accepts). Only RGB networks run on images.
-
-    Raises:
-        CheckpointMismatchError (and the reader's errors): weights of another network, unreadable file.
-    """
-    if cfg.model.input != "rgb":
-        raise UserError(
-            f"config: model.input is {cfg.model.input!r} (a teacher); inference runs RGB networks"
-        )
-    model = replace(ModelSettings.from_config(cfg), input="rgb", pretrained=False)
-    detector = build_detector(model, RpdSettings.from_config(cfg))
-    load_model_state(detector, Path(checkpoint))
-    return detector.eval()
 
 
 def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, int], topk: int) -> None:

@@ -19,9 +19,10 @@ import torch
 from lib.config import load_config
 from lib.depth_bins import RpdSettings
 from lib.errors import run_cli
-from lib.inference import OUTPUT_NAMES, Frame, OnnxBackend, TorchBackend, load_detector, make_batch
+from lib.inference import OUTPUT_NAMES, Frame, OnnxBackend, TorchBackend, make_batch
 from lib.kitti_io import read_calib, read_label
 from lib.models.build import ModelSettings, build_detector
+from lib.models.loading import load_detector
 
 pytest.importorskip("onnxruntime")
 
@@ -74,7 +75,7 @@ def test_onnx_runtime_equals_pytorch_on_the_kitti_frames(
     cfg = load_config(CONFIG)
     batch = make_batch(kitti_frames(kitti_sample_dir), resolution=tuple(cfg.dataset.resolution))
     torch_out = TorchBackend(
-        load_detector(cfg, checkpoint), topk=cfg.tester.topk, device=torch.device("cpu")
+        load_detector(cfg, checkpoint).detector, topk=cfg.tester.topk, device=torch.device("cpu")
     )(batch.arrays)
     onnx_backend = OnnxBackend(onnx_path)
     assert onnx_backend.resolution == tuple(cfg.dataset.resolution)

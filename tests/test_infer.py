@@ -30,7 +30,6 @@ from lib.inference import (
     TorchBackend,
     decode_outputs,
     intrinsics_projection,
-    load_detector,
     make_batch,
     pad_to_aspect,
     parse_intrinsics,
@@ -40,6 +39,7 @@ from lib.inference import (
 from lib.inference_io import VideoWriter
 from lib.kitti_io import read_calib
 from lib.models.build import ModelSettings, build_detector
+from lib.models.loading import load_detector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs" / "demo" / "student.yaml"
@@ -178,8 +178,9 @@ def test_infer_on_kitti_frames_equals_evaluation(
     assert "3 frames" in stdout
     cfg = load_config(CONFIG, ["tester.threshold=0.05"])
     dataset = build_dataset(sample_config(kitti_sample_dir), "trainval", train=False, load_depth=False)
+    detector = load_detector(cfg, checkpoint).detector
     expected = predict_split(
-        load_detector(cfg, checkpoint), DataLoader(dataset, batch_size=2), device=torch.device("cpu"),
+        detector, DataLoader(dataset, batch_size=2), device=torch.device("cpu"),
         topk=cfg.tester.topk, threshold=0.05, backprojection=cfg.tester.backprojection, progress=False,
     )  # fmt: skip
     assert sum(len(v) for v in expected.values()) > 0
@@ -307,7 +308,7 @@ def test_channels_last_backend_gives_the_same_outputs(checkpoint: Path, kitti_sa
         for name in ("000000", "000001")
     ]
     batch = make_batch(frames, resolution=RESOLUTION)
-    detector = load_detector(load_config(CONFIG), checkpoint)
+    detector = load_detector(load_config(CONFIG), checkpoint).detector
     cpu = torch.device("cpu")
     plain = TorchBackend(detector, topk=50, device=cpu)(batch.arrays)
     nhwc = TorchBackend(detector, topk=50, device=cpu, channels_last=True)(batch.arrays)

@@ -1,12 +1,12 @@
 """Export a trained detector's inference graph to ONNX (for ONNX Runtime, TensorRT, ...).
 
-    python tools/export_onnx.py --config configs/student.yaml \\
-        --checkpoint outputs/student/checkpoints/best.pth --out student.onnx
+    python tools/export_onnx.py --checkpoint outputs/student/checkpoints/best.pth --out student.onnx
 
 The graph (lib/inference.py ``InferenceGraph``): backbone, neck, 2D heads, top-K peaks, RoI heads,
 depth and its confidence; inputs ``images`` (B, 3, H, W) ImageNet-normalised, ``calib`` (B, 3, 4),
 ``coord_range`` (B, 2, 2); the batch axis is dynamic, H and W are the config's
-``dataset.resolution``. The box decoding stays in Python, shared with the PyTorch path:
+``dataset.resolution`` (``--config`` is needed only for a checkpoint that stores no config). The
+box decoding stays in Python, shared with the PyTorch path:
 ``python tools/infer.py --backend onnx --checkpoint student.onnx ...`` runs the file.
 """
 
@@ -16,14 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.config import load_config
 from lib.errors import UserError, run_cli
-from lib.inference import export_onnx, load_detector
+from lib.inference import export_onnx
+from lib.models.loading import load_detector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="the model's config")
+    parser.add_argument("--config", type=Path, help="the model's config (default: the checkpoint's)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the trained weights (.pth)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument("--topk", type=int, help="peaks per image (default: the config's tester.topk)")
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.out.exists() and not args.force:
         raise UserError(f"{args.out}: exists (--force to overwrite)")
-    cfg = load_config(args.config, args.overrides)
-    detector = load_detector(cfg, args.checkpoint)
+    loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")
+    cfg, detector = loaded.config, loaded.detector
     resolution = tuple(cfg.dataset.resolution)
     topk = args.topk or cfg.tester.topk
     export_onnx(detector, args.out, resolution=resolution, topk=topk)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from lib.engine.checkpoint import atomic_save
 from lib.errors import UserError, run_cli
-from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint
 from lib.models.depth_branch import DEPTH_BRANCH_NAME
+from lib.models.loading import open_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,11 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def export_student(checkpoint: Path, out: Path, *, keep_depth_branch: bool = False) -> int:
     """Write the student-only checkpoint; returns the number of tensors written."""
-    ckpt = load_checkpoint(checkpoint)
-    state = detector_state_from_checkpoint(ckpt, source=str(checkpoint))
+    ckpt = open_checkpoint(checkpoint)
+    state = ckpt.detector_state()
     if not keep_depth_branch:
         state = {k: v for k, v in state.items() if not k.startswith(f"{DEPTH_BRANCH_NAME}.")}
-    atomic_save({"model_state": state, "epoch": int(ckpt.get("epoch", -1))}, out)
+    atomic_save({"model_state": state, "epoch": int(ckpt.data.get("epoch", -1))}, out)
     return len(state)
 
 

@@ -1,7 +1,11 @@
 """Run a trained detector on your own images, folders or videos, with your camera.
 
-    python tools/infer.py --config configs/student.yaml --checkpoint outputs/student/checkpoints/best.pth \\
+    python tools/infer.py --checkpoint outputs/student/checkpoints/best.pth \\
         --input my_images/ --intrinsics 721.5,721.5,609.6,172.9 --out outputs/infer
+
+``--config`` (with overrides) is needed only for a checkpoint that stores no config (an exported
+student, a reference download) and for ``--backend onnx``; a training checkpoint of this project
+stores its own.
 
 ``--input`` is an image, a folder of images or a video. The camera is ``--calib`` (a KITTI calib
 file, a KITTI raw ``calib_cam_to_cam.txt``, or a folder of calib files named like the images) or
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lib.config import load_config
+from lib.config import Config, load_config
 from lib.engine.tester import TesterSettings
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import result_data_dir, write_results
@@ -35,11 +39,12 @@ from lib.inference import (
     OnnxBackend,
     TorchBackend,
     decode_outputs,
-    load_detector,
     make_batch,
     parse_intrinsics,
 )
 from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, video_fps
+from lib.models.detector import Detector
+from lib.models.loading import load_detector
 from lib.visualize import render_detections
 
 DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's camera rate)
@@ -48,7 +53,7 @@ DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's came
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--config", type=Path, required=True, help="the model's config (resolution, model type)"
+        "--config", type=Path, help="the model's config (default: the one the checkpoint stores)"
     )
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help=".pth checkpoint, or .onnx with --backend onnx"
@@ -87,13 +92,24 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
         yield chunk
 
 
+def load_model(args: argparse.Namespace) -> tuple[Config, Detector | None]:
+    """The config (``--config``, else the checkpoint's) and, for the torch backend, the network
+    (lib/models/loading.py ``load_detector``; a teacher is refused)."""
+    if args.backend == "torch":
+        loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")
+        return loaded.config, loaded.detector
+    if args.config is None:
+        raise UserError(f"{args.checkpoint}: an ONNX file stores no config; pass the model's with --config")
+    return load_config(args.config, args.overrides), None
+
+
 def build_backend(
-    args: argparse.Namespace, cfg, device: torch.device, *, topk: int
+    args: argparse.Namespace, cfg: Config, detector: Detector | None, device: torch.device, *, topk: int
 ) -> TorchBackend | OnnxBackend:
     """The torch network of a checkpoint (``topk`` peaks per image), or an ONNX Runtime session of
     an exported file (its top-K fixed at export)."""
-    if args.backend == "torch":
-        return TorchBackend(load_detector(cfg, args.checkpoint), topk=topk, device=device)
+    if detector is not None:
+        return TorchBackend(detector, topk=topk, device=device)
     backend = OnnxBackend(args.checkpoint)
     if backend.resolution != tuple(cfg.dataset.resolution):
         raise UserError(
@@ -113,7 +129,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg, detector = load_model(args)
     intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     camera = Camera.from_options(args.calib, intrinsics)
     check_outputs(args)
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     tester = TesterSettings.from_config(cfg)
-    backend = build_backend(args, cfg, device, topk=tester.topk)
+    backend = build_backend(args, cfg, detector, device, topk=tester.topk)
     threshold = tester.threshold if args.score_threshold is None else args.score_threshold
     resolution, inverse_affine = tuple(cfg.dataset.resolution), cfg.dataset.inverse_affine
     render = not args.no_render

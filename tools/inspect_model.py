@@ -5,12 +5,13 @@ Examples::
     python tools/inspect_model.py --config configs/student.yaml
     python tools/inspect_model.py --config configs/base.yaml model.type=gupnet model.depth_branch=false \\
         --checkpoint gupnet_release.pth --json outputs/inspect.json
+    python tools/inspect_model.py --checkpoint outputs/student/checkpoints/best.pth   # its stored config
 
 The backbone's ImageNet weights are not loaded unless ``--pretrained`` is given. A checkpoint is
-read by the same reader as ``train_val.py -e`` and ``export_student.py``
-(lib/models/checkpoint_io.py: ours, GUPNet, MonoSKD's baselines and distillation wrapper,
-MonoDistill, a plain state_dict) and loaded strictly, except that the training-only depth
-branch may be absent (reported). Exit status: 0 when
+loaded as ``train_val.py -e`` loads it (lib/models/loading.py ``load_detector``: ours, GUPNet,
+MonoSKD's baselines and distillation wrapper, MonoDistill, a plain state_dict), strictly, except
+that the training-only depth branch may be absent (reported). ``--config`` may be left out for a
+checkpoint that stores its config. Exit status: 0 when
 the checkpoint fits (or none was given), 1 when it does not (missing / unexpected / mis-shaped keys
 listed) or cannot be read (also the --pretrained weights), 2 for a bad command line or config.
 """
@@ -18,23 +19,23 @@ listed) or cannot be read (also the --pretrained weights), 2 for a bad command l
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from lib.config import ConfigError, load_config
-from lib.depth_bins import RpdSettings
+from lib.config import ConfigError
 from lib.errors import run_cli
-from lib.models import CheckpointMismatchError, ModelSettings, build_detector, load_model_state
+from lib.models import CheckpointMismatchError
 from lib.models.checkpoint_io import CheckpointError
+from lib.models.loading import LoadedDetector, load_detector, open_checkpoint, run_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="experiment YAML (e.g. configs/student.yaml)")
+    parser.add_argument("--config", help="experiment YAML (default: the one the checkpoint stores)")
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to load strictly into the model")
     parser.add_argument("--json", default=None, help="write {total, modules, load} as JSON here")
@@ -49,18 +50,39 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def load_checked(args: argparse.Namespace) -> tuple[LoadedDetector, dict[str, Any] | None]:
+    """The network of the config (``--config``, else the checkpoint's) with the checkpoint's
+    weights, and the load record for the JSON; a checkpoint that cannot be read or does not fit
+    is recorded (``ok`` false) and the network kept without its weights."""
+    checkpoint, load = None, None
+    if args.checkpoint is not None:
+        try:
+            checkpoint = open_checkpoint(args.checkpoint)
+        except CheckpointError as err:  # absent or unreadable file
+            load = {"checkpoint": args.checkpoint, "ok": False, "error": str(err)}
+    cfg = run_config(args.config, checkpoint, args.overrides)
+    try:
+        loaded = load_detector(cfg, checkpoint, pretrained=args.pretrained)
+    except (CheckpointError, CheckpointMismatchError) as err:  # other role or layout, weights that do not fit
+        record = err.report.to_dict() if isinstance(err, CheckpointMismatchError) else {"ok": False}
+        load = {"checkpoint": args.checkpoint, **record, "error": str(err)}
+        loaded = load_detector(cfg, pretrained=args.pretrained)
+    if loaded.report is not None:
+        load = {"checkpoint": args.checkpoint, **loaded.report.to_dict()}
+    return loaded, load
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        settings = dataclasses.replace(ModelSettings.from_config(cfg), pretrained=args.pretrained)
-        model = build_detector(settings, RpdSettings.from_config(cfg))
+        loaded, load = load_checked(args)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as err:  # --pretrained: weights file absent, download failed, wrong file
         print(f"error: {err}", file=sys.stderr)
         return 1
+    model, settings = loaded.detector, loaded.config.model
     modules = count_parameters(model)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -69,20 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<18s} {n:>12,d}")
     print(f"  {'total':<18s} {total:>12,d}  (trainable {trainable:,d})")
 
-    load, status = None, 0
-    if args.checkpoint is not None:
-        try:
-            report = load_model_state(model, args.checkpoint)
-            load = {"checkpoint": args.checkpoint, **report.to_dict()}
-            print(f"checkpoint {args.checkpoint} fits: {report.describe()}")
-        except CheckpointMismatchError as err:
-            load = {"checkpoint": args.checkpoint, **err.report.to_dict()}
-            print(f"error: {err}", file=sys.stderr)
-            status = 1
-        except CheckpointError as err:  # absent or unreadable file, unknown layout
-            load = {"checkpoint": args.checkpoint, "ok": False, "error": str(err)}
-            print(f"error: {err}", file=sys.stderr)
-            status = 1
+    status = 0
+    if loaded.report is not None:
+        print(f"checkpoint {args.checkpoint} fits: {loaded.report.describe()}")
+    elif load is not None:
+        print(f"error: {load.pop('error')}", file=sys.stderr)
+        status = 1
     if args.json is not None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:

@@ -7,6 +7,7 @@ Examples::
     python tools/train_val.py --config configs/student.yaml --resume            # run_dir/checkpoints/last.pth
     python tools/train_val.py --config configs/student.yaml -e                  # best.pth (else last.pth)
     python tools/train_val.py --config configs/student.yaml -e tester.checkpoint=gupnet.pth
+    python tools/train_val.py -e --resume outputs/student/checkpoints/last.pth   # its stored config
     torchrun --nproc_per_node 4 tools/train_val.py --config configs/student.yaml
 
 The run folder is ``<experiment.output_dir>/<experiment.name>`` (``--output-dir`` replaces the
@@ -18,7 +19,8 @@ A new run refuses a run folder that holds checkpoints: continue it with ``--resu
 or start afresh with ``--overwrite``, which first moves the old folder to
 ``<run>.old-<YYYYmmdd-HHMMSS>``. Checkpoints given to ``-e``, ``--resume`` and ``distill.*``
 must have been trained for that role (lib/models/checkpoint_role.py). User errors print one line
-``error: ...`` and exit with status 2 (lib/errors.py).
+``error: ...`` and exit with status 2 (lib/errors.py). ``--config`` may be left out when
+``--resume`` names a checkpoint of this project: its stored config is used, with the overrides.
 ``dataset.batch_size`` is the global batch, split over the torchrun processes.
 """
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import sys
 import time
@@ -37,10 +38,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lib.config import Config, ConfigError, ExperimentSettings, load_config, save_config
+from lib.config import Config, ConfigError, ExperimentSettings, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
-from lib.depth_bins import RpdSettings
 from lib.engine import dist as dist_utils
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.engine.task import build_task, uses_distiller
@@ -50,9 +50,7 @@ from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import run_result_dir
 from lib.eval.report import ap_summary, format_markdown, format_table, key_metric, write_epoch_summary
 from lib.losses.criterion import LossSettings, build_htl
-from lib.models.build import ModelSettings, build_detector
-from lib.models.checkpoint_io import detector_state_from_checkpoint, load_checkpoint, load_model_state
-from lib.models.checkpoint_role import check_checkpoint_role
+from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
 from lib.utils.logging import setup_logging
 from lib.utils.seed import seed_everything
 
@@ -63,7 +61,9 @@ OLD_RUN_SUFFIX = ".old-"  # --overwrite moves <run> to <run>.old-<YYYYmmdd-HHMMS
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="experiment YAML, e.g. configs/monommkd.yaml")
+    parser.add_argument(
+        "--config", help="experiment YAML, e.g. configs/monommkd.yaml (default: the --resume checkpoint's)"
+    )
     parser.add_argument("-e", "--eval-only", action="store_true", help="evaluate a checkpoint, no training")
     parser.add_argument(
         "--resume",
@@ -82,11 +82,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
+def resolve_config(args: argparse.Namespace) -> tuple[Config, CheckpointFile | None]:
+    """The run's config (``--config``, else the one the ``--resume`` checkpoint stores) with the
+    overrides, and the checkpoint ``--resume`` reads (given, else the run's last.pth), read once."""
     overrides = list(args.overrides)
     if args.output_dir is not None:
         overrides.append(f"experiment.output_dir={args.output_dir}")
-    return load_config(args.config, overrides)
+    checkpoint = None
+    if args.resume not in (None, "auto"):
+        checkpoint = open_checkpoint(args.resume, role="eval" if args.eval_only else "resume")
+    elif args.config is None:
+        raise UserError("--config is required unless --resume names a checkpoint (it stores its config)")
+    cfg = run_config(args.config, checkpoint, overrides)
+    if args.resume == "auto" and not args.eval_only:
+        checkpoint = open_checkpoint(run_dir_of(cfg) / "checkpoints" / "last.pth", role="resume")
+    return cfg, checkpoint
 
 
 def run_dir_of(cfg: Config) -> Path:
@@ -151,9 +161,15 @@ def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoa
     )
 
 
-def train(cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device) -> None:
-    with config_values(args.config):
-        trainer = build_training(cfg, args, info, device)
+def train(
+    cfg: Config,
+    args: argparse.Namespace,
+    info: dist_utils.DistInfo,
+    device: torch.device,
+    checkpoint: CheckpointFile | None,
+) -> None:
+    with config_values(args.config or args.resume):
+        trainer = build_training(cfg, args, info, device, checkpoint)
     try:
         trainer.fit()
     finally:
@@ -190,9 +206,14 @@ def build_loaders(
 
 
 def build_training(
-    cfg: Config, args: argparse.Namespace, info: dist_utils.DistInfo, device: torch.device
+    cfg: Config,
+    args: argparse.Namespace,
+    info: dist_utils.DistInfo,
+    device: torch.device,
+    checkpoint: CheckpointFile | None = None,
 ) -> Trainer:
-    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume``)."""
+    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume`` from
+    ``checkpoint``, else from ``<run>/checkpoints/last.pth``)."""
     experiment = ExperimentSettings.from_config(cfg)
     run_dir = experiment.run_dir
     settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
@@ -232,35 +253,34 @@ def build_training(
     )
     if args.resume is not None:
         path = run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)
-        check_checkpoint_role(load_checkpoint(path), cfg, path, "resume", run_task=task_name)
-        trainer.resume(path)
+        checkpoint = checkpoint or open_checkpoint(path, role="resume")
+        checkpoint.check_role(cfg, "resume", run_task=task_name)
+        trainer.resume(checkpoint)
     return trainer
 
 
-def test(cfg: Config, args: argparse.Namespace, device: torch.device) -> None:
+def test(
+    cfg: Config, args: argparse.Namespace, device: torch.device, checkpoint: CheckpointFile | None
+) -> None:
+    """Evaluate ``checkpoint`` (``-e --resume CKPT``), else ``tester.checkpoint``, else the run's
+    best.pth (else last.pth); a distillation run's evaluated detector is its RGB student."""
     run_dir = run_dir_of(cfg)
     tester = TesterSettings.from_config(cfg)
-    path = args.resume if args.resume not in (None, "auto") else tester.checkpoint
+    path = checkpoint or tester.checkpoint
     if path is None:
         ckpt_dir = run_dir / "checkpoints"
         path = ckpt_dir / "best.pth" if (ckpt_dir / "best.pth").is_file() else ckpt_dir / "last.pth"
-    distilled = uses_distiller(cfg)
-    input_key = "rgb" if distilled else cfg.model.input  # a distillation run tests its student
     split = tester.split
-    with config_values(args.config):
-        model = dataclasses.replace(ModelSettings.from_config(cfg), input=input_key, pretrained=False)
-        detector = build_detector(model, RpdSettings.from_config(cfg))
+    with config_values(args.config or args.resume):
+        run_task = "distiller" if uses_distiller(cfg) else "detector"
+        loaded = load_detector(cfg, path, role="eval", run_task=run_task)
         # inference reads depth maps only as the teacher's input (DID targets are not needed):
         # a DID-M3D checkpoint is evaluated without training/depth_dense
-        load_depth = input_key == "depth"
+        load_depth = loaded.detector.input_key == "depth"
         loader = build_eval_loader(build_dataset(cfg, split, train=False, load_depth=load_depth), cfg)
         if cfg.dataset.check_on_start:
             check_splits(cfg, [split], load_depth=load_depth)
-    ckpt = load_checkpoint(path)
-    check_checkpoint_role(ckpt, cfg, path, "eval", run_task="distiller" if distilled else "detector")
-    state = detector_state_from_checkpoint(ckpt, source=str(path))
-    load_model_state(detector, {"model_state": state})
-    detector.to(device)
+    path, detector = loaded.checkpoint.path, loaded.detector.to(device)
     out_dir = run_result_dir(run_dir, split)
     reports = run_test(
         detector,
@@ -281,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = dist_utils.env_dist_info()
     try:
-        cfg = resolve_config(args)
+        cfg, checkpoint = resolve_config(args)
         experiment = ExperimentSettings.from_config(cfg)
         run_dir = experiment.run_dir
         prepare_run_dir(run_dir, args, info)
@@ -294,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("run folder %s, device %s, %d process(es)", run_dir, device, info.world_size)
         if args.eval_only:
             if info.is_main:
-                test(cfg, args, device)
+                test(cfg, args, device, checkpoint)
         else:
-            train(cfg, args, info, device)
+            train(cfg, args, info, device, checkpoint)
     except NonFiniteLossError as err:  # diverged: the settings (lr, data) are the user's to change
         raise UserError(str(err)) from err
     finally:

@@ -86,8 +86,9 @@ def build_task(cfg: Config) -> tuple[nn.Module, str]:
         return Distiller.from_config(cfg), "distiller"
     from lib.depth_bins import RpdSettings
     from lib.losses.criterion import Criterion, LossSettings
-    from lib.models.build import ModelSettings, build_detector
+    from lib.models.build import ModelSettings
+    from lib.models.loading import load_detector
 
     model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
     criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
-    return DetectorTask(build_detector(model, rpd), criterion), "detector"
+    return DetectorTask(load_detector(cfg, role="train").detector, criterion), "detector"

@@ -47,6 +47,7 @@ from lib.engine import dist as dist_utils
 from lib.engine.checkpoint import Checkpointer, periodic_due
 from lib.engine.dist import DistInfo, move_to_device
 from lib.engine.metrics import LossMeter, MetricLogger
+from lib.models.loading import CheckpointFile, open_checkpoint
 from lib.utils.seed import make_generator, worker_init_fn
 
 logger = logging.getLogger(__name__)
@@ -455,9 +456,12 @@ class Trainer:
             state, epoch=self.epoch, every=s.save_frequency, keep=s.keep_checkpoints, best=improved
         )
 
-    def resume(self, path: str | Path) -> None:
-        """Restore model, optimizer, scheduler, scaler, HTL, counters and RNG states from ``path``."""
-        ckpt = self.checkpointer.load(path, self.device)
+    def resume(self, checkpoint: CheckpointFile | str | Path) -> None:
+        """Restore model, optimizer, scheduler, scaler, HTL, counters and RNG states from a
+        checkpoint already read (lib/models/loading.py ``open_checkpoint``) or a file."""
+        if not isinstance(checkpoint, CheckpointFile):
+            checkpoint = open_checkpoint(checkpoint, role="resume")
+        ckpt, path = self.checkpointer.load(checkpoint), checkpoint.path
         self.task.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
