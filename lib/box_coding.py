@@ -3,7 +3,7 @@
 The dataset encodes ground truth with these (``lib.datasets.targets``), decoding inverts the
 heading (``lib.decode``) and MonoSKD's head distillation reuses the heatmap radius
 (``lib.losses.distill.gaussian_disc_mask``); one definition keeps the three in step
-(docs/reference.md §1.6 for the heading bins).
+(docs/reference.md, 'Heading' for the heading bins).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> 
 def encode_heading(
     alpha: np.ndarray | float, *, num_bins: int = NUM_HEADING_BIN
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Angle → (bin, residual) (docs/reference.md §1.6): bin k is centred at k·360°/num_bins.
+    """Angle → (bin, residual) (docs/reference.md, 'Heading'): bin k is centred at k·360°/num_bins.
 
     Returns:
         bin: int64 in [0, num_bins); residual: float64 in [−half bin, +half bin), radians.
@@ -65,6 +65,6 @@ def encode_heading(
 def decode_heading(
     bin_id: np.ndarray | int, residual: np.ndarray | float, *, num_bins: int = NUM_HEADING_BIN
 ) -> np.ndarray:
-    """(bin, residual) → angle in (−π, π] (docs/reference.md §1.6): k·360°/num_bins + residual."""
+    """(bin, residual) → angle in (−π, π] (docs/reference.md, 'Heading'): k·360°/num_bins + residual."""
     angle = np.asarray(bin_id) * (2 * np.pi / num_bins) + np.asarray(residual, dtype=np.float64)
     return np.where(angle > np.pi, angle - 2 * np.pi, angle)

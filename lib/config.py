@@ -8,7 +8,7 @@ define is an error (a typo never passes silently), and so is a value whose type 
 default's (an int where a float is expected is accepted). Values are YAML, with ``1e-3`` read
 as a float (PyYAML alone reads it as a string). Each section is parsed once into a frozen
 settings record by :func:`section_settings` (called by the record's ``from_config``, which lives
-with the concept it configures; docs/architecture.md §1); builders take those records. The few
+with the concept it configures; docs/architecture.md, 'Config'); builders take those records. The few
 decisions that span sections (whether a run needs depth maps, whether it distils) read the
 resolved :class:`Config` directly.
 """

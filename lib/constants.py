@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 
-# Heatmap channel order of GUPNet (docs/reference.md §1.3): its checkpoints depend on it.
+# Heatmap channel order of GUPNet (docs/reference.md, '2D heads'): its checkpoints depend on it.
 HEATMAP_CLASSES: tuple[str, ...] = ("Pedestrian", "Car", "Cyclist")
 CLASS_TO_ID: dict[str, int] = {name: i for i, name in enumerate(HEATMAP_CLASSES)}  # heatmap channel
 
 # The KITTI benchmark's (and devkit's) class order: the evaluator's choices and report rows.
 EVAL_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 
-# Class mean sizes [h, w, l] in metres, rows in HEATMAP_CLASSES order (docs/reference.md §1.7).
+# Class mean sizes [h, w, l] in metres, rows in HEATMAP_CLASSES order (docs/reference.md, 'Class mean sizes
+# [h, w, l] in metres').
 MEAN_SIZES = np.array(
     [
         [1.76255119, 0.66068622, 0.84422524],
@@ -24,21 +25,21 @@ MEAN_SIZES = np.array(
     dtype=np.float32,
 )
 
-NUM_HEADING_BIN = 12  # 12 bins of 30° (docs/reference.md §1.6)
+NUM_HEADING_BIN = 12  # 12 bins of 30° (docs/reference.md, 'Heading')
 
-# Frame counts of the standard KITTI 3D splits (docs/reference.md §3).
+# Frame counts of the standard KITTI 3D splits (docs/reference.md, 'GUPNet data pipeline').
 KITTI_SPLIT_SIZES: dict[str, int] = {"train": 3712, "val": 3769, "trainval": 7481, "test": 7518}
 
-# ImageNet normalisation of the RGB input (docs/reference.md §3).
+# ImageNet normalisation of the RGB input (docs/reference.md, 'GUPNet data pipeline').
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 # RoI grid: RoIAlign's output and DID-M3D's per-RoI depth targets are both 7 × 7 cells
-# (docs/reference.md §1.4, §1.9).
+# (docs/reference.md, 'RoI 3D head' and 'The DID-M3D variant used by SKD').
 ROI_SIZE = 7
 
 # The heatmap probability is clamped to [eps, 1 - eps] after the sigmoid, in CornerNet's focal
-# loss and before peak picking (docs/reference.md §2, §4).
+# loss and before peak picking (docs/reference.md, 'GUPNet losses' and 'Decoding and testing').
 HEATMAP_EPS = 1e-4
 
 # m: points closer to (or behind) the camera plane are not projected (LiDAR points for the depth

@@ -1,12 +1,13 @@
-"""Decode the detector's eval outputs into KITTI 3D boxes (docs/reference.md §4, docs/parity.md).
+"""Decode the detector's eval outputs into KITTI 3D boxes (docs/reference.md, 'Decoding and testing',
+docs/parity.md).
 
 The model already picks the top-K heatmap peaks per image in eval mode and runs its RoI
 heads on them (lib/models/detector.py: ``preds['topk']``, RoI rows in (image, peak) order). Decoding is
 pure numpy on the original image: feature-grid quantities are mapped back through the sample's
 ``coord_range``, the original-px window of the input, as the RoI head maps its boxes in training
 (x = x_feat / W_feat · (x1 − x0) + x0, likewise y; lib/datasets/augment.py ``input_window``:
-exact, or GUPNet's per-axis ratio with ``dataset.inverse_affine: reference``, docs/reference.md
-§9.10), and the 3D centre is back-projected with the file calib.
+exact, or GUPNet's per-axis ratio with ``dataset.inverse_affine: reference``, docs/reference.md,
+'Known bugs and quirks: Per-axis input window'), and the 3D centre is back-projected with the file calib.
 
 Which value the score threshold applies to depends on the model type, as in each reference's
 ``lib/helpers/decode_helper.py`` (:data:`THRESHOLD_ON`): GUPNet keeps a peak when
@@ -41,7 +42,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def heading_to_alpha(heading: np.ndarray) -> np.ndarray:
-    """Multi-bin heading outputs → alpha (docs/reference.md §1.6): the argmax bin and its residual.
+    """Multi-bin heading outputs → alpha (docs/reference.md, 'Heading'): the argmax bin and its residual.
 
     Args:
         heading: (N, 2·NB) bin logits, then per-bin residuals (radians), NB = 12.
@@ -167,8 +168,8 @@ def decode_detections(
     (peaks with a negative dim are dropped); alpha from the heading bins, ry = alpha +
     atan2(u_2D - cu, fu) with the 2D box centre u_2D. Score = s × depth confidence; a peak is
     kept when the value named by :data:`THRESHOLD_ON` for ``model_type`` is ≥ ``threshold``
-    (docs/reference.md §4, docs/parity.md). Peaks with a non-finite box, position or score
-    (a diverged or barely trained model) are dropped with a warning: a result file must not
+    (docs/reference.md, 'Decoding and testing', docs/parity.md). Peaks with a non-finite box, position or
+    score (a diverged or barely trained model) are dropped with a warning: a result file must not
     hold NaN.
 
     Args:

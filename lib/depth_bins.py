@@ -1,4 +1,4 @@
-"""Road Plane Discretization (RPD) depth bins and soft targets (docs/method.md §2).
+"""Road Plane Discretization (RPD) depth bins and soft targets (docs/method.md, 'Road Plane Discretization').
 
 A camera at height h over a flat road sees depth z on the row r(z) = f·h/z below the
 horizon. RPD spaces its K bins evenly in r, so each bin spans the same number of image rows
@@ -29,7 +29,7 @@ MODES = ("rpd", "ud", "sid", "lid")
 
 @dataclass(frozen=True)
 class DepthBins:
-    """The fixed bin layout of a run (the reference camera, not each frame's; docs/method.md §2.2).
+    """The fixed bin layout of a run (the reference camera, not each frame's; docs/method.md, 'Bins').
 
     Built from the ``rpd`` section by :attr:`RpdSettings.bins` (configs/base.yaml holds the
     defaults), or from a tool's own arguments.
@@ -103,7 +103,7 @@ class DepthBins:
         return lo + bin_size * u * (u + 1) / 2
 
     def edges(self) -> np.ndarray:
-        """(K+1,) bin edges, edge_0 = depth_min, edge_K = depth_max (docs/method.md §2.2)."""
+        """(K+1,) bin edges, edge_0 = depth_min, edge_K = depth_max (docs/method.md, 'Bins')."""
         return self.from_coord(np.arange(self.num_bins + 1, dtype=np.float64))
 
     def centres(self) -> np.ndarray:
@@ -113,7 +113,8 @@ class DepthBins:
 
 @dataclass(frozen=True)
 class RpdSettings:
-    """The ``rpd:`` config section (docs/method.md §2): the bin layout and the target rule.
+    """The ``rpd:`` config section (docs/method.md, 'Road Plane Discretization'): the bin layout and the
+    target rule.
 
     The one parse of that section; the dataset (targets), the criterion (soft targets) and the
     detector builder (K + 1 logits) all read it from here.
@@ -151,8 +152,8 @@ class RpdSettings:
 def downsample_depth(depth: np.ndarray, stride: int) -> np.ndarray:
     """Mean of the valid (> 0) depths in each stride×stride cell; 0 where a cell has none.
 
-    Empty pixels never mix in (docs/method.md §2.3). Rows/columns beyond a whole number of cells
-    are dropped.
+    Empty pixels never mix in (docs/method.md, 'Targets from projected LiDAR'). Rows/columns beyond a whole
+    number of cells are dropped.
 
     Args:
         depth: (H, W) metres, 0 = no LiDAR return.
@@ -173,16 +174,17 @@ def downsample_depth(depth: np.ndarray, stride: int) -> np.ndarray:
 def rpd_valid(
     depth: np.ndarray | torch.Tensor, bins: DepthBins, *, supervise_beyond: bool = False
 ) -> np.ndarray | torch.Tensor:
-    """Cells that get a depth-bin target (docs/method.md §2.3): depth in [depth_min, depth_max], or every
-    cell with ``supervise_beyond`` (the others then target the extra bin K). Same library as
-    ``depth``; bool."""
+    """Cells that get a depth-bin target (docs/method.md, 'Targets from projected LiDAR'): depth in
+    [depth_min, depth_max], or every cell with ``supervise_beyond`` (the others then target the extra bin K).
+    Same library as ``depth``; bool."""
     return ((depth >= bins.depth_min) & (depth <= bins.depth_max)) | supervise_beyond
 
 
 def soft_targets(
     depth: np.ndarray | torch.Tensor, bins: DepthBins, *, supervise_beyond: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
-    """Soft two-hot RPD targets for depths already at the feature grid (docs/method.md §2.3).
+    """Soft two-hot RPD targets for depths already at the feature grid (docs/method.md, 'Targets from
+    projected LiDAR').
 
     With t = u(z) − 0.5 clamped to [0, K−1], bins ⌊t⌋ and ⌊t⌋+1 get 1 − frac(t) and frac(t)
     (for t = K−1 all the weight is on bin K−1). The data loader ships only the (H, W) depth
@@ -220,7 +222,7 @@ def soft_targets(
 def expected_depth(
     probs: np.ndarray | torch.Tensor, bins: DepthBins, axis: int = 0, space: str = "depth"
 ) -> np.ndarray | torch.Tensor:
-    """Expected depth of bin probabilities (docs/method.md §2.3), numpy or torch.
+    """Expected depth of bin probabilities (docs/method.md, 'Targets from projected LiDAR'), numpy or torch.
 
     ``space="depth"`` (METHOD's definition, the default): Σ_k p_k · centre_k. It interpolates
     linearly in metres between centres, so a two-hot target decodes up to ~2.8 % off (at

@@ -4,18 +4,20 @@
 the student's own :class:`~lib.losses.criterion.Criterion` terms (the trainer applies HTL to
 those in ``HTL_TASKS``) plus the distillation terms that are on (weight > 0):
 
-* ``dualkl`` — DualKL between the depth-branch distributions (docs/method.md §3) on the RPD-valid cells
-  (every cell with ``all_pixels``), foreground cells × ``fg_weight``;
-* ``dualkl_instance`` — the Laplace instance term on the RoI depths (docs/method.md §3.4);
+* ``dualkl`` — DualKL between the depth-branch distributions (docs/method.md, 'DualKL distillation') on the
+  RPD-valid cells (every cell with ``all_pixels``), foreground cells × ``fg_weight``;
+* ``dualkl_instance`` — the Laplace instance term on the RoI depths (docs/method.md, 'Optional instance
+  term');
 * ``feature``, ``affinity``, ``spearman``, ``response`` — MonoDistill's / MonoSKD's terms
-  (docs/reference.md §6.3) on the four neck maps [s4, s8, s16, s32] and the heads.
+  (docs/reference.md, 'Features and losses') on the four neck maps [s4, s8, s16, s32] and the heads.
 
 Teacher and student come from the same builder. The teacher is frozen (``requires_grad`` off,
 never in :meth:`Distiller.trainable_parameters`), runs under ``no_grad`` and stays in eval mode
 while the student trains (``train()`` is overridden, as dinov2's meta-arch does), unless
-``distill.teacher_bn: train`` asks for MonoSKD's behaviour (batch statistics; docs/reference.md §6.1).
-Feature terms compare adapted student maps (3×3 conv → ReLU → 1×1 conv per level, docs/reference.md §6.3)
-with the raw teacher maps; the adapters exist only when a feature term is on.
+``distill.teacher_bn: train`` asks for MonoSKD's behaviour (batch statistics; docs/reference.md,
+'Networks and weights'). Feature terms compare adapted student maps (3×3 conv → ReLU → 1×1 conv per
+level, docs/reference.md, 'Features and losses') with the raw teacher maps; the adapters exist only
+when a feature term is on.
 """
 
 from __future__ import annotations
@@ -51,12 +53,12 @@ logger = logging.getLogger(__name__)
 
 TEACHER_BN_MODES = ("eval", "train")
 FEATURE_CELL_RULES = ("cover", "truncate")  # distill.feature_cells (feature_box_masks)
-STUDENT_INPUT, TEACHER_INPUT = "rgb", "depth"  # batch keys (docs/method.md §1)
+STUDENT_INPUT, TEACHER_INPUT = "rgb", "depth"  # batch keys (docs/method.md, 'Framework')
 
 
 @dataclass(frozen=True)
 class DualKLSettings:
-    """``distill.dualkl`` (docs/method.md §3); the term is on when ``weight`` > 0."""
+    """``distill.dualkl`` (docs/method.md, 'DualKL distillation'); the term is on when ``weight`` > 0."""
 
     weight: float
     temperature: float
@@ -147,7 +149,7 @@ class DistillSettings:
 def build_adapter(channels: int) -> nn.Sequential:
     """MonoSKD's ``adapt_layer``: 3×3 conv C→C (bias) → ReLU → 1×1 conv C→C (bias).
 
-    docs/reference.md §6.3.
+    docs/reference.md, 'Features and losses'.
     """
     return nn.Sequential(
         nn.Conv2d(channels, channels, kernel_size=3, padding=1),
@@ -240,7 +242,7 @@ class Distiller(nn.Module):
     # ------------------------------------------------------------------ modes and parameters
     def train(self, mode: bool = True) -> Distiller:
         """Set the student (and adapters) to ``mode``; the teacher stays in eval mode unless
-        ``teacher_bn == "train"`` (MonoSKD parity, docs/reference.md §6.1)."""
+        ``teacher_bn == "train"`` (MonoSKD parity, docs/reference.md, 'Networks and weights')."""
         super().train(mode)
         if self.settings.teacher_bn == "eval":
             self.teacher.eval()
@@ -340,7 +342,7 @@ class Distiller(nn.Module):
     ) -> Tensor:
         """DualKL over the RPD-valid cells (or all cells), foreground cells × fg_weight.
 
-        docs/method.md §3.2.
+        docs/method.md, 'Depth-uncertainty weighting'.
         """
         cfg = self.settings.dualkl
         rpd_mask = targets["rpd_mask"].bool()  # (B, Hf, Wf)

@@ -146,12 +146,13 @@ def alpha_to_ry(
 
 
 def alpha_to_ry_pixel(alpha: np.ndarray | float, u: np.ndarray | float, P: np.ndarray) -> np.ndarray | float:
-    """GUPNet's pixel form (docs/reference.md §1.6, §4): ry = alpha + atan2(u - cu, fu), wrapped."""
+    """GUPNet's pixel form (docs/reference.md, 'Heading' and 'Decoding and testing'): ry = alpha + atan2(u -
+    cu, fu), wrapped."""
     return wrap_angle(np.asarray(alpha) + np.arctan2(np.asarray(u) - P[0, 2], P[0, 0]))
 
 
 def ry_to_alpha_pixel(ry: np.ndarray | float, u: np.ndarray | float, P: np.ndarray) -> np.ndarray | float:
-    """GUPNet's pixel form (docs/reference.md §1.6): alpha = ry - atan2(u - cu, fu), wrapped."""
+    """GUPNet's pixel form (docs/reference.md, 'Heading'): alpha = ry - atan2(u - cu, fu), wrapped."""
     return wrap_angle(np.asarray(ry) - np.arctan2(np.asarray(u) - P[0, 2], P[0, 0]))
 
 
@@ -160,8 +161,8 @@ def get_affine_transform(
 ) -> np.ndarray:
     """Similarity that maps a crop (centre, width×height in source pixels) onto an output image.
 
-    GUPNet's convention (docs/reference.md §3): the scale comes from the crop *width* only
-    (s = out_w / crop_w), no rotation, and the crop centre maps to the output centre.
+    GUPNet's convention (docs/reference.md, 'GUPNet data pipeline'): the scale comes from the crop *width*
+    only (s = out_w / crop_w), no rotation, and the crop centre maps to the output centre.
 
     Args:
         center: (2,) crop centre, source pixels. crop_size: (2,) crop w, h (only w is used).

@@ -1,6 +1,6 @@
 """Run a trained detector on any image with any camera: input preparation, backends, decoding.
 
-The path of one frame (docs/reference.md §4, as ``tools/train_val.py -e`` runs it):
+The path of one frame (docs/reference.md, 'Decoding and testing', as ``tools/train_val.py -e`` runs it):
 
 1. :func:`prepare_input`: an image whose aspect ratio (H/W) differs from the network input's by
    more than :data:`ASPECT_TOLERANCE` is first padded with black, centred, to that aspect ratio,

@@ -417,8 +417,8 @@ def read_velodyne(path: str | Path) -> np.ndarray:
 
 
 DEPTH_PNG_SCALE = 256.0  # KITTI depth format: uint16 PNG, metres × 256, 0 = no depth
-# A depth map smaller than its image is accepted only as the documented crop (docs/reference.md §6.2):
-# the KITTI depth-completion maps are 1216 wide for 1224-1242 wide images, rows cut on top.
+# A depth map smaller than its image is accepted only as the documented crop (docs/reference.md, 'The
+# teacher's input'): the KITTI depth-completion maps are 1216 wide for 1224-1242 wide images, rows cut on top.
 MAX_DEPTH_CROP_COLUMNS = 32
 
 
@@ -443,8 +443,8 @@ def read_depth_map(path: str | Path, image_size: tuple[int, int] | None = None) 
         path: the PNG (``training/depth_dense/NNNNNN.png``).
         image_size: (width, height) of the frame's image. A smaller map is one of the
             top-cropped maps MonoDistill / MonoSKD distribute: it is edge-padded as they do
-            (docs/reference.md §6.2): the missing rows on top, (W − w) // 2 columns on the left and
-            the rest on the right. Any other size is refused (:data:`MAX_DEPTH_CROP_COLUMNS`).
+            (docs/reference.md, 'The teacher's input'): the missing rows on top, (W − w) // 2 columns on the
+            left and the rest on the right. Any other size is refused (:data:`MAX_DEPTH_CROP_COLUMNS`).
 
     Raises:
         FileNotFoundError: no such file. KittiFormatError: not a 16-bit single-channel PNG,

@@ -230,7 +230,7 @@ def colorize_depth(depth: np.ndarray, *, max_depth: float = 80.0) -> np.ndarray:
 
 
 def depth_bin_map(depth: np.ndarray, bins: DepthBins) -> np.ndarray:
-    """Per-pixel bin index of a depth map under a bin layout (docs/method.md §2.2).
+    """Per-pixel bin index of a depth map under a bin layout (docs/method.md, 'Bins').
 
     Args:
         depth: (H, W) metres, 0 = none. bins: the run's :class:`DepthBins`.
@@ -255,7 +255,7 @@ def colorize_bins(
     Args:
         bin_map: (H, W) int from :func:`depth_bin_map`. num_bins: K.
         index_range: (first, last) bin spanned by the colour scale; default the bins present
-            (with rpd most bins lie nearer than the bottom image row, docs/method.md §2.2).
+            (with rpd most bins lie nearer than the bottom image row, docs/method.md, 'Bins').
 
     Returns:
         (H, W, 3) uint8 RGB.

@@ -1,5 +1,6 @@
-"""Decoding (docs/reference.md §4) inverts the target encoding (docs/reference.md §3): GT boxes encoded here
-with a minimal re-statement of GUPNet's test-mode targets, fed back as perfect predictions."""
+"""Decoding (docs/reference.md, 'Decoding and testing') inverts the target encoding (docs/reference.md,
+'GUPNet data pipeline'): GT boxes encoded here with a minimal re-statement of GUPNet's test-mode targets, fed
+back as perfect predictions."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def random_objects(rng: np.random.Generator, n: int) -> list[Gt]:
 
 
 def encode(objs: list[Gt], img_size: np.ndarray) -> list[dict]:
-    """GUPNet's test-mode targets (docs/reference.md §3): full image centred, crop width scale, stride 4."""
+    """GUPNet's test-mode targets (docs/reference.md, 'GUPNet data pipeline'): full image centred, crop width
+    scale, stride 4."""
     trans = get_affine_transform(img_size / 2, img_size, RESOLUTION)
     encoded = []
     for o in objs:
@@ -171,7 +173,8 @@ def test_round_trip_is_exact_when_the_affine_is_a_pure_stride() -> None:
 
 def test_round_trip_on_a_kitti_sized_image() -> None:
     # 1242x375 → scale 1280/1242: x maps back exactly with the per-axis ratio, y to ~1.2 px
-    # (GUPNet's approximation, docs/reference.md §9.10), i.e. a few cm at z <= 30 m.
+    # (GUPNet's approximation, docs/reference.md, 'Known bugs and quirks: Per-axis input window'), i.e. a few
+    # cm at z <= 30 m.
     batch, encoded, dets = round_trip(np.array([1242, 375]), seed=1)
     for objs, encs, found in zip(batch, encoded, dets, strict=True):
         assert len(found) == len(objs)

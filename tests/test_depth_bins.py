@@ -1,4 +1,5 @@
-"""RPD depth bins, targets and decoding (lib/depth_bins.py, docs/method.md §2.2-2.3)."""
+"""RPD depth bins, targets and decoding (lib/depth_bins.py, docs/method.md, 'Bins' to 'Targets from projected
+LiDAR')."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_edges_and_centres_by_hand(bins: DepthBins, edges: list[float], centres:
 
 
 def test_default_rpd_edges_follow_method_formula() -> None:
-    bins = BASE_BINS  # docs/method.md §2.2 defaults: 2-80 m, K = 80, f = 721.54 px, h = 1.65 m
+    bins = BASE_BINS  # docs/method.md, 'Bins' defaults: 2-80 m, K = 80, f = 721.54 px, h = 1.65 m
     fh = 721.54 * 1.65
     r_lo, r_hi = fh / 80.0, fh / 2.0
     dr = (r_hi - r_lo) / 80
@@ -99,7 +100,8 @@ def test_rpd_settings_are_the_rpd_section_checked_at_parse_time() -> None:
             RpdSettings.from_config(load_config(BASE_CONFIG, [override]))
 
 
-# --- soft two-hot targets (docs/method.md §2.3) -----------------------------------------------------
+# --- soft two-hot targets (docs/method.md, 'Targets from projected LiDAR')
+# -----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -199,8 +201,8 @@ def test_decoding_in_bin_space_inverts_targets(mode: str) -> None:
 
 
 def test_decoding_in_depth_space_deviates_as_documented() -> None:
-    # docs/method.md §2.3 decodes as Σ p_k · centre_k: linear in metres between centres, while the
-    # two-hot weights are linear in bin coordinate. Exact for ud, off for the curved codes;
+    # docs/method.md, 'Targets from projected LiDAR' decodes as Σ p_k · centre_k: linear in metres between
+    # centres, while the two-hot weights are linear in bin coordinate. Exact for ud, off for the curved codes;
     # rpd (K = 80) is the worst: within 1 % up to ~37 m, up to ~2.8 % at ~54 m.
     errors, z = decode_errors(bins_with(mode="ud"), "depth")
     assert errors.max() < 1e-6

@@ -4,11 +4,12 @@
         --out outputs/monommkd/student.pth
 
 Reads any checkpoint layout (ours, a distillation run's, MonoSKD's ``centernet_rgb.*``;
-docs/reference.md §6.1, §7), keeps the student detector only (teacher, adapters, optimizer and RNG
-state dropped) and writes ``{"model_state": ..., "epoch": ...}``, GUPNet's layout: the keys are
-the detector's own, which for ``model.type: gupnet`` are GUPNet's (docs/reference.md §1.8). The
-training-only depth branch (docs/method.md §1) is dropped unless ``--keep-depth-branch``. ``--out`` may
-not be the input checkpoint, and an existing ``--out`` is replaced only with ``--overwrite``.
+docs/reference.md, 'Networks and weights' and 'Checkpoint format'), keeps the student detector only (teacher,
+adapters, optimizer and RNG state dropped) and writes ``{"model_state": ..., "epoch": ...}``, GUPNet's layout:
+the keys are the detector's own, which for ``model.type: gupnet`` are GUPNet's (docs/reference.md, 'State dict
+of the default model'). The training-only depth branch (docs/method.md, 'Framework') is dropped unless
+``--keep-depth-branch``. ``--out`` may not be the input checkpoint, and an existing ``--out`` is replaced only
+with ``--overwrite``.
 """
 
 from __future__ import annotations

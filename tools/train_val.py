@@ -155,7 +155,8 @@ def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLo
 
 
 def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoader:
-    """Frames in split order, every frame kept (no drop_last: docs/reference.md §9.6)."""
+    """Frames in split order, every frame kept (no drop_last: docs/reference.md, 'Known bugs and quirks:
+    Dropped val frames')."""
     return DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=False, num_workers=cfg.dataset.num_workers
     )

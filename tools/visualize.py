@@ -10,7 +10,7 @@ result file (``--all-results``); the last two write ``<out-dir>/<frame>.png``.
 
 Left column: ground-truth (green) and predicted (red, from a KITTI results folder) 3D boxes on
 the image; the depth map (``--depth-map``, else ``training/depth_dense/<frame>.png``, else the
-Velodyne scan projected on the fly); its per-pixel RPD bin index (docs/method.md §2.2). Right: the scan
+Velodyne scan projected on the fly); its per-pixel RPD bin index (docs/method.md, 'Bins'). Right: the scan
 and the boxes from above. Drawing lives in lib/visualize.py.
 """
 

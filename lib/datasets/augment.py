@@ -1,8 +1,10 @@
-"""Training augmentation of a KITTI frame: h-flip, random crop/scale/shift, colour (docs/reference.md §3).
+"""Training augmentation of a KITTI frame: h-flip, random crop/scale/shift, colour (docs/reference.md, 'GUPNet
+data pipeline').
 
 Every function is pure: it returns new arrays and objects and never changes its inputs.
 The image, its depth map and every label move together, so the teacher's depth input, the
-depth targets and the 3D labels stay aligned with the RGB pixels (docs/method.md §1, §2.3).
+depth targets and the 3D labels stay aligned with the RGB pixels (docs/method.md, 'Framework' and 'Targets
+from projected LiDAR').
 
 Pixel convention: integer coordinates are pixel centres (OpenCV's and the KITTI labels'), so
 ``np.fliplr`` maps u to W − 1 − u and boxes and P2 are mirrored about W − 1. GUPNet mirrors
@@ -27,13 +29,13 @@ from lib.datasets.targets import PROJECTIONS
 from lib.geometry import get_affine_transform, unproject_to_rect, wrap_angle
 from lib.kitti_io import Object3d
 
-# Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", docs/reference.md §3): a grid of
-# FLIP_FIT_COLUMNS × FLIP_FIT_ROWS image points at depths spread over FLIP_FIT_DEPTHS.
+# Flip re-fit of P2 (GUPNet supp. "calibration flip augmentation", docs/reference.md, 'GUPNet data pipeline'):
+# a grid of FLIP_FIT_COLUMNS × FLIP_FIT_ROWS image points at depths spread over FLIP_FIT_DEPTHS.
 FLIP_FIT_COLUMNS = 4
 FLIP_FIT_ROWS = 2
 FLIP_FIT_DEPTHS = (2.0, 78.0)  # metres
 
-# CenterNet colour augmentation (used by MonoSKD / MonoDistill, docs/reference.md §3).
+# CenterNet colour augmentation (used by MonoSKD / MonoDistill, docs/reference.md, 'GUPNet data pipeline').
 COLOR_JITTER = 0.4  # brightness / contrast / saturation factors 1 ± U(0.4)
 LIGHTING_STD = 0.1  # std of the PCA lighting coefficients
 # ImageNet PCA of pixel colours as CenterNet lists it. Its rows are in BGR order (CenterNet
@@ -58,7 +60,8 @@ INVERSE_AFFINES = ("exact", "reference")
 def flip_projection(
     P: np.ndarray, image_size: tuple[int, int], *, about_width: bool = False, projection: str = "exact"
 ) -> np.ndarray:
-    """Projection matrix of the mirrored image, re-fitted by least squares (docs/reference.md §3).
+    """Projection matrix of the mirrored image, re-fitted by least squares (docs/reference.md, 'GUPNet data
+    pipeline').
 
     Sample pixels on a 4 × 2 grid over the image at depths 2..78 m, back-project them with P,
     mirror the 3D points (x → −x) and their pixels (u → W − 1 − u), and solve for the
@@ -130,8 +133,8 @@ def sample_crop(
     scale: float,
     shift: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GUPNet's random crop (docs/reference.md §3): with probability ``random_crop``, crop size =
-    image size × clip(N(0,1)·scale + 1, 1 − scale, 1 + scale) and centre += image size ×
+    """GUPNet's random crop (docs/reference.md, 'GUPNet data pipeline'): with probability ``random_crop``,
+    crop size = image size × clip(N(0,1)·scale + 1, 1 − scale, 1 + scale) and centre += image size ×
     clip(N(0,1)·shift, −2·shift, 2·shift) per axis; otherwise, and always without a generator
     (evaluation), the whole image.
 
@@ -195,8 +198,8 @@ def warp_depth(
 
     Nearest by default, not bilinear as MonoSKD: an interpolated depth between a surface and
     an empty pixel, or between a car and the wall behind it, is a depth that exists nowhere in
-    the scene, and docs/method.md §2.3 keeps empty pixels out of the depth targets. ``interpolation``:
-    ``nearest`` or ``bilinear``; ``engine`` as :func:`warp_image`.
+    the scene, and docs/method.md, 'Targets from projected LiDAR' keeps empty pixels out of the depth targets.
+    ``interpolation``: ``nearest`` or ``bilinear``; ``engine`` as :func:`warp_image`.
     """
     if interpolation not in DEPTH_WARPS:
         raise ValueError(f"dataset.depth_warp: {interpolation!r} is not one of {DEPTH_WARPS}")
@@ -220,7 +223,8 @@ def input_window(
     the window is then the exact inverse of the affine). ``reference`` is GUPNet's window,
     centre ± crop_size / 2, whose height crop_h = crop_w · H / W assumes the input has the
     frame's aspect ratio: y is scaled by (H / W) / (H_in / W_in), 1.006 for a 1242×375 frame at
-    1280×384 (1.2 px at the top and bottom rows), 0.906 at 384×128 (docs/parity.md, docs/reference.md §9.10).
+    1280×384 (1.2 px at the top and bottom rows), 0.906 at 384×128 (docs/parity.md, docs/reference.md, 'Known
+    bugs and quirks: Per-axis input window').
 
     Args:
         center, crop_size: (2,) the crop in original px (:func:`sample_crop`).
@@ -239,7 +243,8 @@ def input_window(
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, *, bgr: bool = False) -> np.ndarray:
-    """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (docs/reference.md §3).
+    """CenterNet's colour augmentation of an (H, W, 3) RGB image in [0, 1] (docs/reference.md, 'GUPNet data
+    pipeline').
 
     Brightness, contrast and saturation with factors f = 1 ± U(0.4), in random order, then
     PCA lighting with coefficients N(0, 0.1). Each of the three maps x → f·x + (1 − f)·t with
@@ -340,7 +345,7 @@ def augment_sample(
     depth_warp: str = "nearest",
 ) -> AugmentedSample:
     """Flip, crop and warp a frame to the network resolution: an :class:`AugmentedSample`
-    (docs/reference.md §3).
+    (docs/reference.md, 'GUPNet data pipeline').
 
     Order as GUPNet: flip with probability ``random_flip``, then the random crop (in the
     flipped frame), the affine warp to ``resolution`` and, with ``color_aug``, colour jitter

@@ -1,6 +1,6 @@
 """LiDAR depth maps for the teacher: project a Velodyne scan into the image, then densify.
 
-The teacher of docs/method.md §1 sees the frame's ``depth_dense`` image: one depth per pixel of the
+The teacher of docs/method.md, 'Framework' sees the frame's ``depth_dense`` image: one depth per pixel of the
 left colour camera (image_2), in metres, 0 where there is none. It is made in two steps:
 
 1. :func:`project_scan`: every LiDAR point in front of the camera is projected with the

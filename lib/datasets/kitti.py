@@ -1,8 +1,8 @@
 """The KITTI 3D object dataset: frame index → a sample dict (the batch layout below).
 
 Chains kitti_io (files) → augment (flip, crop, colour) → targets (GUPNet, DID-M3D, RPD), as
-GUPNet's ``lib/datasets/kitti.py`` does (docs/reference.md §3), plus the teacher's depth input
-(docs/method.md §1). Layout under ``root_dir`` (the MonoSKD layout, no ``KITTI/`` level)::
+GUPNet's ``lib/datasets/kitti.py`` does (docs/reference.md, 'GUPNet data pipeline'), plus the teacher's depth
+input (docs/method.md, 'Framework'). Layout under ``root_dir`` (the MonoSKD layout, no ``KITTI/`` level)::
 
     ImageSets/{train,val,trainval,test}.txt
     training/{image_2,calib,label_2,velodyne,depth_dense}/
@@ -70,7 +70,8 @@ def depth_map_command(root: Path) -> str:
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB in [0, 1] → (3, H, W) float32 ImageNet-normalised (docs/reference.md §3)."""
+    """(H, W, 3) RGB in [0, 1] → (3, H, W) float32 ImageNet-normalised (docs/reference.md, 'GUPNet data
+    pipeline')."""
     out = np.empty((3, *image.shape[:2]), dtype=np.float32)
     for c in range(3):  # one pass per channel straight into CHW
         np.subtract(image[..., c], IMAGENET_MEAN[c], out=out[c])
@@ -171,7 +172,7 @@ class DatasetSettings:
 @dataclass(frozen=True)
 class DepthInputSettings:
     """The ``depth_input:`` section: the teacher's input is metres × crop scale × ``scale``
-    (docs/method.md §1)."""
+    (docs/method.md, 'Framework')."""
 
     scale: float
 
@@ -230,7 +231,7 @@ class KittiDataset(Dataset):
             testing/ (module docstring).
         split: ImageSets/<split>.txt; ``test`` reads testing/ (no labels, no targets), every
             other split reads training/.
-        rpd: the ``rpd`` section (bins and target rule of the RPD targets, docs/method.md §2.2).
+        rpd: the ``rpd`` section (bins and target rule of the RPD targets, docs/method.md, 'Bins').
         depth_input: the ``depth_input`` section (the teacher input's scale).
         train: augment (flip, crop, colour) as ``settings`` says; off: the whole image is
             warped to the resolution (evaluation).
@@ -378,7 +379,7 @@ class KittiDataset(Dataset):
 def needs_depth_maps(cfg: Config, split: str) -> bool:
     """Whether a run of ``cfg`` needs depth maps on ``split``: the teacher's input
     (``model.input: depth``) or, on labelled splits, the DID-M3D targets (``model.type: did``)
-    and the RPD targets of the depth branch (docs/method.md §2.3)."""
+    and the RPD targets of the depth branch (docs/method.md, 'Targets from projected LiDAR')."""
     if cfg.model.input == "depth":
         return True
     if split == "test":

@@ -1,5 +1,5 @@
-"""The one foreground-mask helper: grid cells covered by GT 2D boxes (docs/method.md §2.3,
-docs/reference.md §6.3).
+"""The one foreground-mask helper: grid cells covered by GT 2D boxes (docs/method.md, 'Targets from projected
+LiDAR', docs/reference.md, 'Features and losses').
 
 The dataset uses it for ``targets['fg_mask']`` (the depth-branch loss weights foreground
 cells by ``fg_weight``), and distillation uses it for foreground feature imitation at

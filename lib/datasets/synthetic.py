@@ -9,8 +9,8 @@ the LiDAR (lib/datasets/synthetic_lidar.py) live beside it.
 
 The scene lives in the rectified camera frame (rect: x right, y down, z forward) of a real KITTI
 calibration: a flat ground plane at ``y = CAMERA_HEIGHT`` (the camera 1.65 m above the road, as
-in KITTI and the RPD bins of docs/method.md §2), a straight road with lane markings and a textured
-surface (its texture shrinks with distance, a monocular depth cue), far-away buildings, and
+in KITTI and the RPD bins of docs/method.md, 'Road Plane Discretization'), a straight road with lane markings
+and a textured surface (its texture shrinks with distance, a monocular depth cue), far-away buildings, and
 2-8 objects (~70 % cars) resting on the ground. Each object is a small vertical stack of boxes
 (car body + cabin, legs + torso + head, bike + rider + head) inside its label box, drawn far to
 near (painter's algorithm) with per-face Lambert shading, a cast shadow and distance haze.

@@ -14,7 +14,7 @@ from lib.geometry import Calibration, box3d_corners, project_to_image, wrap_angl
 # --- camera -------------------------------------------------------------------------------------
 IMAGE_SIZE = (1242, 375)  # (width, height) of the calibration below
 # KITTI drive 2011_09_26 (training frame 000001 of tests/data/kitti_sample): the most common
-# KITTI calibration, whose focal length 721.54 px is also the RPD reference focal (docs/method.md §2.2).
+# KITTI calibration, whose focal length 721.54 px is also the RPD reference focal (docs/method.md, 'Bins').
 _KITTI_P = np.array(
     [
         [721.5377, 0.0, 609.5593, 0.0, 0.0, 721.5377, 172.854, 0.0, 0.0, 0.0, 1.0, 0.0],
@@ -56,8 +56,9 @@ CAMERA_HEIGHT = 1.65  # m: rect y of the ground plane (KITTI's camera height; rp
 NUM_OBJECTS = (2, 8)  # inclusive range of objects placed per frame
 DEPTH_RANGE = (5.0, 60.0)  # m, rect z of the object centres
 CLASS_PROBS = {"Car": 0.7, "Pedestrian": 0.15, "Cyclist": 0.15}
-# Mean [h, w, l] (docs/reference.md §1.7, the values of lib.constants.MEAN_SIZES) and a per-class spread;
-# sizes are drawn from a normal clipped at ±2 standard deviations.
+# Mean [h, w, l] (docs/reference.md, 'Class mean sizes [h, w, l] in metres', the values of
+# lib.constants.MEAN_SIZES) and a per-class spread; sizes are drawn from a normal clipped at ±2 standard
+# deviations.
 SIZE_MEAN = {"Pedestrian": (1.76, 0.66, 0.84), "Car": (1.53, 1.63, 3.88), "Cyclist": (1.74, 0.60, 1.76)}
 SIZE_STD = {"Pedestrian": (0.10, 0.08, 0.12), "Car": (0.10, 0.10, 0.35), "Cyclist": (0.08, 0.06, 0.15)}
 ON_ROAD_PROB = {"Car": 0.6, "Pedestrian": 0.0, "Cyclist": 0.4}  # in a lane and along the road

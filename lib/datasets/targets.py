@@ -1,11 +1,14 @@
 """Training targets of a KITTI frame, as pure functions of (labels, P2, affine, depth map).
 
-* GUPNet's CenterNet-style detection targets (docs/reference.md §3, §1.6): a class heatmap of
-  gaussians at the projected 3D centres, and per-object regression targets in up to
-  ``max_objs`` slots (slot = label line index, docs/reference.md §9.17).
-* DID-M3D's per-RoI depth targets (docs/reference.md §1.9, §6.2): LiDAR depth at the 7 × 7 RoI cells
-  of each GT box (``vis_depth``) and the remainder to the object depth (``att_depth``).
-* RPD depth-branch targets (docs/method.md §2.3) and the foreground mask that weights them.
+* GUPNet's CenterNet-style detection targets (docs/reference.md, 'GUPNet data pipeline' and 'Heading'): a
+  class heatmap of gaussians at the projected 3D centres, and per-object regression targets in up to
+  ``max_objs`` slots (slot = label line index, docs/reference.md, 'Known bugs and quirks: First 50 label
+  lines').
+* DID-M3D's per-RoI depth targets (docs/reference.md, 'The DID-M3D variant used by SKD' and 'The teacher's
+  input'): LiDAR depth at the 7 × 7 RoI cells of each GT box (``vis_depth``) and the remainder to the object
+  depth (``att_depth``).
+* RPD depth-branch targets (docs/method.md, 'Targets from projected LiDAR') and the foreground mask that
+  weights them.
 
 Frames: objects and P2 are in the (flipped) original image; ``trans`` maps original pixels to
 network-input pixels; targets are in feature pixels (input pixels / ``downsample``).
@@ -94,7 +97,7 @@ def build_detection_targets(
     heatmap_cell: str = "floor",
     projection: str = "exact",
 ) -> dict[str, np.ndarray]:
-    """GUPNet's detection targets (docs/reference.md §3).
+    """GUPNet's detection targets (docs/reference.md, 'GUPNet data pipeline').
 
     Objects are skipped when their class is not trained (not in ``writelist``, and not
     Van/Truck with ``class_merging``), when they have no KITTI difficulty, when z < 2 m, or
@@ -196,7 +199,8 @@ def build_did_depth_targets(
     tolerance: float = DID_DEPTH_TOLERANCE,
     valid_only: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """DID-M3D's per-RoI depth targets (docs/reference.md §1.9, §6.2).
+    """DID-M3D's per-RoI depth targets (docs/reference.md, 'The DID-M3D variant used by SKD' and 'The
+    teacher's input').
 
     The feature-grid depth map is RoI-aligned (``torchvision.ops.roi_align``, spatial scale
     1, adaptive sampling, aligned=False, as MonoSKD) over each GT box. Empty cells are not
@@ -246,11 +250,12 @@ def build_rpd_depth(
     supervise_beyond: bool,
     feature_size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The depth the RPD targets encode, and which cells they supervise (docs/method.md §2.3).
+    """The depth the RPD targets encode, and which cells they supervise (docs/method.md, 'Targets from
+    projected LiDAR').
 
     The feature-grid depth is multiplied by the crop scale factor as the teacher's input is, so
-    a zoomed crop asks for the depth the zoomed image looks like (docs/method.md §1). The (K+1, H_f, W_f)
-    soft two-hot target itself is made on the training device from this (H_f, W_f) map
+    a zoomed crop asks for the depth the zoomed image looks like (docs/method.md, 'Framework'). The (K+1, H_f,
+    W_f) soft two-hot target itself is made on the training device from this (H_f, W_f) map
     (:func:`lib.depth_bins.soft_targets`, in the criterion): ~80x less to ship per sample.
 
     Args:
@@ -307,7 +312,7 @@ def build_targets(
         objects, P2, trans, heatmap_cell, projection: as :func:`build_detection_targets`.
         depth: (H_f·downsample, W_f·downsample) warped depth map, metres (0 = none), or None.
         crop_scale: crop width / image width of the sample's augmentation.
-        feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (docs/method.md §2.2).
+        feature_size: (W_f, H_f). bins, supervise_beyond: RPD settings (docs/method.md, 'Bins').
         depth_downsample: as :func:`feature_depth`; ``area`` also RoI-aligns the DID depths with
             empty pixels as 0 m (MonoSKD).
 

@@ -5,8 +5,8 @@ A training checkpoint (written by :class:`lib.engine.trainer.Trainer`) is a dict
 state_dict (teacher, adapters; for ``--resume``), "task": "detector" | "distiller", "epoch":
 epochs completed, "iteration", "optimizer", "scheduler", "scaler", "htl", "rng" (one entry per
 rank), "best_metric", "config": resolved config dict, "git_sha"}``. The detector sits under
-``model_state`` as in GUPNet's ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7),
-so GUPNet-style loaders read our files and we read theirs. (``torch.save`` stores tensors
+``model_state`` as in GUPNet's ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md, 'Checkpoint
+format'), so GUPNet-style loaders read our files and we read theirs. (``torch.save`` stores tensors
 that share storage once, so ``model_state`` costs no extra space.)
 
 Files are written atomically (temporary file in the same folder, fsync, ``os.replace``), so a

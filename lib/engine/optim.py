@@ -1,4 +1,5 @@
-"""Optimiser parameter groups and the learning-rate schedule of GUPNet (docs/reference.md §5).
+"""Optimiser parameter groups and the learning-rate schedule of GUPNet (docs/reference.md, 'Training schedules
+and hyper-parameters').
 
 Schedule, stepped once per epoch (``epoch`` is 0-based, the epoch about to be trained):
 
@@ -10,11 +11,12 @@ Schedule, stepped once per epoch (``epoch`` is 0-based, the epoch about to be tr
 
 ``decay_list`` holds the epochs at which the decayed lr is FIRST USED. GUPNet's config says
 [90, 120], but its LambdaLR is stepped only after the 5 warm-up epochs, so its lr really drops
-at epochs 96 and 126 (1-based), i.e. 95 and 125 0-based (docs/reference.md §5, §9.9, confirmed in
-MonoSKD's log). To reproduce GUPNet's effective schedule the base config therefore sets
-``decay_list: [95, 125]``; the schedule here applies the list as written, without hidden offsets.
-``warmup: false`` turns the warm-up off (``warmup_epochs`` is then ignored); the key is GUPNet's
-(its config says ``warmup: True``) and short runs use it (configs/demo/base.yaml).
+at epochs 96 and 126 (1-based), i.e. 95 and 125 0-based (docs/reference.md, 'Training schedules and
+hyper-parameters' and 'Known bugs and quirks: LR milestones', confirmed in MonoSKD's log). To reproduce
+GUPNet's effective schedule the base config therefore sets ``decay_list: [95, 125]``; the schedule here
+applies the list as written, without hidden offsets. ``warmup: false`` turns the warm-up off
+(``warmup_epochs`` is then ignored); the key is GUPNet's (its config says ``warmup: True``) and short runs use
+it (configs/demo/base.yaml).
 
 The ``optimizer:`` and ``lr_scheduler:`` sections are parsed once into :class:`OptimizerSettings`
 and :class:`LrSchedulerSettings` (``from_config``); the builders take those objects.
@@ -105,9 +107,9 @@ def build_param_groups(
 ) -> list[dict]:
     """Split trainable parameters into a decayed group and a no-decay group for biases.
 
-    GUPNet gives weight decay 0 to every parameter whose name contains "bias" (docs/reference.md §5);
-    BatchNorm weights keep the decay, as there. Frozen parameters (requires_grad False) are left
-    out, so a frozen teacher never reaches the optimiser.
+    GUPNet gives weight decay 0 to every parameter whose name contains "bias" (docs/reference.md, 'Training
+    schedules and hyper-parameters'); BatchNorm weights keep the decay, as there. Frozen parameters
+    (requires_grad False) are left out, so a frozen teacher never reaches the optimiser.
 
     Returns:
         [{"params": [...], "weight_decay": weight_decay}, {"params": [...], "weight_decay": 0.0}]

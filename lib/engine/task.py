@@ -4,10 +4,10 @@ The trainer (``lib/engine/trainer.py``) only weights, sums and back-propagates w
 returns (STYLE "Models, losses"). Two tasks exist:
 
 * :class:`DetectorTask`: one detector and its :class:`~lib.losses.criterion.Criterion`: the
-  teacher (``model.input: depth``) and the RGB baseline (``model.input: rgb``), docs/method.md §1
+  teacher (``model.input: depth``) and the RGB baseline (``model.input: rgb``), docs/method.md, 'Framework'
   stages 1 and 2;
-* ``lib.distiller.Distiller``: frozen teacher + student + distillation terms, docs/method.md §1 stage 3,
-  chosen by :func:`uses_distiller`.
+* ``lib.distiller.Distiller``: frozen teacher + student + distillation terms, docs/method.md, 'Framework'
+  stage 3, chosen by :func:`uses_distiller`.
 
 Both expose ``student_state_dict()`` (the weights of the detector that is evaluated and
 exported) and ``inference_detector()`` (that detector as a module).
@@ -30,7 +30,7 @@ class DetectorTask(nn.Module):
     """Detector + criterion: ``forward(batch) -> {loss name: () tensor}``.
 
     The network reads ``batch[input_key]`` ("rgb" for the student, "depth" for the teacher)
-    and, in training, the GT objects of ``batch["targets"]`` as RoIs (docs/reference.md §1.4).
+    and, in training, the GT objects of ``batch["targets"]`` as RoIs (docs/reference.md, 'RoI 3D head').
     """
 
     def __init__(self, detector: nn.Module, criterion: LossFn, *, input_key: str | None = None) -> None:
@@ -58,7 +58,8 @@ class DetectorTask(nn.Module):
         return self.criterion(preds, targets)
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
-        """The detector's weights (GUPNet key layout, docs/reference.md §1.8)."""
+        """The detector's weights (GUPNet key layout, docs/reference.md, 'State dict of the default
+        model')."""
         return self.detector.state_dict()
 
     def inference_detector(self) -> nn.Module:

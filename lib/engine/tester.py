@@ -1,4 +1,5 @@
-"""Test a detector on a split: predict -> decode -> write -> evaluate -> report (docs/reference.md §4).
+"""Test a detector on a split: predict -> decode -> write -> evaluate -> report (docs/reference.md, 'Decoding
+and testing').
 
 The tester only orchestrates; each step lives elsewhere:
 
@@ -8,7 +9,8 @@ The tester only orchestrates; each step lives elsewhere:
   ``<out_dir>/data/`` (an empty file when nothing is kept, so every frame is scored);
 * :func:`evaluate_results` scores the folder against ``label_2`` with our KITTI evaluator
   (``lib/eval``) on EVERY frame of the split (GUPNet and MonoSKD score only frames with a result
-  file, docs/reference.md §4, §9.6) and analyses its errors (:mod:`lib.eval.error_analysis`);
+  file, docs/reference.md, 'Decoding and testing' and 'Known bugs and quirks: Dropped val frames') and
+  analyses its errors (:mod:`lib.eval.error_analysis`);
 * :mod:`lib.eval.report` writes ``ap.json``, ``ap.md``, ``error_analysis.json`` and the logged tables.
 
 :class:`TesterSettings` is the one parse of the config's ``tester:`` section (its defaults live in

@@ -1,4 +1,5 @@
-"""The training loop: epochs of weighted-loss steps, evaluation, checkpoints (docs/reference.md §5).
+"""The training loop: epochs of weighted-loss steps, evaluation, checkpoints (docs/reference.md, 'Training
+schedules and hyper-parameters').
 
 Read top to bottom like nanoGPT's ``train.py``: :meth:`Trainer.fit` runs the epochs;
 :meth:`Trainer.train_one_epoch` is the step loop. The *task* (``lib/engine/task.py``
@@ -240,12 +241,14 @@ def epoch_batches(loader: Iterable, epoch: int, max_iters: int) -> tuple[Iterabl
 def htl_initial_losses(
     task: nn.Module, batches: Iterable, total: int, *, device: torch.device, autocast: Callable, show: bool
 ) -> dict[str, float]:
-    """GUPNet's "epoch 0" pass for HTL: mean losses of one pass before training (docs/reference.md §2.1).
+    """GUPNet's "epoch 0" pass for HTL: mean losses of one pass before training (docs/reference.md,
+    'Hierarchical Task Learning').
 
     Runs in train mode as GUPNet does (the task's train-time forward), but the BatchNorm
     running statistics are restored afterwards, so the pass leaves the model unchanged
-    (docs/reference.md §9.8 lists the drift as a GUPNet quirk). ``autocast()`` gives the AMP
-    context; ``show``: draw a progress bar (main process). Returns the means over all ranks.
+    (docs/reference.md, 'Known bugs and quirks: Train-mode e0 pass' lists the drift as a GUPNet quirk).
+    ``autocast()`` gives the AMP context; ``show``: draw a progress bar (main process). Returns the means over
+    all ranks.
     """
     parameters = {name for name, _ in task.named_parameters()}
     buffers = {k: v.clone() for k, v in task.state_dict().items() if k not in parameters}

@@ -2,7 +2,8 @@
 network (detection terms + the depth-branch term) and the HTL weighter.
 
 The trainer multiplies exactly the :data:`HTL_TASKS` entries by their Hierarchical Task
-Learning weights and adds every other entry as it is (docs/reference.md §2, docs/method.md §2.3).
+Learning weights and adds every other entry as it is (docs/reference.md, 'GUPNet losses', docs/method.md,
+'Targets from projected LiDAR').
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class LossSettings:
         htl_window: K, epoch means per loss-trend window. htl_horizon: T in epochs, None =
             ``trainer.max_epoch``.
         depth_branch_weight: multiplier of the depth-branch loss; 0 turns the term off.
-        depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md §2.3).
+        depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md, 'Targets from
+        projected LiDAR').
     """
 
     htl: bool

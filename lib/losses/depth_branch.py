@@ -1,4 +1,5 @@
-"""Loss of the dense depth-prediction branch on RPD soft targets (docs/method.md §2.3)."""
+"""Loss of the dense depth-prediction branch on RPD soft targets (docs/method.md, 'Targets from projected
+LiDAR')."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from torch import Tensor
 def depth_branch_loss(
     logits: Tensor, target: Tensor, valid: Tensor, fg_mask: Tensor, *, fg_weight: float
 ) -> Tensor:
-    """Foreground-weighted soft cross-entropy over the K+1 depth bins (docs/method.md §2.3).
+    """Foreground-weighted soft cross-entropy over the K+1 depth bins (docs/method.md, 'Targets from projected
+    LiDAR').
 
     Per feature cell, CE = -Σ_k target_k · log softmax(logits)_k. Valid cells are weighted
     ``fg_weight`` inside a GT 2D box (``fg_mask``) and 1 elsewhere; the loss is the weighted

@@ -1,12 +1,13 @@
-"""GUPNet / DID-M3D detection losses (docs/reference.md §2, §1.9): one small function per term.
+"""GUPNet / DID-M3D detection losses (docs/reference.md, 'GUPNet losses' and 'The DID-M3D variant used by
+SKD'): one small function per term.
 
 Conventions shared by every term:
 
 * Objects are the target slots where ``mask_2d`` is true, taken in (batch, slot) row-major
   order; the model's RoI outputs have one row per such object in the same order (lib/models/detector.py).
 * Means are over the selected elements; an empty selection (a batch without objects, a RoI
-  without LiDAR cells) gives 0, not NaN (docs/reference.md §9.16), still attached to the graph when
-  the prediction is, so ``backward()`` works on every term.
+  without LiDAR cells) gives 0, not NaN (docs/reference.md, 'Known bugs and quirks: Batches without objects'),
+  still attached to the graph when the prediction is, so ``backward()`` works on every term.
 * Log / exp / uncertainty arithmetic runs in float32 even under autocast.
 """
 
@@ -21,7 +22,8 @@ from torch import Tensor
 
 from lib.constants import HEATMAP_EPS, NUM_HEADING_BIN
 
-# The 7 detection terms, the task names of Hierarchical Task Learning (docs/reference.md §2.1).
+# The 7 detection terms, the task names of Hierarchical Task Learning (docs/reference.md, 'Hierarchical Task
+# Learning').
 HTL_TASKS: tuple[str, ...] = ("seg", "offset2d", "size2d", "offset3d", "size3d", "heading", "depth")
 
 MODEL_TYPES: tuple[str, ...] = ("did", "gupnet")
@@ -37,7 +39,8 @@ def safe_mean(x: Tensor) -> Tensor:
 
 
 def heatmap_focal_loss(logits: Tensor, target: Tensor, *, alpha: float = 2.0, beta: float = 4.0) -> Tensor:
-    """CornerNet penalty-reduced focal loss on the class heatmap (docs/reference.md §2 ``seg_loss``).
+    """CornerNet penalty-reduced focal loss on the class heatmap (docs/reference.md, 'GUPNet losses'
+    ``seg_loss``).
 
     With p = clamp(sigmoid(logits), 1e-4, 1 - 1e-4) and y the gaussian target:
     positives (y = 1) add -(1-p)^α·log p, the others -p^α·(1-y)^β·log(1-p); the batch sum is
@@ -69,7 +72,8 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def laplacian_uncertainty_loss(pred: Tensor, target: Tensor, log_variance: Tensor) -> Tensor:
-    """Laplacian aleatoric-uncertainty loss (GUPNet paper Eq. 6, docs/reference.md §2 ``depth_loss``).
+    """Laplacian aleatoric-uncertainty loss (GUPNet paper Eq. 6, docs/reference.md, 'GUPNet losses'
+    ``depth_loss``).
 
     Per element √2·exp(-½·log σ²)·|pred - target| + ½·log σ², averaged; 0 when empty.
 
@@ -82,7 +86,8 @@ def laplacian_uncertainty_loss(pred: Tensor, target: Tensor, log_variance: Tenso
 
 
 def size3d_loss_gupnet(pred: Tensor, target: Tensor, h_log_variance: Tensor) -> Tensor:
-    """GUPNet's 3D size loss (docs/reference.md §2): (2/3)·L1(w, l) + (1/3)·Laplacian(h, log σ_h²).
+    """GUPNet's 3D size loss (docs/reference.md, 'GUPNet losses'): (2/3)·L1(w, l) + (1/3)·Laplacian(h, log
+    σ_h²).
 
     Args:
         pred: (N, 3) predicted h, w, l residuals to the class mean (metres).
@@ -95,7 +100,8 @@ def size3d_loss_gupnet(pred: Tensor, target: Tensor, h_log_variance: Tensor) -> 
 
 
 def heading_loss(heading: Tensor, target_bin: Tensor, target_res: Tensor) -> Tensor:
-    """Multi-bin heading loss (docs/reference.md §1.6, §2): CE over the bins + L1 of the GT bin's residual.
+    """Multi-bin heading loss (docs/reference.md, 'Heading' and 'GUPNet losses'): CE over the bins + L1 of the
+    GT bin's residual.
 
     Args:
         heading: (N, 2·NB) logits of NB = 12 bins, then NB per-bin residuals (radians).
@@ -120,7 +126,8 @@ def did_depth_loss(
     depth_mask: Tensor,
     depth_target: Tensor,
 ) -> Tensor:
-    """DID-M3D depth loss (docs/reference.md §1.9; MonoSKD ``DIDLoss.compute_bbox3d_loss``).
+    """DID-M3D depth loss (docs/reference.md, 'The DID-M3D variant used by SKD'; MonoSKD
+    ``DIDLoss.compute_bbox3d_loss``).
 
     Sum of three Laplacian uncertainty losses on the 7×7 RoI grid of every object:
     visual depth and attribute depth on the cells with a LiDAR target (``depth_mask``), and
@@ -155,7 +162,8 @@ def gather_at_indices(maps: Tensor, indices: Tensor) -> Tensor:
 
 
 class DetectionLoss:
-    """The 7 unweighted detection terms of GUPNet or DID-M3D (docs/reference.md §2, §1.9).
+    """The 7 unweighted detection terms of GUPNet or DID-M3D (docs/reference.md, 'GUPNet losses' and 'The
+    DID-M3D variant used by SKD').
 
     ``model_type="gupnet"``: depth = Laplacian loss of the GUP depth; size3d uses the
     predicted h log-variance. ``model_type="did"``: depth = :func:`did_depth_loss`; size3d

@@ -1,11 +1,12 @@
 """Distillation losses: DualKL on RPD depth distributions and the MonoDistill / MonoSKD terms.
 
-* :func:`dual_kl_loss` — docs/method.md §3: per feature cell, a forward and a reverse KL between the
-  teacher's and the student's depth-bin distributions, balanced per cell by where the student
+* :func:`dual_kl_loss` — docs/method.md, 'DualKL distillation': per feature cell, a forward and a reverse KL
+  between the teacher's and the student's depth-bin distributions, balanced per cell by where the student
   is wrong (head vs tail of the teacher's distribution) and weighted by the teacher's certainty.
-* :func:`laplace_dual_kl_loss` — docs/method.md §3.4: the same balance on the per-object Laplace depth.
+* :func:`laplace_dual_kl_loss` — docs/method.md, 'Optional instance term': the same balance on the per-object
+  Laplace depth.
 * :func:`foreground_feature_loss`, :func:`affinity_loss`, :func:`spearman_loss`,
-  :func:`response_loss` — the baselines of docs/reference.md §6.3 (MonoDistill, MonoSKD).
+  :func:`response_loss` — the baselines of docs/reference.md, 'Features and losses' (MonoDistill, MonoSKD).
 
 Every function is pure: it never changes its inputs, detaches the teacher side (gradients reach
 the student only) and takes its device and dtype from the inputs. Losses are computed in float32
@@ -31,7 +32,7 @@ DUAL_KL_MODES = ("dynamic", "forward", "reverse", "fixed")
 SPEARMAN_MODES = ("skd", "rank_both")
 # torchsort is a compiled extension that only the Spearman term needs: imported on first use.
 TORCHSORT_INSTALL = "pip install --no-build-isolation torchsort==0.1.10"  # as requirements.txt pins it
-# (w_f, w_r) of the ablation modes (docs/method.md §3.3); "dynamic" computes them per cell.
+# (w_f, w_r) of the ablation modes (docs/method.md, 'Loss'); "dynamic" computes them per cell.
 STATIC_BALANCE = {"forward": (1.0, 0.0), "reverse": (0.0, 1.0), "fixed": (0.5, 0.5)}
 
 
@@ -46,10 +47,10 @@ def _check_mode(mode: str, allowed: tuple[str, ...], name: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# DualKL (docs/method.md §3)
+# DualKL (docs/method.md, 'DualKL distillation')
 # --------------------------------------------------------------------------------------------
 def head_set_mask(probs: Tensor, head_mass: float) -> Tensor:
-    """The teacher's head set H per cell (docs/method.md §3.1).
+    """The teacher's head set H per cell (docs/method.md, 'Dynamic balancing').
 
     Sort the bins by probability, descending; a bin is in H when the mass of the bins ranked
     above it is < ``head_mass`` (μ). So H is the smallest prefix whose cumulative mass reaches μ:
@@ -73,7 +74,8 @@ def head_set_mask(probs: Tensor, head_mass: float) -> Tensor:
 def dual_kl_balance(
     p: Tensor, q: Tensor, *, mode: str, head_mass: float, eps: float = 1e-8
 ) -> tuple[Tensor, Tensor]:
-    """Per-cell weights (w_f, w_r) of the forward and reverse KL (docs/method.md §3.1), no gradient.
+    """Per-cell weights (w_f, w_r) of the forward and reverse KL (docs/method.md, 'Dynamic balancing'), no
+    gradient.
 
     ``dynamic``: g_head = Σ_{k∈H} |p_k − q_k|, g_tail = Σ_{k∉H} |p_k − q_k|,
     w_f = g_head / (g_head + g_tail + ε), w_r = g_tail / (g_head + g_tail + ε).
@@ -100,7 +102,8 @@ def dual_kl_balance(
 
 
 def teacher_certainty(p: Tensor, gamma: float) -> Tensor:
-    """w_u = (1 − u)^γ with u = −Σ p log p / log C the normalised entropy (docs/method.md §3.2).
+    """w_u = (1 − u)^γ with u = −Σ p log p / log C the normalised entropy (docs/method.md, 'Depth-uncertainty
+    weighting').
 
     γ = 0 gives 1 everywhere (the weighting is off). No gradient.
 
@@ -127,7 +130,7 @@ def dual_kl_loss(
     mode: str,
     eps: float = 1e-8,
 ) -> Tensor:
-    """DualKL between the teacher's and the student's depth-bin distributions (docs/method.md §3.3).
+    """DualKL between the teacher's and the student's depth-bin distributions (docs/method.md, 'Loss').
 
         p = softmax(t/τ) (detached), q = softmax(s/τ)
         KL_f = Σ_k p_k (log p_k − log q_k),  KL_r = Σ_k q_k (log q_k − log p_k)
@@ -177,13 +180,14 @@ def laplace_scale(log_variance: Tensor) -> Tensor:
     """Laplace scale b from a log-variance: Var = 2b², so b = sqrt(exp(logvar) / 2).
 
     GUPNet's and DID-M3D's depth heads output [depth, log σ²]; their loss
-    √2·exp(−½ logvar)·|d − d*| + ½ logvar is the Laplace NLL with exactly this b (docs/reference.md §2).
+    √2·exp(−½ logvar)·|d − d*| + ½ logvar is the Laplace NLL with exactly this b (docs/reference.md, 'GUPNet
+    losses').
     """
     return torch.exp(0.5 * log_variance) / math.sqrt(2.0)
 
 
 def laplace_kl(mu_p: Tensor, log_var_p: Tensor, mu_q: Tensor, log_var_q: Tensor) -> Tensor:
-    """Closed-form KL(P ‖ Q) of two Laplace laws (docs/method.md §3.4), element-wise.
+    """Closed-form KL(P ‖ Q) of two Laplace laws (docs/method.md, 'Optional instance term'), element-wise.
 
     KL = log(b_q/b_p) + |μ_p − μ_q|/b_q + (b_p/b_q)·exp(−|μ_p − μ_q|/b_p) − 1, with b from
     :func:`laplace_scale`; log(b_q/b_p) = ½(logvar_q − logvar_p).
@@ -203,7 +207,7 @@ def laplace_dual_kl_loss(
     mode: str,
     eps: float = 1e-8,
 ) -> Tensor:
-    """DualKL on the per-object Laplace depth of matched RoIs (docs/method.md §3.4).
+    """DualKL on the per-object Laplace depth of matched RoIs (docs/method.md, 'Optional instance term').
 
     Forward KL_f = KL(teacher ‖ student), reverse KL_r = KL(student ‖ teacher), both closed form
     (:func:`laplace_kl`). A Laplace law has no head/tail split, so the ``dynamic`` balance takes
@@ -213,7 +217,7 @@ def laplace_dual_kl_loss(
 
     With equal means this weights the mass-covering forward KL more when the student is sharper
     than the teacher (b_s < b_t → KL_f > KL_r) and the mode-seeking reverse KL more when the
-    student is broader — the roles that the head/tail gaps give them in docs/method.md §3.1.
+    student is broader — the roles that the head/tail gaps give them in docs/method.md, 'Dynamic balancing'.
     ``forward`` / ``reverse`` / ``fixed`` as in :func:`dual_kl_balance`.
 
         L = Σ_i m_i (w_f,i KL_f,i + w_r,i KL_r,i) / max(Σ_i m_i, ε)
@@ -243,7 +247,7 @@ def laplace_dual_kl_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# MonoDistill / MonoSKD feature terms (docs/reference.md §6.3)
+# MonoDistill / MonoSKD feature terms (docs/reference.md, 'Features and losses')
 # --------------------------------------------------------------------------------------------
 def foreground_feature_loss(
     student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], masks: Sequence[Tensor]
@@ -279,7 +283,7 @@ def _resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def affinity_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]) -> Tensor:
-    """MonoSKD / MonoDistill affinity (relation) loss (docs/reference.md §6.3).
+    """MonoSKD / MonoDistill affinity (relation) loss (docs/reference.md, 'Features and losses').
 
     Per level: both features resized bilinearly to the last (coarsest) level's h×w, then per
     sample the (hw × hw) Gram matrix of channel dot products; loss = L1 mean between the Gram
@@ -348,14 +352,15 @@ def spearman_loss(
     strength: float,
     mode: str,
 ) -> Tensor:
-    """MonoSKD's Spearman rank-correlation loss through ``torchsort.soft_rank`` (docs/reference.md §6.3).
+    """MonoSKD's Spearman rank-correlation loss through ``torchsort.soft_rank`` (docs/reference.md, 'Features
+    and losses').
 
     Per level both features are resized bilinearly to the last level's h×w and flattened per
     sample to (B, C·h·w); soft ranks use regularization "l2" with ``strength``.
 
-    * ``skd`` (default, parity with MonoSKD, docs/reference.md §9.14): only the **teacher** is ranked
-      (its argument order puts the student in the "target" slot); the ranks are divided by
-      C·h·w, and the loss is 1 − Pearson(student raw values, teacher ranks) computed over the
+    * ``skd`` (default, parity with MonoSKD, docs/reference.md, 'Known bugs and quirks: Spearman loss'): only
+      the **teacher** is ranked (its argument order puts the student in the "target" slot); the ranks are
+      divided by C·h·w, and the loss is 1 − Pearson(student raw values, teacher ranks) computed over the
       whole batch at once. It is not a Spearman correlation and is not 0 for student == teacher
       unless the values are evenly spaced.
     * ``rank_both``: the actual soft Spearman correlation, both sides ranked, one correlation
@@ -388,17 +393,18 @@ def spearman_loss(
 
 
 # --------------------------------------------------------------------------------------------
-# MonoSKD response (head) distillation (docs/reference.md §6.3)
+# MonoSKD response (head) distillation (docs/reference.md, 'Features and losses')
 # --------------------------------------------------------------------------------------------
 def gaussian_disc_mask(boxes: Tensor, *, height: int, width: int, valid: Tensor | None = None) -> Tensor:
-    """MonoSKD's head-distillation mask: the gaussian discs of the GT 2D boxes (docs/reference.md §6.3).
+    """MonoSKD's head-distillation mask: the gaussian discs of the GT 2D boxes (docs/reference.md, 'Features
+    and losses').
 
     Per box, the CornerNet radius r = max(0, int(gaussian_radius(w, h))) (the dataset's heatmap
     radius, lib/datasets/targets.py) around the box's integer 2D centre (int((x1 + x2)/2),
     int((y1 + y2)/2)); a cell is in the mask where the drawn gaussian is > 0, i.e. on the whole
     (2r+1)² square (σ = (2r+1)/6 keeps even the corners at ~e⁻⁹ > 0). Cut at the grid border.
     Unlike MonoSKD, empty slots and boxes with no area mark nothing (its code marks cell (0, 0)
-    for each, docs/reference.md §9.15).
+    for each, docs/reference.md, 'Known bugs and quirks: Heading KL and empty slots').
 
     Args:
         boxes: (B, M, 4) x1, y1, x2, y2 in grid px (``targets['box2d']``, stride-4 feature px).
@@ -439,12 +445,13 @@ def response_loss(
     heading_bin: Tensor,
     num_heading_bin: int = 12,
 ) -> dict[str, Tensor]:
-    """MonoSKD's head (response) distillation, one term per head (docs/reference.md §6.3).
+    """MonoSKD's head (response) distillation, one term per head (docs/reference.md, 'Features and losses').
 
     * offset2d, size2d: L1 mean over the ``head_mask`` cells × channels of the dense maps.
     * offset3d, size3d: L1 mean over the RoI rows.
     * heading: KL(teacher ‖ student) of the 12-bin softmax with ``reduction='mean'`` (over
-      rows × bins: MonoSKD's choice, docs/reference.md §9.15) + L1 of the residual at the GT bin.
+      rows × bins: MonoSKD's choice, docs/reference.md, 'Known bugs and quirks: Heading KL and empty slots') +
+      L1 of the residual at the GT bin.
     * depth: DID (outputs have ``vis_depth``): L1 on the 7×7 visual, attribute and instance
       (visual + attribute) maps, summed; GUPNet: L1 on the instance depth ``depth[:, 0]``.
 

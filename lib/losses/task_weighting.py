@@ -1,4 +1,5 @@
-"""Hierarchical Task Learning: per-epoch weights of the detection terms (GUPNet, docs/reference.md §2.1).
+"""Hierarchical Task Learning: per-epoch weights of the detection terms (GUPNet, docs/reference.md,
+'Hierarchical Task Learning').
 
 A dependent task (3D offset, size, heading, depth) starts training only once its pre-tasks
 (2D box, then 3D size for depth) have stopped improving quickly. At epoch t, from a window of
@@ -25,8 +26,8 @@ one gives ls < 0, hence α < 0 and a smaller weight); the time factor's offset e
 T is a config key, ``loss.htl_horizon`` (null = ``trainer.max_epoch``); GUPNet and MonoSKD
 hard-code 140, which every shipped config that follows them sets (docs/parity.md: weights equal
 to the reference's over a 30-epoch history, fixture schedule_decode_htl).
-Fixed (docs/reference.md §9.7; none occurs on that history): a first trend of 0
-(a pre-task loss flat over the first window) counts as learned (ls = 1) instead of dividing
+Fixed (docs/reference.md, 'Known bugs and quirks: HTL as coded'; none occurs on that history): a first trend
+of 0 (a pre-task loss flat over the first window) counts as learned (ls = 1) instead of dividing
 by zero; the exponent 1 - α is clipped at 0, so two pre-tasks with ls < 0 (α > 1) give
 weight 1 instead of a weight above 1 that overflows when a first trend was tiny; the time
 factor is clipped at 0 (never negative to a fractional power); the state (last K+1 means
@@ -40,7 +41,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-# GUPNet's task graph (docs/reference.md §2.1): task → pre-tasks whose learning situation gates it.
+# GUPNet's task graph (docs/reference.md, 'Hierarchical Task Learning'): task → pre-tasks whose learning
+# situation gates it.
 GUPNET_PRE_TASKS: dict[str, tuple[str, ...]] = {
     "seg": (),
     "size2d": (),

@@ -1,4 +1,5 @@
-"""Detectors (GUPNet, DID-M3D), their backbones, heads and checkpoint loading (docs/reference.md §1)."""
+"""Detectors (GUPNet, DID-M3D), their backbones, heads and checkpoint loading (docs/reference.md, 'The GUPNet
+network')."""
 
 from lib.models.build import DETECTORS, ModelSettings, build_detector
 from lib.models.checkpoint_io import (

@@ -1,7 +1,7 @@
 """The ``model:`` section (:class:`ModelSettings`) and ``build_detector``, one builder for both roles.
 
 The teacher and the student are the same class; only ``model.input`` (the batch key the network
-reads) differs (docs/method.md §1). ``DETECTORS`` is the explicit name -> class table of
+reads) differs (docs/method.md, 'Framework'). ``DETECTORS`` is the explicit name -> class table of
 ``model.type``. ImageNet backbone weights are loaded here, never in a constructor.
 """
 

@@ -3,7 +3,8 @@
 Every tool that reads a detector from a checkpoint file (``tools/train_val.py -e``,
 ``tools/inspect_model.py``, ``tools/export_student.py``, the distiller's teacher and student)
 goes through :func:`load_checkpoint` and :func:`detector_state_from_checkpoint`, so a file
-that one of them accepts, all accept (docs/reference.md §7, docs/parity.md "checkpoint layouts"):
+that one of them accepts, all accept (docs/reference.md, 'Checkpoint format', docs/parity.md "checkpoint
+layouts"):
 
 * ours: ``{"model_state": the (student) detector, "model": the whole task, ...}``;
 * GUPNet and MonoSKD's RGB / depth baselines: ``{"model_state", "optimizer_state", "epoch"}``;
@@ -13,7 +14,7 @@ that one of them accepts, all accept (docs/reference.md §7, docs/parity.md "che
 * MonoDistill: every key prefixed ``module.`` (removed); a plain state_dict.
 
 Loading is strict: every model key present with its shape and no extra key, except that the
-training-only depth branch (docs/method.md §1) may be absent from the checkpoint (the model keeps
+training-only depth branch (docs/method.md, 'Framework') may be absent from the checkpoint (the model keeps
 its initialisation) or present for a model built without it (ignored). Every such case is reported.
 """
 
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 OPTIONAL_PREFIXES = (f"{DEPTH_BRANCH_NAME}.",)
 MODEL_STATE_KEY = "model_state"
 DATA_PARALLEL_PREFIX = "module."
-# MonoSKD's distillation wrapper (docs/reference.md §6.1): the student, and the other parts.
+# MonoSKD's distillation wrapper (docs/reference.md, 'Networks and weights'): the student, and the other
+# parts.
 SKD_STUDENT_PREFIX = "centernet_rgb."
 SKD_OTHER_PREFIXES = ("centernet_depth.", "rgb_fs.", "adapt_layer")
 CLASSIFIER_PREFIX = "fc."
@@ -335,7 +337,8 @@ def _read_backbone_weights(path_or_url: str) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained_backbone(model: nn.Module, path_or_url: str) -> None:
-    """Load ImageNet weights into ``model.backbone`` (docs/reference.md §1.1); called by the builder only.
+    """Load ImageNet weights into ``model.backbone`` (docs/reference.md, 'Backbone: DLA-34'); called by the
+    builder only.
 
     The file is a local path or a URL (downloaded once to the torch hub cache). Every backbone
     key must be present with its shape, except the ImageNet classifier ``fc.*``: it is skipped,

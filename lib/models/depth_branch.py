@@ -1,7 +1,8 @@
-"""The depth prediction branch ("modal mimicking", docs/method.md §1, §2).
+"""The depth prediction branch ("modal mimicking", docs/method.md, 'Framework' and 'Road Plane
+Discretization').
 
 A dense head on the stride-4 neck feature: 3x3 conv -> ReLU -> 1x1 conv to K+1 logits per cell,
-K RPD bins plus the "beyond range / no depth" bin (docs/method.md §2.2). It is the detector submodule
+K RPD bins plus the "beyond range / no depth" bin (docs/method.md, 'Bins'). It is the detector submodule
 ``depth_branch``: present in training for teacher and student, optional at inference, and the one
 part a GUPNet / DID-M3D checkpoint lacks (``checkpoint_io`` allows exactly this prefix to be absent).
 """

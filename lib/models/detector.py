@@ -1,9 +1,9 @@
 """The detector shared by GUPNet and DID-M3D: backbone, DLAUp neck, 2D heads, RoI features.
 
-``Detector`` runs everything up to the 69-channel 7x7 RoI features (docs/reference.md §1.1-1.4) and the
-optional depth branch (docs/method.md §1); a subclass adds its RoI heads through the ``roi_heads`` spec
-table and turns the RoI features into 3D outputs in ``predict_3d`` (``GUPNet`` in gupnet.py,
-``DIDM3D`` in did.py). Teacher and student are the same class: the teacher is fed depth images
+``Detector`` runs everything up to the 69-channel 7x7 RoI features (docs/reference.md, 'Backbone: DLA-34' to
+'RoI 3D head') and the optional depth branch (docs/method.md, 'Framework'); a subclass adds its RoI heads
+through the ``roi_heads`` spec table and turns the RoI features into 3D outputs in ``predict_3d`` (``GUPNet``
+in gupnet.py, ``DIDM3D`` in did.py). Teacher and student are the same class: the teacher is fed depth images
 (``input_key``), the network does not change.
 
 The RoI geometry is written as pure functions of tensors so that tests can check it by hand.
@@ -34,11 +34,11 @@ from lib.models.backbones import DLAUp, build_backbone
 from lib.models.depth_branch import build_depth_branch
 from lib.models.heads import HeadSpec, build_head
 
-FEATURE_STRIDE = 4  # the heads read the stride-4 neck output (docs/reference.md §1.2)
+FEATURE_STRIDE = 4  # the heads read the stride-4 neck output (docs/reference.md, 'Neck: DLAUp')
 INPUT_MULTIPLE = 32  # the deepest level has stride 32: H and W must be multiples of it
-INPUT_KEYS = ("rgb", "depth")  # student sees `rgb`, teacher sees `depth` (docs/method.md §1)
+INPUT_KEYS = ("rgb", "depth")  # student sees `rgb`, teacher sees `depth` (docs/method.md, 'Framework')
 
-# 2D heads on the stride-4 feature (docs/reference.md §1.3); the heatmap width is the class count.
+# 2D heads on the stride-4 feature (docs/reference.md, '2D heads'); the heatmap width is the class count.
 HEADS_2D = (
     HeadSpec("offset_2d", 2, "dense", "small"),
     HeadSpec("size_2d", 2, "dense", "small"),
@@ -68,7 +68,8 @@ class RoiBatch:
 
 
 def select_topk_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """The K highest local maxima of the heatmap of every image (docs/reference.md §1.4, §4).
+    """The K highest local maxima of the heatmap of every image (docs/reference.md, 'RoI 3D head' and
+    'Decoding and testing').
 
     Sigmoid, clamp to [1e-4, 1 - 1e-4], keep cells equal to their 3x3 max (CenterNet's NMS),
     then GUPNet's two stages: the top-K cells of each class, then the top-K of those C·K. A
@@ -124,12 +125,13 @@ def gather_roi_boxes(
 def boxes_to_original(
     boxes: torch.Tensor, coord_range: torch.Tensor, feat_hw: tuple[int, int]
 ) -> torch.Tensor:
-    """Map feature-px boxes to original-image px through each image's crop window (docs/reference.md §1.4).
+    """Map feature-px boxes to original-image px through each image's crop window (docs/reference.md, 'RoI 3D
+    head').
 
     x_orig = x / W_feat * (x1 - x0) + x0, y likewise with H_feat, where [[x0, y0], [x1, y1]] is the
     original-px window of the input (lib/datasets/augment.py ``input_window``: the exact inverse
-    of the input affine, or GUPNet's per-axis approximation, docs/reference.md §9.10). Decoding
-    maps its boxes the same way (lib/decode.py ``FeatureToOriginal``).
+    of the input affine, or GUPNet's per-axis approximation, docs/reference.md, 'Known bugs and quirks:
+    Per-axis input window'). Decoding maps its boxes the same way (lib/decode.py ``FeatureToOriginal``).
 
     Args:
         boxes: (N, 4) x1, y1, x2, y2 in feature px.
@@ -146,7 +148,7 @@ def boxes_to_original(
 def plane_coordinate_maps(
     boxes_orig: torch.Tensor, calib: torch.Tensor, *, size: int = ROI_SIZE
 ) -> torch.Tensor:
-    """Normalised-plane coordinates of the RoI cells (docs/reference.md §1.4).
+    """Normalised-plane coordinates of the RoI cells (docs/reference.md, 'RoI 3D head').
 
     The box corners (original px) are back-projected at depth 1 with P2: x = (u - cu)/fu + tx,
     y = (v - cv)/fv + ty with tx = P2[0,3]/(-fu), ty = P2[1,3]/(-fv). Channel 0 holds ``size``
@@ -173,7 +175,8 @@ def plane_coordinate_maps(
 
 
 def roi_features(feat: torch.Tensor, rois: RoiBatch, *, num_classes: int) -> torch.Tensor:
-    """RoIAlign 7x7 of the stride-4 feature + 2 coordinate maps + class one-hot (docs/reference.md §1.4).
+    """RoIAlign 7x7 of the stride-4 feature + 2 coordinate maps + class one-hot (docs/reference.md, 'RoI 3D
+    head').
 
     Args:
         feat: (B, C, Hf, Wf) head input.
@@ -203,7 +206,7 @@ class Detector(nn.Module):
     Args:
         backbone: ``dla34`` (GUPNet) or ``resnet18`` (light, CPU).
         head_conv: hidden width of every head (GUPNet: 256).
-        depth_branch: build the depth branch (docs/method.md §1).
+        depth_branch: build the depth branch (docs/method.md, 'Framework').
         num_depth_bins: K, RPD bins; the branch predicts K + 1 logits.
         depth_branch_channels: hidden width of the depth branch.
         input_key: batch key this network reads, ``rgb`` (student) or ``depth`` (teacher).
@@ -227,7 +230,7 @@ class Detector(nn.Module):
         self.input_key = input_key
         self.num_classes = len(HEATMAP_CLASSES)
         # Frozen, but a parameter (not a buffer) so that GUPNet's state_dict layout holds
-        # (docs/reference.md §1.7).
+        # (docs/reference.md, 'Class mean sizes [h, w, l] in metres').
         self.mean_size = nn.Parameter(torch.tensor(MEAN_SIZES), requires_grad=False)
         self.backbone = build_backbone(backbone)
         self.first_level = list(self.backbone.strides).index(FEATURE_STRIDE)
@@ -257,7 +260,7 @@ class Detector(nn.Module):
         """Run the network; RoIs are the GT objects when ``targets`` is given, else the top-K peaks.
 
         The RoI choice follows ``targets``, not ``self.training``: a frozen teacher in eval mode
-        still runs on the GT objects during distillation (docs/reference.md §6.1).
+        still runs on the GT objects during distillation (docs/reference.md, 'Networks and weights').
 
         Args:
             images: (B, 3, H, W), H and W multiples of 32: RGB for the student; for the teacher the

@@ -1,8 +1,9 @@
 """DID-M3D (Peng et al., ECCV 2022) as MonoSKD uses it: visual + attribute depth per RoI cell.
 
 Same network as GUPNet up to the RoI features; no ``depth`` head, ``size_3d`` without the height
-uncertainty, and four 7x7 per-cell heads (docs/reference.md §1.9). Names and shapes equal MonoSKD's
-``DID`` (370 state_dict entries, 21,348,809 parameters), so its ``model_state`` loads strictly.
+uncertainty, and four 7x7 per-cell heads (docs/reference.md, 'The DID-M3D variant used by SKD'). Names and
+shapes equal MonoSKD's ``DID`` (370 state_dict entries, 21,348,809 parameters), so its ``model_state`` loads
+strictly.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def visual_depth_scale(rois: RoiBatch, mode: str) -> torch.Tensor:
 
 
 def merge_cell_depths(depth: torch.Tensor, log_variance: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Merge per-cell instance depths into one depth per RoI (docs/reference.md §1.9, DID-M3D decoding).
+    """Merge per-cell instance depths into one depth per RoI (docs/reference.md, 'The DID-M3D variant used by
+    SKD', DID-M3D decoding).
 
     Cell weight p = exp(-sigma), sigma = exp(log-variance / 2). The RoI depth is the p-weighted
     mean of the cell depths, its log-variance the p-weighted mean of the cell log-variances (our

@@ -1,7 +1,7 @@
 """GUPNet (Lu et al., "Geometry Uncertainty Projection Network", ICCV 2021): its RoI 3D heads.
 
-Parameter names and shapes equal GUPNet's (docs/reference.md §1.8), so ``model_state`` of a GUPNet
-checkpoint loads strictly into ``GUPNet(backbone="dla34", depth_branch=False)``.
+Parameter names and shapes equal GUPNet's (docs/reference.md, 'State dict of the default model'), so
+``model_state`` of a GUPNet checkpoint loads strictly into ``GUPNet(backbone="dla34", depth_branch=False)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from lib.constants import NUM_HEADING_BIN
 from lib.models.detector import Detector, RoiBatch
 from lib.models.heads import HeadSpec
 
-BIAS_EPS = 1e-6  # in the depth bias 1 / (sigmoid + eps) - 1 (docs/reference.md §1.5)
+# In the depth bias 1 / (sigmoid + eps) - 1 (docs/reference.md, 'Geometry Uncertainty Projection, as coded').
+BIAS_EPS = 1e-6
 
 
 def gup_depth(
@@ -23,13 +24,15 @@ def gup_depth(
     focal: torch.Tensor,
     depth_net: torch.Tensor,
 ) -> torch.Tensor:
-    """Geometry Uncertainty Projection depth, as GUPNet's code computes it (docs/reference.md §1.5).
+    """Geometry Uncertainty Projection depth, as GUPNet's code computes it (docs/reference.md, 'Geometry
+    Uncertainty Projection, as coded').
 
     Geometric depth z_p = h3d * f / h2d with log-variance log sigma_h^2 + 2 (log f - log h2d)
     (the projection scales the std of h3d by f / h2d). The network adds a bias
-    b = 1 / (sigmoid(o_0) + 1e-6) - 1, which is >= ~0 (quirk §9.11, kept so that checkpoints
-    give the same depths), with log-variance o_1; the two are independent Laplace/Gaussian terms,
-    so the final log-variance is log(sigma_b^2 + sigma_p^2) = logsumexp (paper Eq. 3).
+    b = 1 / (sigmoid(o_0) + 1e-6) - 1, which is >= ~0 (docs/reference.md, 'Known bugs and quirks:
+    Non-negative depth bias'; kept so that checkpoints give the same depths), with log-variance
+    o_1; the two are independent Laplace/Gaussian terms, so the final log-variance is
+    log(sigma_b^2 + sigma_p^2) = logsumexp (paper Eq. 3).
 
     Args:
         h3d: (N,) 3D height in m (class mean + residual).
@@ -49,7 +52,8 @@ def gup_depth(
 
 
 def depth_confidence(depth_log_variance: torch.Tensor) -> torch.Tensor:
-    """GUPNet's decoding confidence exp(-sigma_d), sigma_d = exp(log-variance / 2) (docs/reference.md §4)."""
+    """GUPNet's decoding confidence exp(-sigma_d), sigma_d = exp(log-variance / 2) (docs/reference.md,
+    'Decoding and testing')."""
     return torch.exp(-torch.exp(0.5 * depth_log_variance))
 
 

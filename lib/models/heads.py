@@ -1,4 +1,5 @@
-"""Prediction heads, built from spec tables by one helper (docs/reference.md §1.3, §1.4, §1.9).
+"""Prediction heads, built from spec tables by one helper (docs/reference.md, '2D heads', 'RoI 3D head' and
+'The DID-M3D variant used by SKD').
 
 Three head shapes exist in GUPNet / DID-M3D; their layer indices are part of the checkpoint names:
 
@@ -7,8 +8,8 @@ Three head shapes exist in GUPNet / DID-M3D; their layer indices are part of the
   read at [:, :, 0, 0].  Params ``.0``, ``.1`` (BN), ``.4``.
 * ``roi_map`` (DID per-cell 7x7 maps): 3x3 conv (bias) -> LeakyReLU -> 1x1 conv.  Params ``.0``, ``.2``.
 
-Initialisations (docs/reference.md §1.3-1.4): ``heatmap`` = PyTorch default with the final bias at -2.19
-(prior probability ~0.1, CenterNet); ``small`` = normal(std 0.001) weights, zero biases;
+Initialisations (docs/reference.md, '2D heads' to 'RoI 3D head'): ``heatmap`` = PyTorch default with the final
+bias at -2.19 (prior probability ~0.1, CenterNet); ``small`` = normal(std 0.001) weights, zero biases;
 ``xavier`` = xavier-uniform conv weights, zero biases, BN weight 1 / bias 0.
 """
 

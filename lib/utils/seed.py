@@ -1,8 +1,9 @@
 """Seeding and RNG-state capture, so that runs repeat and resumed runs continue exactly.
 
 STYLE "Training loop": seed ``base + rank`` in each process and every data-loader worker.
-GUPNet and MonoSKD define a seed but never apply it (docs/reference.md §5, §9.5); here it is applied
-to Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device).
+GUPNet and MonoSKD define a seed but never apply it (docs/reference.md, 'Training schedules and
+hyper-parameters' and 'Known bugs and quirks: Seeds never applied'); here it is applied to Python's
+``random``, NumPy's global generator and torch (CPU and every CUDA device).
 """
 
 from __future__ import annotations

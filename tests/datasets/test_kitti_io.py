@@ -260,8 +260,8 @@ def test_depth_png_round_trip(tmp_path: Path) -> None:
 
 
 def test_read_depth_map_pads_top_cropped_maps(tmp_path: Path) -> None:
-    # docs/reference.md §6.2: a 4x3 map of a 7x5 image covers the bottom rows, centred: 2 rows are
-    # padded on top, (7 − 4) // 2 = 1 column on the left, 2 on the right, by edge values.
+    # docs/reference.md, 'The teacher's input': a 4x3 map of a 7x5 image covers the bottom rows, centred: 2
+    # rows are padded on top, (7 − 4) // 2 = 1 column on the left, 2 on the right, by edge values.
     crop = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0]])
     write_depth_map(tmp_path / "crop.png", crop)
     padded = read_depth_map(tmp_path / "crop.png", image_size=(7, 5))

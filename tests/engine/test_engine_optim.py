@@ -1,4 +1,5 @@
-"""Parameter groups and the per-epoch lr schedule (docs/reference.md §5), checked against hand values."""
+"""Parameter groups and the per-epoch lr schedule (docs/reference.md, 'Training schedules and
+hyper-parameters'), checked against hand values."""
 
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ def test_cpu_optimizer_is_fused_and_matches_the_per_tensor_update(name):
 
 
 def test_warmup_matches_monoskd_log_values():
-    # docs/reference.md §5: SKD's log with base 1e-3: 1e-5, 1.05e-4, 3.52e-4, 6.58e-4, 9.05e-4, then 1e-3.
+    # docs/reference.md, 'Training schedules and hyper-parameters': SKD's log with base 1e-3: 1e-5, 1.05e-4,
+    # 3.52e-4, 6.58e-4, 9.05e-4, then 1e-3.
     kwargs = dict(base_lr=1e-3, warmup_epochs=5, warmup_start_lr=1e-5, decay_rate=0.1, decay_list=[95, 125])
     lrs = [1e-3 * lr_factor(e, **kwargs) for e in range(6)]
     assert lrs == pytest.approx(

@@ -1,4 +1,5 @@
-"""Depth-branch soft cross-entropy (docs/method.md §2.3) against hand-computed values."""
+"""Depth-branch soft cross-entropy (docs/method.md, 'Targets from projected LiDAR') against hand-computed
+values."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Detection loss terms (docs/reference.md §2, §1.9) against hand-computed values; the DetectionLoss and
-Criterion wrappers on hand-made batches (no model or dataset needed)."""
+"""Detection loss terms (docs/reference.md, 'GUPNet losses' and 'The DID-M3D variant used by SKD') against
+hand-computed values; the DetectionLoss and Criterion wrappers on hand-made batches (no model or dataset
+needed)."""
 
 from __future__ import annotations
 
@@ -370,7 +371,7 @@ def test_criterion_adds_the_weighted_depth_branch_term() -> None:
     criterion = make_criterion("did", FOUR_RPD, depth_branch_weight=0.5, depth_branch_fg_weight=3.0)
     losses = criterion(preds, targets)
     assert tuple(losses) == (*HTL_TASKS, "depth_branch")
-    # the soft two-hot targets are made here from rpd_depth (docs/method.md §2.3)
+    # the soft two-hot targets are made here from rpd_depth (docs/method.md, 'Targets from projected LiDAR')
     rpd_target, valid = soft_targets(targets["rpd_depth"], FOUR_BINS)
     assert torch.equal(valid, targets["rpd_mask"]) and valid.any() and not valid.all()
     expected = 0.5 * depth_branch_loss(

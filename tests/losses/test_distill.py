@@ -1,5 +1,5 @@
-"""lib.losses.distill: DualKL (docs/method.md §3) and the MonoDistill / MonoSKD terms
-(docs/reference.md §6.3).
+"""lib.losses.distill: DualKL (docs/method.md, 'DualKL distillation') and the MonoDistill / MonoSKD terms
+(docs/reference.md, 'Features and losses').
 
 Reference values come from plain Python / numpy loops written independently of the torch code,
 or from numbers worked out by hand in the comments.
@@ -47,7 +47,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def reference_dual_kl(s, t, w, *, tau=1.0, mu=0.5, gamma=1.0, mode="dynamic", eps=1e-8) -> float:
-    """docs/method.md §3 with explicit loops over cells and bins (float64)."""
+    """docs/method.md, 'DualKL distillation' with explicit loops over cells and bins (float64)."""
     n_, c_, h_, w_ = s.shape
     num = den = 0.0
     for n in range(n_):
@@ -321,8 +321,8 @@ def test_spearman_skd_matches_numpy_and_shows_the_batch_quirk() -> None:
     # Evenly spaced values equal to their ranks: 1 − corr(x, x) = 0.
     x = torch.from_numpy(gen.permutation(12).astype(np.float32) + 1.0).reshape(1, 3, 2, 2)
     assert spearman_loss([x], [x.clone()], strength=1.0, mode="skd").item() == pytest.approx(0.0, abs=1e-6)
-    # Quirk (docs/reference.md §9.14): the correlation runs over the whole batch, so a sample shifted
-    # by +100 (same ranks) is not "perfectly correlated".
+    # Quirk (docs/reference.md, 'Known bugs and quirks: Spearman loss'): the correlation runs over the whole
+    # batch, so a sample shifted by +100 (same ranks) is not "perfectly correlated".
     batch = torch.cat([x, x + 100.0])
     quirk = spearman_loss([batch], [batch.clone()], strength=1.0, mode="skd").item()
     r = _hard_rank(batch.reshape(2, -1).numpy()) / 12.0

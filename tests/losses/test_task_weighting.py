@@ -1,5 +1,5 @@
-"""Hierarchical Task Learning weights (docs/reference.md §2.1): hand-computed values, an independent
-re-implementation over a random loss history, guards, and the checkpoint round trip."""
+"""Hierarchical Task Learning weights (docs/reference.md, 'Hierarchical Task Learning'): hand-computed values,
+an independent re-implementation over a random loss history, guards, and the checkpoint round trip."""
 
 from __future__ import annotations
 

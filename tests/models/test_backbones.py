@@ -1,5 +1,5 @@
 """DLA-34, DLAUp and ResNet-18 level shapes, and the bilinear up-sampling init
-(docs/reference.md §1.1-1.2)."""
+(docs/reference.md, 'Backbone: DLA-34' to 'Neck: DLAUp')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Strict checkpoint loading (docs/reference.md §7) and ImageNet backbone weights (docs/reference.md §1.1)."""
+"""Strict checkpoint loading (docs/reference.md, 'Checkpoint format') and ImageNet backbone weights
+(docs/reference.md, 'Backbone: DLA-34')."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def test_gup_depth_bias_is_non_negative() -> None:
         focal=torch.full((26,), 100.0),
         depth_net=torch.stack([logits, torch.zeros(26)], dim=1),
     )
-    assert (out[:, 0] >= 10.0 - 1e-5).all()  # quirk §9.11: the bias cannot bring the depth nearer
+    assert (out[:, 0] >= 10.0 - 1e-5).all()  # the bias cannot bring the depth nearer (a reference quirk)
 
 
 def test_depth_confidence() -> None:

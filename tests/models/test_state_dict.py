@@ -1,4 +1,5 @@
-"""State-dict layout equals GUPNet's / MonoSKD-DID's (docs/reference.md §1.8, §1.9): names, shapes, counts."""
+"""State-dict layout equals GUPNet's / MonoSKD-DID's (docs/reference.md, 'State dict of the default model' and
+'The DID-M3D variant used by SKD'): names, shapes, counts."""
 
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ def test_skd_affinity(skd: dict) -> None:
 
 
 def test_skd_spearman(skd: dict) -> None:
-    """MonoSKD's argument order ranks the teacher only (docs/reference.md §9.14): mode ``skd``."""
+    """MonoSKD's argument order ranks the teacher only (docs/reference.md, 'Known bugs and quirks: Spearman
+    loss'): mode ``skd``."""
     student, teacher = _feats(skd, "student", SKD_LEVELS), _feats(skd, "teacher", SKD_LEVELS)
     ours = spearman_loss(student, teacher, strength=1.0, mode="skd")
     np.testing.assert_allclose(float(ours), skd["spearman"], rtol=RTOL)
@@ -88,8 +89,9 @@ def test_skd_head_terms_on_the_reference_mask(skd: dict) -> None:
 
 def test_skd_head_mask_differs_only_by_the_skipped_label_cell(skd: dict) -> None:
     """Documented difference: MonoSKD draws a disc for every label line below ``obj_num``,
-    so a skipped line (an all-zero box) marks cell (0, 0) (docs/reference.md §9.15); we draw the
-    kept objects (mask_2d) only. Everything else is the same set of cells."""
+    so a skipped line (an all-zero box) marks cell (0, 0) (docs/reference.md, 'Known bugs and quirks: Heading
+    KL and empty slots'); we draw the kept objects (mask_2d) only. Everything else is the same set of
+    cells."""
     ref = skd["head_mask"]
     valid = torch.from_numpy(skd["mask_2d"])
     ours = gaussian_disc_mask(_box2d(skd), height=ref.shape[1], width=ref.shape[2], valid=valid).numpy()

@@ -71,7 +71,8 @@ def test_exact_sqrt2_moves_only_the_laplacian_terms(model_type: str) -> None:
 
 def test_batch_without_objects_gupnet_nan_ours_zero(reference_sqrt2: None) -> None:
     """Documented difference: GUPNet's L1 / Laplacian means over no object are NaN; ours are 0,
-    as MonoSKD's DIDLoss does (docs/reference.md §9.16). The heatmap term is equal."""
+    as MonoSKD's DIDLoss does (docs/reference.md, 'Known bugs and quirks: Batches without objects'). The
+    heatmap term is equal."""
     fixture = load_npz(FIXTURES / "loss_gupnet.npz")
     ref, ours = fixture["empty/ref_terms"], _ours(fixture, "empty", "gupnet")
     np.testing.assert_allclose(ours[0], ref[0], rtol=RTOL)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Class mean sizes [h, w, l] (m) as GUPNet and MonoSKD pass them to their models (docs/reference.md §1.7).
+# Class mean sizes [h, w, l] (m) as GUPNet and MonoSKD pass them to their models (docs/reference.md, 'Class
+# mean sizes [h, w, l] in metres').
 REFERENCE_MEAN_SIZE = np.array(
     [
         [1.76255119, 0.66068622, 0.84422524],

@@ -43,7 +43,7 @@ SKD_WRAPPERS = {
     "skd_monoskd": "dlaup_kd,spearman_kd,affinity_kd,head_kd",
     "skd_monodistill": "fg_kd,affinity_kd,head_kd",
 }
-MEAN_SIZE = np.array(  # docs/reference.md §1.7, h w l
+MEAN_SIZE = np.array(  # docs/reference.md, 'Class mean sizes [h, w, l] in metres', h w l
     [
         [1.76255119, 0.66068622, 0.84422524],
         [1.52563191462, 1.62856739989, 3.88311640418],

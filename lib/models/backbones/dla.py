@@ -1,7 +1,7 @@
 """DLA-34 backbone (Yu et al., "Deep Layer Aggregation", CVPR 2018), as GUPNet uses it.
 
-Written here from docs/reference.md §1.1, with GUPNet's module names (``base_layer``, ``level0..5``,
-``tree1/tree2/root/project``, ``fc``) so that GUPNet checkpoints and the ImageNet DLA-34 file
+Written here from docs/reference.md, 'Backbone: DLA-34', with GUPNet's module names (``base_layer``,
+``level0..5``, ``tree1/tree2/root/project``, ``fc``) so that GUPNet checkpoints and the ImageNet DLA-34 file
 load without renaming. This is the original DLA (plain convolutions, no DCN, no residual root).
 
 Two facts of the reference network kept for checkpoint compatibility:
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-# docs/reference.md §1.1: levels per stage and channels per stage.
+# docs/reference.md, 'Backbone: DLA-34': levels per stage and channels per stage.
 DLA34_LEVELS = (1, 1, 1, 2, 2, 1)
 DLA34_CHANNELS = (16, 32, 64, 128, 256, 512)
 IMAGENET_CLASSES = 1000
@@ -118,7 +118,7 @@ def _conv_level(in_channels: int, out_channels: int, *, stride: int) -> nn.Seque
 
 
 class DLA34(nn.Module):
-    """DLA-34 returning all six levels (strides 1, 2, 4, 8, 16, 32; docs/reference.md §1.1).
+    """DLA-34 returning all six levels (strides 1, 2, 4, 8, 16, 32; docs/reference.md, 'Backbone: DLA-34').
 
     Attributes:
         channels: channels of the returned levels, (16, 32, 64, 128, 256, 512).

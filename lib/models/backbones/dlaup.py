@@ -1,12 +1,12 @@
 """DLAUp neck (``feat_up``): iterative deep aggregation from stride 32 up to stride 4.
 
-Written from docs/reference.md §1.2 with GUPNet's names (``ida_k.proj_j / up_j / node_j``). Stage k
+Written from docs/reference.md, 'Neck: DLAUp' with GUPNet's names (``ida_k.proj_j / up_j / node_j``). Stage k
 (deepest first) fuses the last k+2 maps: each deeper map is projected to the stage's width
 (3x3 conv+BN+ReLU), up-sampled 2x by a depthwise transposed conv with a bilinear init, and merged
 with its shallower neighbour by ``node_j`` (3x3 conv+BN+ReLU on the concatenation).
 
 Besides the stride-4 head input it returns, like MonoSKD's DLAUp, the output of every stage plus
-the raw deepest map: the four features that distillation uses (docs/reference.md §6.3).
+the raw deepest map: the four features that distillation uses (docs/reference.md, 'Features and losses').
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class DLAUp(nn.Module):
         in_channels: channels of the input maps, shallowest first (DLA-34: 64, 128, 256, 512).
 
     Forward returns ``[s4, s8, s16, s32]``: the stride-4 head input (``in_channels[0]`` ch), the
-    outputs of the s8 and s16 stages, and the raw deepest input map (docs/reference.md §1.2, §6.3).
+    outputs of the s8 and s16 stages, and the raw deepest input map (docs/reference.md, 'Neck: DLAUp' and
+    'Features and losses').
     """
 
     def __init__(self, in_channels: Sequence[int]) -> None:
