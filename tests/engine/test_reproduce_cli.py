@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lib.config import Config, load_config, save_config
+from lib.eval.kitti_format import latest_result_dir
 from lib.utils.jobs import CommandError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ def test_demo_all_chains_every_stage_and_writes_the_table(demo_run):
     ]
     for stage in STAGES:  # --jobs 2: two at a time, each stage's console output in its log
         assert (out / stage / "checkpoints" / "last.pth").is_file(), stage
-        assert (out / stage / "results" / "val" / "ap.json").is_file(), stage
+        assert (latest_result_dir(out / stage, "val") / "ap.json").is_file(), stage
         assert "KITTI evaluation of val" in (out / f"{stage}.log").read_text(), stage
     for stage in ("monommkd", "control", "monoskd", "monodistill"):
         distill = load_config(out / stage / "config.yaml").distill
@@ -159,12 +160,13 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     offset: every chain has its folder and seed, and the table holds the hand-computed spread."""
     import tools.reproduce as reproduce_cli
 
-    calls = []
+    calls, evaluated = [], []
 
     def fake_train_val(cmd: list[str]) -> None:
         config, out, cfg = fake_stage(cmd)
         calls.append((config.stem, out, cfg.experiment.seed, "-e" in cmd))
         if "-e" in cmd:
+            evaluated.append(cfg.tester.checkpoint)
             offset = cfg.experiment.seed - 100  # the base seed given below
             ap = {"easy": 10.0 * offset, "moderate": 20.0 + offset, "hard": 5.0}
             recall = {"2d@0.5": 1.0, "3d@0.5": 0.8, "3d@0.7": 0.5 + 0.1 * offset}
@@ -191,6 +193,26 @@ def test_seeds_repeat_each_chain_with_its_own_seed(tmp_path, monkeypatch):
     # errors: recall 1, 0.8, 0.5/0.6/0.7; depth median 0.2/0.4/0.6; the other columns absent
     errors = "| 1.00 ± 0.00 | 0.80 ± 0.00 | 0.60 ± 0.10 | 0.40 ± 0.20 | - | - | - |"
     assert all(f"| {s} {errors}" in table for s in stages)
+    # each seed's row, and the range: easy 0-20, moderate 20-22, hard 5-5
+    assert "| student seed 1 | 10.00 | 21.00 | 5.00 | 10.00 | 21.00 | 5.00 |" in table
+    ranges = " 0.00–20.00 | 20.00–22.00 | 5.00–5.00 |"
+    assert all(f"| {s} min–max |{ranges}{ranges}" in table for s in stages)
+    assert "last epoch" in table  # each stage's last.pth was evaluated, not a best epoch chosen on val
+    assert evaluated == [str(folder / "last.pth") for folder in evaluated_runs(out, stages)]
+    report = (out / "report.md").read_text()
+    assert "![seed spread](seed_spread.png)" in report and (out / "seed_spread.png").is_file()
+
+    evaluated.clear()
+    best = tmp_path / "best"
+    assert reproduce_cli.main(["--seeds", "2", "--best-epoch", "--output-dir", str(best)]) == 0
+    assert evaluated == [None] * 6  # train_val's default: best.pth when the run has one
+    assert "best epoch on val, optimistic" in (best / "table.md").read_text()
+
+
+def evaluated_runs(out: Path, stages: tuple[str, ...]) -> list[Path]:
+    """The checkpoints folder of each run of ``--seeds 3``, in the order reproduce evaluates them."""
+    first = [out / f"seed_{k}" / s / "checkpoints" for k in range(3) for s in stages[:2]]
+    return first + [out / f"seed_{k}" / "monommkd" / "checkpoints" for k in range(3)]
 
 
 def test_jobs_train_teacher_and_student_side_by_side_then_distil(tmp_path, monkeypatch):
@@ -264,3 +286,30 @@ def test_jobs_stop_starting_stages_after_a_failure(tmp_path, monkeypatch):
         ("seed_0", "student", True),
         ("seed_0", "teacher", False),
     ]
+
+
+def test_gpus_dry_run_prints_a_torchrun_command_per_stage(tmp_path):
+    """--gpus N --dry-run: each stage's training under torchrun (multi-machine options passed
+    through), its evaluation as one process; nothing is written. A global batch that does not
+    split over the processes is refused before anything runs; --help gives the stage costs."""
+    out = tmp_path / "kitti"
+    machines = ["--nnodes", "2", "--node-rank", "1", "--master-addr", "10.0.0.1"]
+    result = reproduce("--gpus", "2", "--dry-run", "--all", "--output-dir", str(out), *machines)
+    assert result.returncode == 0, result.stderr
+    lines = [line[2:] for line in result.stdout.splitlines() if line.startswith("$ ")]
+    torchrun = f"{sys.executable} -m torch.distributed.run --nproc_per_node=2 --nnodes=2 --node_rank=1 "
+    torchrun += "--master_addr=10.0.0.1 --master_port=29500 tools/train_val.py --config "
+    stages = ("teacher", "student", "monommkd", "monoskd", "monodistill")
+    assert [line.split(" --config ")[1].split()[0] for line in lines[::2]] == [
+        str(REPO_ROOT / "configs" / f"{s}.yaml") for s in stages
+    ]
+    assert all(line.startswith(torchrun) for line in lines[::2])
+    assert all(
+        line.startswith(f"{sys.executable} tools/train_val.py") and " -e " in line for line in lines[1::2]
+    )
+    assert not out.exists()
+    bad = reproduce("--gpus", "3", "--dry-run", "--output-dir", str(out))
+    assert (
+        bad.returncode == 2 and "dataset.batch_size 16 (the global batch) does not split over 3" in bad.stderr
+    )
+    assert "GPU-hours" in reproduce("--help").stdout
