@@ -26,7 +26,7 @@ from reproduce import parse_args as reproduce_args
 from lib.config import load_config
 from lib.datasets.targets import has_difficulty
 from lib.errors import run_cli
-from lib.eval.kitti_format import resolve_result_dir
+from lib.eval.kitti_format import latest_result_dir, resolve_result_dir
 from lib.geometry import Calibration
 from lib.kitti_io import Object3d, find_split_file, read_calib, read_label, read_split
 from lib.visualize import PRED_COLOUR, add_title, compose_panel, draw_bev, draw_boxes_3d
@@ -69,7 +69,7 @@ def picture(run_dir: Path, *, threshold: float) -> Path:
     frame = busiest_frame(root, read_split(find_split_file(root, split)))
     name = f"{frame:06d}"
     gt = [o for o in read_label(root / "training" / "label_2" / f"{name}.txt") if o.cls_type == "Car"]
-    det = detections_above(resolve_result_dir(run_dir / "results" / split) / f"{name}.txt", threshold)
+    det = detections_above(resolve_result_dir(latest_result_dir(run_dir, split)) / f"{name}.txt", threshold)
     calib = read_calib(root / "training" / "calib" / f"{name}.txt")
     image = cv2.cvtColor(cv2.imread(str(root / "training" / "image_2" / f"{name}.png")), cv2.COLOR_BGR2RGB)
     drawn = draw_boxes_3d(image, gt, calib.P2)

@@ -6,7 +6,7 @@
 
 Each stage is one ``tools/train_val.py`` run in a subprocess (its progress bars show), followed by
 ``tools/train_val.py -e`` on the stage's best checkpoint. The distillation stages get the
-teacher's and the student's checkpoints of the same output folder (docs/method.md, 'Framework'). The table of
+teacher's and the student's checkpoints of the same output folder (docs/method.md §1). The table of
 Car 3D and BEV AP40 (Easy / Mod / Hard) per model, and one of the Car errors (recall at 2D / 3D
 IoU, depth and heading errors: lib/eval/error_analysis.py), are printed and written to
 ``<output-dir>/table.md``, and ``<output-dir>/report.md`` shows the tables with every stage's
@@ -31,12 +31,19 @@ stages of chain k use chain k's teacher and student; the demo's synthetic set is
 tables give each model's row per seed, then each cell as mean ± sample standard deviation and
 min–max over the N runs, and ``<output-dir>/seed_spread.png`` plots the Car 3D Mod AP40 of every
 run: how much of a difference between two rows is run-to-run noise (tools/compare_runs.py marks it).
+
+``--gpus N`` trains every stage with ``torchrun`` on N GPUs of this machine (``--nnodes``,
+``--node-rank``, ``--master-addr``, ``--master-port`` are passed through for several machines:
+start the same command on each, with its ``--node-rank``). ``dataset.batch_size`` stays the
+global batch (the reference's 16, split over the processes); each ``-e`` runs as one process.
+``--dry-run`` prints every command (data, each stage's training and evaluation) and runs none.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from functools import partial
@@ -78,12 +85,26 @@ DEMO_SEED = 0
 # in depth, on the train frames too, and with cars up to 40 m all three models recovered 5-10 %
 # of the val cars at 3D IoU 0.7, so their AP at 0.7 (0.3-2.4) changed order from run to run;
 # with 5-25 m the teacher's 3D AP at 0.7 was 12x the student's (BENCHMARKS.md, issue 11).
+# Cost of the KITTI stages (batch 16, 3712 train frames), printed by --help; README 'Reproduction
+# on GPUs' gives the sources.
+GPU_COSTS = """cost of the KITTI stages (wall time falls about as 1 / the number of GPUs):
+  monommkd, monoskd, monodistill  150 epochs; MonoSKD's published training log: 8.0 h on 4 RTX 3090
+                                  (24 GB, 4 images each), ~32 GPU-hours; MonoDistill's log in the
+                                  same repository: 2.3-3 min an epoch, ~6-7.5 h on the same GPUs
+  teacher, student                160 epochs of one network (a distillation step also runs the
+                                  frozen teacher): below the distillation stages' cost
+  on a CPU                        ~1.4 s an image for one DLA-34 step at 1280x384 on 2 cores
+                                  (BENCHMARKS.md): ~10 days for the student alone"""
 DEMO_OBJECTS = "4-10"
 DEMO_DEPTH_RANGE = "5-25"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=GPU_COSTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--demo", action="store_true", help="synthetic data and configs/demo/*.yaml (CPU)")
     parser.add_argument("--all", action="store_true", help="also train the MonoSKD and MonoDistill baselines")
     parser.add_argument(
@@ -102,13 +123,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="evaluate each stage's best.pth (chosen on val: optimistic) instead of its last epoch",
     )
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per machine for each training (torchrun)")
+    parser.add_argument("--nnodes", type=int, default=1, help="machines (torchrun --nnodes)")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank (torchrun --node_rank)")
+    parser.add_argument("--master-addr", help="address of the machine of rank 0 (torchrun --master_addr)")
+    parser.add_argument("--master-port", type=int, default=29500, help="its port (torchrun --master_port)")
+    parser.add_argument("--dry-run", action="store_true", help="print every command, run none")
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every stage, key.sub=value")
     args = parser.parse_args(argv)
+    check_launch_args(parser, args)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     return args
+
+
+def check_launch_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error (status 2) on inconsistent --gpus / --nnodes / --node-rank / --jobs."""
+    if args.gpus < 0 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        parser.error("need --gpus >= 0, --nnodes >= 1 and 0 <= --node-rank < --nnodes")
+    if args.gpus == 0 and args.nnodes > 1:
+        parser.error("--nnodes needs --gpus N (the GPUs of each machine)")
+    if args.nnodes > 1 and not args.master_addr:
+        parser.error("--nnodes > 1 needs --master-addr (the machine of --node-rank 0)")
+    if args.gpus and args.jobs > 1:
+        parser.error("--jobs N runs CPU stages side by side; with --gpus each stage has every GPU")
+
+
+def launcher(args: argparse.Namespace) -> list[str]:
+    """The start of each training command: this Python, or ``torchrun`` (as ``python -m
+    torch.distributed.run``) with --gpus processes per machine and the multi-machine options."""
+    if not args.gpus:
+        return [sys.executable]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}"]
+    if args.nnodes == 1:
+        return [*torchrun, "--standalone"]
+    return [
+        *torchrun,
+        f"--nnodes={args.nnodes}",
+        f"--node_rank={args.node_rank}",
+        f"--master_addr={args.master_addr}",
+        f"--master_port={args.master_port}",
+    ]
+
+
+def check_global_batch(
+    overrides: dict[tuple[Path, str], list[str]], config_dir: Path, processes: int
+) -> None:
+    """Every stage's ``dataset.batch_size`` (the global batch) splits evenly over the processes."""
+    for (_, stage), stage_args in overrides.items():
+        batch = load_config(config_dir / f"{stage}.yaml", stage_args).dataset.batch_size
+        if batch % processes:
+            raise UserError(
+                f"{stage}: dataset.batch_size {batch} (the global batch) does not split over "
+                f"{processes} GPU processes; choose --gpus / --nnodes that divide it"
+            )
 
 
 def check_not_trained(run_dir: Path, *, skip_done: bool) -> None:
@@ -124,26 +194,18 @@ def check_not_trained(run_dir: Path, *, skip_done: bool) -> None:
 def make_demo_data(data_dir: Path, *, frames: int) -> None:
     """The synthetic set and its depth maps (skipped when already there)."""
     if not (data_dir / "ImageSets" / "val.txt").is_file():
-        run_command(
-            [
-                sys.executable,
-                "tools/make_synthetic_kitti.py",
-                "--out",
-                str(data_dir),
-                "--frames",
-                str(frames),
-                "--seed",
-                str(DEMO_SEED),
-                "--val-fraction",
-                str(DEMO_VAL_FRACTION),
-                "--objects",
-                DEMO_OBJECTS,
-                "--depth-range",
-                DEMO_DEPTH_RANGE,
-            ]
-        )
+        run_command(demo_data_command(data_dir, frames))
     if not (data_dir / "training" / "depth_dense").is_dir():
         run_command([sys.executable, "tools/make_depth_maps.py", "--data-dir", str(data_dir)])
+
+
+def demo_data_command(data_dir: Path, frames: int) -> list[str]:
+    """The command that writes the demo's synthetic set with its depth maps."""
+    return [
+        sys.executable, "tools/make_synthetic_kitti.py", "--out", str(data_dir), "--frames", str(frames),
+        "--seed", str(DEMO_SEED), "--val-fraction", str(DEMO_VAL_FRACTION), "--objects", DEMO_OBJECTS,
+        "--depth-range", DEMO_DEPTH_RANGE,
+    ]  # fmt: skip
 
 
 def stage_overrides(stage: str, out_dir: Path, *, demo: bool, data_dir: Path | None = None) -> list[str]:
@@ -185,6 +247,8 @@ def run_stage(
     skip_done: bool,
     width: int = 1,
     best_epoch: bool = False,
+    launch: tuple[str, ...] = (sys.executable,),
+    dry_run: bool = False,
 ) -> Path:
     """Train and evaluate one stage; returns its run folder. The evaluation reads the run's
     last.pth, or with ``best_epoch`` train_val's default (best.pth when the run evaluated during
@@ -197,12 +261,17 @@ def run_stage(
         say(f"== {stage}: done already ({ap_file})")
         return run_dir
     say(f"== {stage}: training ({config})")
-    base = [sys.executable, "tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
+    base = ["tools/train_val.py", "--config", str(config), "--output-dir", str(out_dir)]
+    last = [] if best_epoch else [f"tester.checkpoint={run_dir / 'checkpoints' / 'last.pth'}"]
+    commands = [[*launch, *base, *overrides], [sys.executable, *base, "-e", *overrides, *last]]
+    if dry_run:
+        for command in commands:
+            say("$ " + shlex.join(command))
+        return run_dir
     side_by_side = job_output(out_dir / f"{stage}.log", width)
     start = time.perf_counter()
-    run_command(base + overrides, **side_by_side)
-    last = [] if best_epoch else [f"tester.checkpoint={run_dir / 'checkpoints' / 'last.pth'}"]
-    run_command(base + ["-e"] + overrides + last, **side_by_side)
+    for command in commands:
+        run_command(command, **side_by_side)
     say(f"== {stage}: {time.perf_counter() - start:.0f} s")
     return run_dir
 
@@ -221,6 +290,8 @@ def train_stages(
     skip_done: bool,
     jobs: int,
     best_epoch: bool = False,
+    launch: tuple[str, ...] = (sys.executable,),
+    dry_run: bool = False,
 ) -> dict[str, list[Path]]:
     """Train and evaluate every (chain folder, stage) of ``overrides``, wave by wave
     (:func:`stage_waves`); returns each stage's run folders in chain order."""
@@ -235,6 +306,8 @@ def train_stages(
                 overrides[chain_dir, stage],
                 skip_done=skip_done,
                 best_epoch=best_epoch,
+                launch=launch,
+                dry_run=dry_run,
             )
             for chain_dir, stage in wave
         ]
@@ -279,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
             given = chain + list(args.overrides)
             overrides[chain_dir, s] = given + seed_override(config_dir / f"{s}.yaml", given, offset)
     check_stage_folders(overrides, config_dir, skip_done=args.skip_done)
+    check_global_batch(overrides, config_dir, max(1, args.gpus) * args.nnodes)
+    if args.dry_run:
+        if args.demo:
+            say(f"$ (demo data, when absent) {shlex.join(demo_data_command(out_dir / 'data', args.frames))}")
+        train_stages(overrides, config_dir, skip_done=args.skip_done, jobs=1, best_epoch=args.best_epoch,
+                     launch=tuple(launcher(args)), dry_run=True)  # fmt: skip
+        return 0
     with run_folder_lock(out_dir):
         return run_chains(args, out_dir, config_dir, overrides, start)
 
@@ -313,8 +393,9 @@ def run_chains(
     if args.demo:
         make_demo_data(out_dir / "data", frames=args.frames)
     run_dirs = train_stages(
-        overrides, config_dir, skip_done=args.skip_done, jobs=args.jobs, best_epoch=args.best_epoch
-    )
+        overrides, config_dir, skip_done=args.skip_done, jobs=args.jobs, best_epoch=args.best_epoch,
+        launch=tuple(launcher(args)),
+    )  # fmt: skip
     table = results_tables(run_dirs, demo=args.demo, seeds=args.seeds, best_epoch=args.best_epoch)
     table_path = write_text(out_dir / "table.md", table)
     report_path = write_text(out_dir / REPORT_MARKDOWN, format_run_report(out_dir, table, run_dirs))

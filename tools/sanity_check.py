@@ -44,7 +44,7 @@ from lib.config import ExperimentSettings, load_config
 from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
 from lib.eval.error_analysis import analyse_errors
-from lib.eval.kitti_format import load_labels, load_results, run_result_dir
+from lib.eval.kitti_format import latest_result_dir, load_labels, load_results
 from lib.eval.report import format_error_table, write_json
 from lib.kitti_io import read_split, write_split
 from lib.utils import cli_types
@@ -192,7 +192,7 @@ def check_config(config: Path, root: Path, args: argparse.Namespace, *, width: i
     run_dir = out_dir / ExperimentSettings.from_config(load_config(config, overrides)).name
     frames = read_split(root / "ImageSets" / f"{SPLIT}.txt")
     gt = load_labels(root / "training" / "label_2", frames)
-    det = load_results(run_result_dir(run_dir, SPLIT), frames)
+    det = load_results(latest_result_dir(run_dir, SPLIT), frames)
     report = analyse_errors(gt, det, classes=[CLASS], difficulty=DIFFICULTY)
     recall, num_gt = moderate_car_recall(report)
     summary = {

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -43,12 +44,13 @@ from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.engine import dist as dist_utils
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+from lib.engine.run_record import append_evaluation, evaluation_record, record_command, write_model_card
 from lib.engine.task import build_task, uses_distiller
 from lib.engine.tester import TesterSettings, run_test
 from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
-from lib.eval.kitti_format import run_result_dir
-from lib.eval.report import ap_summary, format_markdown, format_table, key_metric, write_epoch_summary
+from lib.eval.kitti_format import checkpoint_result_dir, mark_latest, run_result_dir
+from lib.eval.report import ap_summary, key_metric, write_epoch_summary
 from lib.losses.criterion import LossSettings, build_htl
 from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
 from lib.utils.logging import setup_logging
@@ -56,6 +58,12 @@ from lib.utils.seed import seed_everything
 
 logger = logging.getLogger("tools.train_val")
 
+# One DLA-34 training step at 1280x384 on a 2-core CPU, seconds per image (BENCHMARKS.md,
+# 'Training throughput and the demo': 2.84 s for a batch of 2); warn_cpu_time scales it.
+CPU_SECONDS_PER_IMAGE = 1.42
+CPU_REFERENCE_PIXELS = 1280 * 384
+CPU_REFERENCE_CORES = 2
+CPU_WARN_HOURS = 1.0  # a CPU training estimated to take longer is announced with a warning
 OLD_RUN_SUFFIX = ".old-"  # --overwrite moves <run> to <run>.old-<YYYYmmdd-HHMMSS>
 
 
@@ -155,8 +163,7 @@ def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLo
 
 
 def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoader:
-    """Frames in split order, every frame kept (no drop_last: docs/reference.md, 'Known bugs and quirks:
-    Dropped val frames')."""
+    """Frames in split order, every frame kept (no drop_last: docs/reference.md §9.6)."""
     return DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=False, num_workers=cfg.dataset.num_workers
     )
@@ -171,15 +178,41 @@ def train(
 ) -> None:
     with config_values(args.config or args.resume):
         trainer = build_training(cfg, args, info, device, checkpoint)
+    if info.is_main:
+        warn_cpu_time(cfg, trainer, device)
     try:
         trainer.fit()
     finally:
         trainer.close()
     if info.is_main:
-        logger.info("training done: %s", run_dir_of(cfg))
+        logger.info("training done: %s; model card %s", run_dir_of(cfg), write_model_card(run_dir_of(cfg)))
         summary = write_epoch_summary(run_dir_of(cfg))  # last vs best epoch, when it evaluated
         if summary is not None:
             logger.info("%s", summary.read_text().rstrip())
+
+
+def warn_cpu_time(cfg: Config, trainer: Trainer, device: torch.device) -> None:
+    """Warn, with an estimate of the time, when a training that takes hours starts on a CPU.
+
+    The estimate scales :data:`CPU_SECONDS_PER_IMAGE` by the input pixels and the CPU cores; it
+    is rough (a ResNet-18 is faster than DLA-34, a busy machine slower), the order of magnitude
+    is the point."""
+    if device.type != "cpu":
+        return
+    s = trainer.settings
+    per_epoch = len(trainer.train_loader)
+    if s.max_iters_per_epoch > 0:
+        per_epoch = min(per_epoch, s.max_iters_per_epoch)
+    steps = per_epoch * max(0, s.max_epoch - trainer.epoch)  # loader batches of dataset.batch_size
+    width, height = cfg.dataset.resolution
+    scale = width * height / CPU_REFERENCE_PIXELS * CPU_REFERENCE_CORES / (os.cpu_count() or 1)
+    hours = steps * cfg.dataset.batch_size * CPU_SECONDS_PER_IMAGE * scale / 3600
+    if hours >= CPU_WARN_HOURS:
+        logger.warning(
+            "training on the CPU: %d steps of %d images at %dx%d, roughly %.0f h (%.0f days) here; "
+            "on GPUs: tools/reproduce.py --gpus N, or torchrun (README 'Reproduction on GPUs')",
+            steps, cfg.dataset.batch_size, width, height, hours, hours / 24,
+        )  # fmt: skip
 
 
 def build_loaders(
@@ -282,7 +315,8 @@ def test(
         if cfg.dataset.check_on_start:
             check_splits(cfg, [split], load_depth=load_depth)
     path, detector = loaded.checkpoint.path, loaded.detector.to(device)
-    out_dir = run_result_dir(run_dir, split)
+    out_dir = checkpoint_result_dir(run_dir, split, path)  # earlier -e results stay
+    save_config(cfg, out_dir / "config.yaml")
     reports = run_test(
         detector,
         loader,
@@ -291,10 +325,16 @@ def test(
         classes=list(cfg.dataset.writelist),
         settings=tester,
     )
+    mark_latest(out_dir)
     logger.info("evaluated %s on %s; results in %s", path, split, out_dir)
     if reports is not None:
-        print(format_table(reports), end="")
-        print(format_markdown(reports), end="")
+        epoch = loaded.checkpoint.data.get("epoch")
+        record = evaluation_record(
+            epoch=epoch if isinstance(epoch, int) else None, checkpoint=path, split=split,
+            result_dir=out_dir, score=key_metric(reports), aps=ap_summary(reports),
+        )  # fmt: skip
+        append_evaluation(run_dir, record)
+    logger.info("model card: %s", write_model_card(run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(experiment.seed + info.rank, deterministic=experiment.deterministic)
         if info.is_main:
             save_config(cfg, run_dir / ("test_config.yaml" if args.eval_only else "config.yaml"))
+            record_command(run_dir, sys.argv if argv is None else ["tools/train_val.py", *argv])
             logger.info("run folder %s, device %s, %d process(es)", run_dir, device, info.world_size)
         if args.eval_only:
             if info.is_main:

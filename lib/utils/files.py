@@ -1,4 +1,4 @@
-"""File modes of the files this project writes through a temporary file.
+"""File modes and checksums of the files this project writes.
 
 ``tempfile.mkstemp`` creates its file with mode 0600 (owner only). A file that is then renamed
 into place (checkpoints, ONNX graphs, extracted archives) gets the mode an ordinary ``open``
@@ -8,10 +8,21 @@ group can read a shared run folder.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 FILE_MODE = 0o666  # an ordinary new file's mode before the umask
+HASH_CHUNK = 1 << 20  # bytes read at a time by sha256_file
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file's bytes, hex (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def current_umask() -> int:

@@ -19,9 +19,13 @@ from lib.config import load_config
 from lib.datasets.synthetic import write_dataset
 from lib.depth_bins import RpdSettings
 from lib.errors import run_cli as run_main
+from lib.eval.kitti_format import latest_result_dir
 from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import load_checkpoint, load_model_state
+from lib.utils.files import current_umask, sha256_file
+from lib.utils.logging import read_jsonl
 from tools.export_student import main as _export_main
+from tools.plot_run import ap_series
 from tools.train_val import main as _train_val_main
 
 
@@ -135,7 +139,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
 
     # The tester reads the run's checkpoint, writes KITTI files and the AP tables.
     assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "killed"), "-e"]) == 0
-    results = run_dir / "results" / "val"
+    results = latest_result_dir(run_dir, "val")  # -e: results/val/last-<sha256 prefix>
+    assert results.name == f"last-{sha256_file(run_dir / 'checkpoints' / 'last.pth')[:8]}"
     assert sorted(p.name for p in (results / "data").iterdir()) == ["000012.txt", "000013.txt"]
     reports = json.loads((results / "ap.json").read_text())
     assert set(reports) == {"ap40", "ap11"} and "Car" in reports["ap40"]["ap"]
@@ -231,3 +236,62 @@ def test_reproduce_table_lists_car_3d_and_bev_ap40_per_model():
     assert lines[5] == "| student | 12.50 | 12.50 | 12.50 | 12.50 | 13.50 | 12.50 |"
     with_2d = format_results_table({"m": reports(1.0)}, title="T", metrics=("bbox",))
     assert with_2d.splitlines()[-1] == "| m | - | - | - |"  # the evaluator's None: nothing to score
+
+
+@pytest.mark.slow
+def test_a_run_folder_is_a_model_zoo_entry(tiny, tmp_path, capsys):
+    """Config, checkpoints with their sha256, run.json (commands, git, environment), metrics.json
+    and MODEL.md; -e on a checkpoint alone (no --config) writes under a folder named for it, leaves
+    earlier results in place, prints each AP table once and appends to eval.jsonl for plot_run."""
+    config, out = str(tiny["config"]), tmp_path / "zoo"
+    assert train_val_main(["--config", config, "--output-dir", str(out), "trainer.max_epoch=1"]) == 0
+    run_dir, last = out / "tiny", out / "tiny" / "checkpoints" / "last.pth"
+    capsys.readouterr()
+    assert train_val_main(["-e", "--resume", str(last)]) == 0
+    printed = "".join(capsys.readouterr())
+    assert printed.count("Car AP_R40@") == 1 and printed.count("Car AP_R11@") == 1
+    first = latest_result_dir(run_dir, "val")
+    assert first.name == f"last-{sha256_file(last)[:8]}" and (first / "ap.json").is_file()
+    resume = ["trainer.max_epoch=2", "--config", config, "--output-dir", str(out), "--resume"]
+    assert train_val_main(resume) == 0
+    assert train_val_main(["-e", "--resume", str(last)]) == 0
+    second = latest_result_dir(run_dir, "val")
+    assert second != first and (first / "ap.json").is_file() and (second / "ap.json").is_file()
+
+    sums = [f"{sha256_file(p)}  {p.name}\n" for p in sorted((run_dir / "checkpoints").glob("*.pth"))]
+    assert (run_dir / "checkpoints" / "SHA256SUMS").read_text() == "".join(sums) and len(sums) == 3
+    run = json.loads((run_dir / "run.json").read_text())
+    assert len(run["commands"]) == 4 and run["commands"][-1]["command"].endswith(f"-e --resume {last}")
+    assert run["environment"]["torch"] == torch.__version__
+    tests = [r for r in read_jsonl(run_dir / "eval.jsonl") if r.get("type") == "test"]
+    assert [r["epoch"] for r in tests] == [1, 2] and tests[1]["result_dir"] == str(second)
+    assert json.loads((run_dir / "metrics.json").read_text())["evaluations"] == read_jsonl(
+        run_dir / "eval.jsonl"
+    )
+    assert ap_series(read_jsonl(run_dir / "eval.jsonl"))["Car 3d"][0] == [1.0, 2.0]  # plot_run's AP panel
+    card = (run_dir / "MODEL.md").read_text()
+    assert sha256_file(last) in card and "-e --resume" in card and second.name in card
+    for path in (last, run_dir / "MODEL.md", run_dir / "checkpoints" / "SHA256SUMS"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask(), path
+
+
+def test_a_kitti_size_training_on_the_cpu_is_announced_with_its_time(monkeypatch, caplog):
+    """configs/teacher.yaml on a 2-core CPU: 232 batches x 160 epochs of 16 images at 1.42 s an
+    image (1280x384) = 37,120 steps, 234 h; the CPU demo's 720 steps at 384x128 pass silently."""
+    from types import SimpleNamespace
+
+    from tools.train_val import warn_cpu_time
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    settings = SimpleNamespace(max_iters_per_epoch=0, max_epoch=160)
+    trainer = SimpleNamespace(settings=settings, train_loader=range(232), epoch=0)
+    with caplog.at_level("WARNING"):
+        warn_cpu_time(load_config(REPO_ROOT / "configs" / "teacher.yaml"), trainer, torch.device("cpu"))
+    assert "37120 steps of 16 images at 1280x384, roughly 234 h (10 days)" in caplog.text
+    caplog.clear()
+    demo = SimpleNamespace(
+        settings=SimpleNamespace(max_iters_per_epoch=0, max_epoch=9), train_loader=range(80), epoch=0
+    )
+    with caplog.at_level("WARNING"):
+        warn_cpu_time(load_config(REPO_ROOT / "configs" / "demo" / "teacher.yaml"), demo, torch.device("cpu"))
+    assert caplog.text == ""

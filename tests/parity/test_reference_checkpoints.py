@@ -6,7 +6,7 @@ The layouts (state_dict names and shapes of GUPNet, MonoSKD's DID-M3D and MonoSK
 distillation wrappers) come from instantiating the reference models
 (tests/fixtures/parity/schedule_decode_state_keys.json, tools/parity/schedule_decode.py); the
 files are built here with zero-stride tensors of those shapes, in the references' checkpoint
-format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md, 'Checkpoint format').
+format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from parity_common import reference_network
 
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
+from lib.eval.kitti_format import latest_result_dir
 from lib.models import load_model_state
 from lib.models.checkpoint_io import CheckpointError, read_checkpoint
 from tools.export_student import main as export_main
@@ -152,5 +153,5 @@ def test_train_val_eval_loads_each_reference_file(layout: str, reference_files, 
     assert run_cli(train_val_main, argv) == 0
     name = Path(config).stem
     assert sorted(
-        p.name for p in (tmp_path / name / "results" / "val" / "data").iterdir()
+        p.name for p in (latest_result_dir(tmp_path / name, "val") / "data").iterdir()
     )  # one file per frame
