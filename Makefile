@@ -39,7 +39,7 @@ demo: install
 
 # Memorisation check (tools/sanity_check.py) of each config, teacher and student of both model
 # types, SANITY_JOBS at a time with an equal share of the cores (on 2 cores two one-thread
-# trainings side by side make ~1.6x the steps of one two-thread training; BENCHMARKS.md). Each
+# trainings side by side make more steps than one two-thread training; BENCHMARKS.md). Each
 # check's output goes to outputs/sanity/<config>.log and its verdict line is printed; the target
 # fails if any check recovers < 90 % of its Moderate cars.
 SANITY_CONFIGS ?= configs/sanity/did_teacher.yaml configs/sanity/did_student.yaml \

@@ -1,6 +1,6 @@
 """Cross-modal distillation: an RGB student, a frozen depth-map teacher, and the KD losses.
 
-``Distiller(batch)`` returns a dict of named, already-weighted losses (STYLE "Models, losses"):
+``Distiller(batch)`` returns a dict of named, already-weighted losses:
 the student's own :class:`~lib.losses.criterion.Criterion` terms (the trainer applies HTL to
 those in ``HTL_TASKS``) plus the distillation terms that are on (weight > 0):
 

@@ -23,7 +23,8 @@ with the same compute.
 ``--jobs N`` trains up to N independent stages at once (the teacher and the student of every
 chain, then the distillation stages), each with ``OMP_NUM_THREADS`` = CPU cores / N unless set,
 its console output in ``<output-dir>/<stage>.log``: on a 2-core CPU two one-thread trainings side
-by side do ~1.5x the steps per second of one two-thread training (BENCHMARKS.md).
+by side do more steps per second than one two-thread training (BENCHMARKS.md, '2026-12-01 (b):
+side-by-side training').
 
 ``--seeds N`` repeats the whole chain N times with the training seeds (``experiment.seed``) of
 each stage's config + 0, 1, ..., N - 1, chain k in ``<output-dir>/seed_<k>/`` (the distillation
@@ -79,12 +80,9 @@ DEMO_VAL_FRACTION = 0.2
 DEMO_SEED = 0
 # Nearer and more objects than the generator's default (2-8 at 5-60 m): at the demo's 384x128
 # input a car 40 m away is ~9 px tall (2 cells of the stride-4 features), and a few CPU epochs
-# learn the 2D boxes, from which the 3D depth follows, far better on larger, more numerous cars
-# (teacher loose 3D Mod AP40 26 vs 8 in a 12-epoch tuning run, same network and schedule). Up to
-# 25 m rather than 40: after 720 steps the teacher's boxes at 20-40 m were still ~1.2-2.6 m off
-# in depth, on the train frames too, and with cars up to 40 m all three models recovered 5-10 %
-# of the val cars at 3D IoU 0.7, so their AP at 0.7 (0.3-2.4) changed order from run to run;
-# with 5-25 m the teacher's 3D AP at 0.7 was 12x the student's (BENCHMARKS.md, issue 11).
+# learn the 2D boxes, from which the 3D depth follows, far better on larger, more numerous cars;
+# beyond 25 m the models' AP at 3D IoU 0.7 changed order from run to run (BENCHMARKS.md, 'Demo
+# and sanity settings: the tuning runs').
 # Cost of the KITTI stages (batch 16, 3712 train frames), printed by --help; README 'Reproduction
 # on GPUs' gives the sources.
 GPU_COSTS = """cost of the KITTI stages (wall time falls about as 1 / the number of GPUs):

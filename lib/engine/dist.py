@@ -1,4 +1,4 @@
-"""Distributed helpers for torchrun (STYLE "Training loop"; like detectron2 ``utils/comm.py``).
+"""Distributed helpers for torchrun (like detectron2 ``utils/comm.py``).
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain ``python tools/train_val.py`` has none
 of them and runs as a single process (rank 0 of 1). NCCL is used with CUDA, gloo on CPU.

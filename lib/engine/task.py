@@ -1,7 +1,7 @@
 """Training tasks: modules that turn a batch into a dict of named losses.
 
 The trainer (``lib/engine/trainer.py``) only weights, sums and back-propagates what a task
-returns (STYLE "Models, losses"). Two tasks exist:
+returns. Two tasks exist:
 
 * :class:`DetectorTask`: one detector and its :class:`~lib.losses.criterion.Criterion`: the
   teacher (``model.input: depth``) and the RGB baseline (``model.input: rgb``), docs/method.md, 'Framework'

@@ -4,7 +4,7 @@ schedules and hyper-parameters').
 Read top to bottom like nanoGPT's ``train.py``: :meth:`Trainer.fit` runs the epochs;
 :meth:`Trainer.train_one_epoch` is the step loop. The *task* (``lib/engine/task.py``
 ``DetectorTask`` or ``lib/distiller.py`` ``Distiller``) turns a batch into a dict of named
-losses; the trainer only weights, sums, back-propagates and logs them (STYLE "Models, losses").
+losses; the trainer only weights, sums, back-propagates and logs them.
 Its helpers live in units of their own: :class:`lib.engine.metrics.LossMeter` (epoch means over
 all ranks) and :class:`~lib.engine.metrics.MetricLogger` (every log record),
 :class:`lib.engine.checkpoint.Checkpointer` (files, RNG states, rotation), and
@@ -446,7 +446,8 @@ class Trainer:
 
         last.pth is written every ``trainer.last_frequency`` epochs, after the final one, and
         whenever a periodic or best file is due: on a few frames an epoch is a few steps, and
-        writing the demo network's checkpoint (~185 MB with the Adam state) took ~0.45 s.
+        writing a checkpoint can take a good share of such an epoch (BENCHMARKS.md, '2026-12-01
+        (b): side-by-side training').
         """
         if improved:
             self.best_metric = float(metrics["score"])

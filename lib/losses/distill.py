@@ -10,8 +10,7 @@
 
 Every function is pure: it never changes its inputs, detaches the teacher side (gradients reach
 the student only) and takes its device and dtype from the inputs. Losses are computed in float32
-with autocast switched off, so they are the same under bf16/fp16 AMP (STYLE: uncertainty and log
-terms in fp32).
+with autocast switched off, so they are the same under bf16/fp16 AMP.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The pipelines of ``tools/`` (``reproduce.py`` trains stage after stage, ``sanity_check.py`` checks
 config after config) run each training as its own ``tools/train_val.py`` process. Independent ones
 can run at once, each with a share of the CPU cores: on a 2-core CPU two one-thread trainings side
-by side make ~1.6x the steps per second of one two-thread training (BENCHMARKS.md, issue 11).
+by side make more steps per second than one two-thread training (BENCHMARKS.md, '2026-12-01 (b):
+side-by-side training').
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every module logs through ``logging.getLogger(__name__)``; :func:`setup_logging` sends the
 ``lib`` (and ``tools``) records to the console and to the run's log file, on the main process
-only (STYLE "Training loop": only rank 0 logs). Metrics go additionally, one JSON object per
+only. Metrics go additionally, one JSON object per
 line, to ``train.jsonl`` / ``eval.jsonl`` (:class:`JsonlWriter`), which a few lines of pandas
 can read back.
 """

@@ -1,6 +1,7 @@
 """Seeding and RNG-state capture, so that runs repeat and resumed runs continue exactly.
 
-STYLE "Training loop": seed ``base + rank`` in each process and every data-loader worker.
+Each process seeds with ``base + rank``; each data-loader worker seeds from its own torch seed
+(:func:`worker_init_fn`).
 GUPNet and MonoSKD define a seed but never apply it (docs/reference.md, 'Training schedules and
 hyper-parameters' and 'Known bugs and quirks: Seeds never applied'); here it is applied to Python's
 ``random``, NumPy's global generator and torch (CPU and every CUDA device).
