@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from lib.errors import UserError
+from lib.errors import UserError, writing
 
 BASE_KEY = "_base_"
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # every key, its default
@@ -110,9 +110,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _check_type(default: Any, value: Any, where: str) -> Any:
-    """Return ``value`` if it may replace ``default``; raise ConfigError otherwise."""
+    """Return ``value`` if it may replace ``default``; raise ConfigError otherwise. The elements of
+    a list must have the type of the default list's elements (``where[i]`` names a bad one)."""
     if default is None or value is None:
         return value
+    if isinstance(default, list) and default and isinstance(value, list):
+        return [_check_type(default[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) and isinstance(value, bool):
             return value
@@ -210,11 +213,28 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = (), *, 
     return Config(merged)
 
 
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf key present in both configs whose value
+    differs, in key order. Keys only one side has (a config of another code version) are skipped."""
+    diffs = []
+    for key in old:
+        if key not in new:
+            continue
+        a, b = old[key], new[key]
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += config_differences(a, b, f"{prefix}{key}.")
+        elif (a.to_dict() if isinstance(a, Config) else a) != (b.to_dict() if isinstance(b, Config) else b):
+            diffs.append((f"{prefix}{key}", a, b))
+    return diffs
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (the run folder's record of what ran)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with writing(path), open(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
 
 
