@@ -19,6 +19,8 @@ from pathlib import Path
 from lib.errors import UserError, run_cli
 from lib.inference import export_onnx
 from lib.models.loading import load_detector
+from lib.utils import cli_types
+from lib.utils.outputs import check_outputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,7 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, help="the model's config (default: the checkpoint's)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the trained weights (.pth)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--topk", type=int, help="peaks per image (default: the config's tester.topk)")
+    parser.add_argument(
+        "--topk",
+        type=cli_types.positive_int,
+        help="peaks per image, >= 1 (default: tester.topk)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite --out")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     return parser.parse_args(argv)
@@ -34,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.out.is_dir():
+        raise UserError(f"{args.out}: is a folder; --out names the .onnx file to write")
+    check_outputs({"--out": args.out}, {"--checkpoint": args.checkpoint, "--config": args.config})
     if args.out.exists() and not args.force:
         raise UserError(f"{args.out}: exists (--force to overwrite)")
     loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")

@@ -22,6 +22,7 @@ from lib.engine.checkpoint import atomic_save
 from lib.errors import UserError, run_cli
 from lib.models.depth_branch import DEPTH_BRANCH_NAME
 from lib.models.loading import open_checkpoint
+from lib.utils.outputs import check_outputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,12 +48,12 @@ def check_output(checkpoint: Path, out: Path, *, overwrite: bool) -> None:
     """Never write onto the input; replace an existing ``out`` only when told.
 
     Raises:
-        UserError: ``out`` is ``checkpoint`` (same file by any name), or exists without ``overwrite``.
+        UserError: ``out`` is a folder, is ``checkpoint`` (same file by any name: lib/utils/outputs.py),
+            or exists without ``overwrite``.
     """
-    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):  # also through links
-        raise UserError(f"{out}: is the input --checkpoint; the export would replace the training checkpoint")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the file to write")
+    check_outputs({"--out": out}, {"--checkpoint": checkpoint})
     if out.exists() and not overwrite:
         raise UserError(f"{out}: exists; pass --overwrite to replace it")
 

@@ -43,6 +43,7 @@ from lib.config import Config, ConfigError, ExperimentSettings, save_config
 from lib.datasets.dataset_check import check_splits
 from lib.datasets.kitti import build_dataset
 from lib.engine import dist as dist_utils
+from lib.engine.checkpoint import resume_config_changes
 from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
 from lib.engine.run_record import append_evaluation, evaluation_record, record_command, write_model_card
 from lib.engine.task import build_task, uses_distiller
@@ -52,8 +53,11 @@ from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import checkpoint_result_dir, mark_latest, run_result_dir
 from lib.eval.report import ap_summary, key_metric, write_epoch_summary
 from lib.losses.criterion import LossSettings, build_htl
+from lib.models.checkpoint_io import check_finite_state
 from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
 from lib.utils.logging import setup_logging
+from lib.utils.outputs import check_outputs
+from lib.utils.run_lock import run_folder_lock
 from lib.utils.seed import seed_everything
 
 logger = logging.getLogger("tools.train_val")
@@ -153,6 +157,36 @@ def prepare_run_dir(run_dir: Path, args: argparse.Namespace, info: dist_utils.Di
         print(f"moved the earlier run {run_dir} to {old}", file=sys.stderr)
 
 
+def check_run_inputs(cfg: Config, run_dir: Path, args: argparse.Namespace) -> None:
+    """The run folder may not be, lie inside or hold the dataset, nor (training) a checkpoint the
+    run reads for distillation: ``--overwrite`` would move them aside (lib/utils/outputs.py)."""
+    inputs = {"dataset.root_dir": cfg.dataset.root_dir}
+    if not args.eval_only:
+        inputs |= {f"distill.{k}": cfg.distill[k] for k in ("teacher_checkpoint", "student_checkpoint")}
+    check_outputs({"the run folder (experiment.output_dir/experiment.name)": run_dir}, inputs)
+
+
+def resume_path(args: argparse.Namespace, run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` reads: the one given, else ``<run>/checkpoints/last.pth``."""
+    return run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)
+
+
+def check_resume(
+    cfg: Config, args: argparse.Namespace, checkpoint: CheckpointFile | None, info: dist_utils.DistInfo
+) -> None:
+    """``--resume``, before config.yaml is written: the checkpoint's role, then its stored config
+    against this run's; the changes that may apply are logged, any other change is refused
+    (lib/engine/checkpoint.py ``resume_config_changes``)."""
+    if checkpoint is None or args.eval_only:
+        return
+    task_name = "distiller" if uses_distiller(cfg) else "detector"
+    checkpoint.check_role(cfg, "resume", run_task=task_name)
+    check_finite_state(checkpoint.data.get("model") or {}, checkpoint.path)  # a diverged run's last.pth
+    for change in resume_config_changes(checkpoint.config, cfg.to_dict(), checkpoint.path):
+        if info.is_main:
+            logger.info("--resume applies the changed setting %s", change)
+
+
 def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLoader, cfg: Config) -> None:
     """A train loader that yields no batch (batch larger than the split with drop_last)."""
     if len(loader) == 0:
@@ -163,7 +197,8 @@ def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLo
 
 
 def build_eval_loader(dataset: torch.utils.data.Dataset, cfg: Config) -> DataLoader:
-    """Frames in split order, every frame kept (no drop_last: docs/reference.md §9.6)."""
+    """Frames in split order, every frame kept (no drop_last: docs/reference.md, 'Known bugs and quirks:
+    Dropped val frames')."""
     return DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=False, num_workers=cfg.dataset.num_workers
     )
@@ -286,7 +321,7 @@ def build_training(
         evaluate_fn=evaluate_fn if val_loader is not None else None,
     )
     if args.resume is not None:
-        path = run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)
+        path = resume_path(args, run_dir)
         checkpoint = checkpoint or open_checkpoint(path, role="resume")
         checkpoint.check_role(cfg, "resume", run_task=task_name)
         trainer.resume(checkpoint)
@@ -341,12 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     """Train or evaluate; user errors propagate to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
     info = dist_utils.env_dist_info()
+    held = contextlib.ExitStack()  # the run folder's lock (main process), released on any exit
     try:
         cfg, checkpoint = resolve_config(args)
         experiment = ExperimentSettings.from_config(cfg)
         run_dir = experiment.run_dir
+        check_run_inputs(cfg, run_dir, args)
+        held.enter_context(run_folder_lock(run_dir, enabled=info.is_main))
         prepare_run_dir(run_dir, args, info)
         setup_logging(run_dir / ("test.log" if args.eval_only else "train.log"), main_process=info.is_main)
+        check_resume(cfg, args, checkpoint, info)
         device = dist_utils.select_device(info)
         dist_utils.init_distributed(info, device)
         seed_everything(experiment.seed + info.rank, deterministic=experiment.deterministic)
@@ -363,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(str(err)) from err
     finally:
         dist_utils.shutdown_distributed()
+        held.close()
     return 0
 
 
