@@ -113,7 +113,7 @@ def write_zip(out: Path, folder: Path, frame_ids: list[int]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     folder = resolve_result_dir(args.results_dir)
-    out = args.out if args.out is not None else folder.parent / "submission.zip"
+    out = args.out if args.out is not None else folder.resolve().parent / "submission.zip"
     check_outputs({"--out": out}, {"RESULTS_DIR": folder, "--split": args.split})
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the zip file to write")
