@@ -40,6 +40,7 @@ from lib.decode import decode_detections
 from lib.errors import UserError
 from lib.kitti_io import Object3d
 from lib.models.detector import Detector
+from lib.utils.files import set_default_mode
 
 ASPECT_TOLERANCE = 0.15  # relative difference of H/W from the input's beyond which a frame is padded
 INPUT_NAMES = ("images", "calib", "coord_range")
@@ -76,14 +77,27 @@ def intrinsics_projection(fx: float, fy: float, cx: float, cy: float) -> np.ndar
     return np.array([[fx, 0.0, cx, 0.0], [0.0, fy, cy, 0.0], [0.0, 0.0, 1.0, 0.0]])
 
 
+# Named cameras of ``--intrinsics``: fx, fy, cx, cy in pixels of the image size in the comment.
+CAMERA_PRESETS: dict[str, tuple[float, float, float, float]] = {
+    "kitti": (721.5377, 721.5377, 609.5593, 172.854),  # KITTI object P2, 1242x375
+    "kitti360": (552.554261, 552.554261, 682.049453, 238.769549),  # KITTI-360 perspective, 1408x376
+    "nuscenes": (1266.417203, 1266.417203, 816.267020, 491.507066),  # nuScenes CAM_FRONT, 1600x900
+    "cityscapes": (2262.52, 2265.301791, 1096.98, 513.137),  # Cityscapes left camera, 2048x1024
+}
+
+
 def parse_intrinsics(text: str) -> np.ndarray:
-    """``"fx,fy,cx,cy"`` (pixels) → (3, 4) projection (:func:`intrinsics_projection`)."""
+    """``"fx,fy,cx,cy"`` (pixels) or a name of :data:`CAMERA_PRESETS` → (3, 4) projection
+    (:func:`intrinsics_projection`)."""
+    if text.strip().lower() in CAMERA_PRESETS:
+        return intrinsics_projection(*CAMERA_PRESETS[text.strip().lower()])
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) != 4:
-        raise CameraError(f"--intrinsics: expected four numbers fx,fy,cx,cy, got {text!r}")
+        names = ", ".join(CAMERA_PRESETS)
+        raise CameraError(f"--intrinsics: expected four numbers fx,fy,cx,cy or one of {names}, got {text!r}")
     return intrinsics_projection(*values)
 
 
@@ -390,6 +404,7 @@ def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, 
                 graph, example, tmp, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
             )  # fmt: skip
+        set_default_mode(tmp)  # mkstemp's 0600 -> 0644 under umask 022
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -23,6 +23,7 @@ from lib.inference import OUTPUT_NAMES, Frame, OnnxBackend, TorchBackend, make_b
 from lib.kitti_io import read_calib, read_label
 from lib.models.build import ModelSettings, build_detector
 from lib.models.loading import load_detector
+from lib.utils.files import current_umask
 
 pytest.importorskip("onnxruntime")
 
@@ -99,7 +100,8 @@ def test_onnx_runtime_equals_pytorch_on_the_kitti_frames(
 def test_infer_with_the_onnx_backend(
     exported: tuple[Path, Path], kitti_sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """tools/infer.py --backend onnx writes the boxes of the PyTorch backend."""
+    """tools/infer.py on a .onnx file (ONNX Runtime, chosen by the suffix) writes the boxes of the
+    PyTorch backend; the exported file is readable by the group (0666 less the umask, not 0600)."""
     checkpoint, onnx_path = exported
     training = kitti_sample_dir / "training"
     infer = load_tool("infer")
@@ -115,7 +117,8 @@ def test_infer_with_the_onnx_backend(
     assert (
         run_cli(infer.main, [*common, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "torch")]) == 0
     )
-    argv = [*common, "--checkpoint", str(onnx_path), "--backend", "onnx", "--out", str(tmp_path / "onnx")]
+    assert onnx_path.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    argv = [*common, "--checkpoint", str(onnx_path), "--out", str(tmp_path / "onnx")]
     assert run_cli(infer.main, argv) == 0
     total = 0
     for name in ("000000", "000001", "000002"):

@@ -184,9 +184,15 @@ def test_infer_on_kitti_frames_equals_evaluation(
         topk=cfg.tester.topk, threshold=0.05, backprojection=cfg.tester.backprojection, progress=False,
     )  # fmt: skip
     assert sum(len(v) for v in expected.values()) > 0
-    for frame_id, objects in expected.items():
+    # the evaluation keeps a DID-M3D peak by its heatmap value; infer keeps the written score
+    # (peak x depth confidence) >= 0.05, the value its files hold and visualize.py filters on
+    scored = {f: [o for o in objects if o.score >= 0.05] for f, objects in expected.items()}
+    assert 0 < sum(len(v) for v in scored.values()) < sum(len(v) for v in expected.values())
+    assert f"{sum(len(v) for v in scored.values())} objects with score >= 0.05" in stdout
+    for frame_id, objects in scored.items():
         lines = (out / "data" / f"{frame_id:06d}.txt").read_text().splitlines()
         assert lines == [o.to_line(cfg.tester.score_decimals) for o in objects]
+        assert all(float(line.split()[-1]) >= 0.05 for line in lines)
         panel = cv2.imread(str(out / "vis" / f"{frame_id:06d}.png"))
         assert panel is not None and panel.shape[1] > 960
     # an existing, non-empty output folder is not written into without --force
@@ -344,3 +350,16 @@ def test_decoding_a_padded_frame_gives_boxes_in_its_own_pixels() -> None:
     uv, depth = project_to_image((obj.pos - [0.0, obj.h / 2, 0.0])[None], P)  # the 3D centre
     np.testing.assert_allclose(uv[0], centre, atol=1e-4)
     assert depth[0] == pytest.approx(20.0)
+
+
+def test_named_cameras_and_the_backend_chosen_by_the_file_suffix(infer_tool) -> None:
+    kitti = parse_intrinsics("kitti")  # KITTI object P2 without its translation column
+    assert kitti[0, 0] == kitti[1, 1] == 721.5377 and (kitti[0, 2], kitti[1, 2]) == (609.5593, 172.854)
+    assert np.array_equal(parse_intrinsics(" KITTI "), kitti)
+    assert parse_intrinsics("nuscenes")[0, 2] == pytest.approx(816.27, abs=0.01)
+    with pytest.raises(CameraError, match="kitti, kitti360"):
+        parse_intrinsics("kitty")
+    base = ["--input", "x.png"]
+    assert infer_tool.parse_args([*base, "--checkpoint", "model.onnx"]).backend == "onnx"
+    assert infer_tool.parse_args([*base, "--checkpoint", "best.pth"]).backend == "torch"
+    assert infer_tool.parse_args([*base, "--checkpoint", "m.onnx", "--backend", "torch"]).backend == "torch"

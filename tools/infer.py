@@ -12,8 +12,11 @@ file, a KITTI raw ``calib_cam_to_cam.txt``, or a folder of calib files named lik
 ``--intrinsics fx,fy,cx,cy`` in pixels. Any image size: the network input is made as in
 evaluation, after padding frames of another aspect ratio (lib/inference.py). Writes
 ``<out>/data/<name>.txt`` (KITTI result lines) and ``<out>/vis/<name>.png`` (3D boxes and the
-bird's-eye view), or with ``--video-out FILE`` one MP4 of the rendered frames. ``--backend onnx``
-runs a file written by tools/export_onnx.py (then ``--checkpoint`` names the .onnx file).
+bird's-eye view), or with ``--video-out FILE`` one MP4 of the rendered frames. A ``.onnx``
+``--checkpoint`` (tools/export_onnx.py) runs with ONNX Runtime. ``--score-threshold`` applies to
+the score written in the result files (heatmap peak × depth confidence) for every model type, so
+the console count, the files and ``tools/visualize.py --score-threshold`` agree; the evaluation
+(``tester.threshold``) keeps each reference's own rule (lib/decode.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from lib.engine.tester import TesterSettings
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import result_data_dir, write_results
 from lib.inference import (
+    CAMERA_PRESETS,
     Frame,
     OnnxBackend,
     TorchBackend,
@@ -43,9 +47,10 @@ from lib.inference import (
     parse_intrinsics,
 )
 from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, video_fps
+from lib.kitti_io import Object3d
 from lib.models.detector import Detector
 from lib.models.loading import load_detector
-from lib.visualize import render_detections
+from lib.visualize import MAX_DRAW_DEPTH, count_undrawable, render_detections
 
 DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's camera rate)
 
@@ -56,19 +61,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", type=Path, help="the model's config (default: the one the checkpoint stores)"
     )
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help=".pth checkpoint, or .onnx with --backend onnx"
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help=".pth checkpoint, or an .onnx file (tools/export_onnx.py)",
     )
     parser.add_argument("--input", type=Path, required=True, help="an image, a folder of images or a video")
     camera = parser.add_mutually_exclusive_group()
     camera.add_argument("--calib", type=Path, help="KITTI calib file, raw calib_cam_to_cam.txt, or a folder")
-    camera.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels")
+    camera.add_argument(
+        "--intrinsics",
+        help=f"fx,fy,cx,cy in pixels, or a named camera: {', '.join(CAMERA_PRESETS)} (lib/inference.py)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/infer"), help="output folder")
-    parser.add_argument("--score-threshold", type=float, help="default: the config's tester.threshold")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        help="keep objects whose score (heatmap peak x depth confidence, the value written in the result "
+        "files) is >= S, for every model type; default: the config's tester.threshold",
+    )
     parser.add_argument(
         "--video-out", type=Path, help="write the rendered frames into this MP4 instead of PNGs"
     )
     parser.add_argument("--no-render", action="store_true", help="write the result files only")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument(
+        "--backend", choices=("auto", "torch", "onnx"), default="auto", help="auto: onnx for a .onnx file"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--width", type=int, default=960, help="width of the rendered image, pixels")
@@ -78,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
     args = parser.parse_args(argv)
+    if args.backend == "auto":
+        args.backend = "onnx" if args.checkpoint.suffix.lower() == ".onnx" else "torch"
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.video_out is not None and args.no_render:
@@ -142,17 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     resolution, inverse_affine = tuple(cfg.dataset.resolution), cfg.dataset.inverse_affine
     render = not args.no_render
     video = VideoWriter(args.video_out, fps=video_fps(args.input, DEFAULT_FPS)) if args.video_out else None
-    total, boxes = 0, 0
+    total, boxes, undrawn = 0, 0, 0
     bar = tqdm(total=count_frames(args.input), unit="frame", desc="inference", disable=args.no_progress)
     with bar, video or nullcontext():
         for frames in batched(iter_frames(args.input, camera), args.batch_size):
             batch = make_batch(frames, resolution=resolution, inverse_affine=inverse_affine)
-            detections = decode_outputs(
-                backend(batch.arrays),
-                batch,
-                model_type=cfg.model.type,
-                threshold=threshold,
-                backprojection=tester.backprojection,
+            detections = above_score(
+                decode_outputs(
+                    backend(batch.arrays),
+                    batch,
+                    model_type=cfg.model.type,
+                    threshold=threshold,
+                    backprojection=tester.backprojection,
+                ),
+                threshold,
             )
             named = {frame.name: objects for frame, objects in zip(frames, detections, strict=True)}
             write_results(args.out, named, score_decimals=tester.score_decimals, keep_old=True)
@@ -162,13 +185,27 @@ def main(argv: list[str] | None = None) -> int:
                         frame.image, objects, frame.P2, width=args.width, title=frame.name
                     )
                     _save_render(panel, frame.name, args.out, video)
+                    undrawn += count_undrawable(objects, frame.P2, frame.image.shape[1::-1])
                 total, boxes = total + 1, boxes + len(objects)
             bar.update(len(frames))
     where = f"{result_data_dir(args.out)}" + (
         f", {args.video_out}" if video else f", {args.out / 'vis'}" if render else ""
     )
     print(f"{total} frames, {boxes} objects with score >= {threshold:g}: {where}")
+    if undrawn:
+        where = f"behind the camera, beyond {MAX_DRAW_DEPTH:g} m or off the image"
+        print(f"{undrawn} of them not drawn ({where})")
     return 0
+
+
+def above_score(detections: list[list[Object3d]], threshold: float) -> list[list[Object3d]]:
+    """The objects of each frame whose written score (peak × depth confidence) is >= ``threshold``.
+
+    Decoding keeps a peak by the model type's rule (lib/decode.py ``THRESHOLD_ON``: a DID-M3D
+    network by its heatmap peak alone); the depth confidence is at most 1, so the score never
+    exceeds the peak and this filter leaves exactly the objects whose score reaches ``threshold``.
+    """
+    return [[o for o in objects if o.score is not None and o.score >= threshold] for objects in detections]
 
 
 def _save_render(panel: np.ndarray, name: str, out: Path, video: VideoWriter | None) -> None:
