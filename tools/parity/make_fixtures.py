@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 # Fixture modules of this folder, each with generate(refs, out_dir) -> list[Path].
-MODULES = ("data_targets", "network_losses", "schedule_decode")
+MODULES = ("data_targets", "network_losses", "schedule_decode", "trajectory")
 REFERENCES = ("gupnet", "did", "monoskd", "monodistill")
 
 
