@@ -138,16 +138,35 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     assert [json.loads(line)["epoch"] for line in open(tmp_path / "run2" / "eval.jsonl")] == [1, 2]
 
 
-@pytest.mark.parametrize(("amp", "scaler_on"), [("bf16", False), ("fp16", True)])
-def test_amp_modes_train_on_cpu(tmp_path, amp, scaler_on):
+def _one_epoch_update(tmp_path: Path, amp: str) -> tuple[list[torch.Tensor], dict]:
+    """The parameter change of one toy epoch (4 steps) under ``amp`` and the saved scaler state."""
     trainer = make_trainer(tmp_path, epochs=1)
     trainer.settings = trainer_settings(max_epoch=1, eval_frequency=0, save_frequency=0, amp=amp)
-    trainer.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    trainer.scaler = torch.amp.GradScaler("cpu", enabled=scaler_on)
+    if amp != "none":
+        trainer.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        trainer.scaler = torch.amp.GradScaler("cpu", enabled=amp == "fp16")
     before = params(trainer.task)
     trainer.fit()
-    after = params(trainer.task)
-    assert all(torch.isfinite(p).all() for p in after)
-    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    scaler_state = load_checkpoint(tmp_path / "checkpoints" / "last.pth")["scaler"]
-    assert ("scale" in scaler_state) == scaler_on  # a disabled scaler has an empty state
+    update = [a - b for a, b in zip(params(trainer.task), before, strict=True)]
+    return update, load_checkpoint(tmp_path / "checkpoints" / "last.pth")["scaler"]
+
+
+def test_amp_bf16_update_equals_float32_update(tmp_path):
+    """bf16 autocast changes the epoch's update by its rounding only (measured 0.16 %), not its steps."""
+    reference, _ = _one_epoch_update(tmp_path / "fp32", "none")
+    update, scaler_state = _one_epoch_update(tmp_path / "bf16", "bf16")
+    error = sum(float(((u - r) ** 2).sum()) for u, r in zip(update, reference, strict=True)) ** 0.5
+    norm = sum(float((r**2).sum()) for r in reference) ** 0.5
+    assert norm > 0 and error < 0.01 * norm, (error, norm)
+    assert scaler_state == {}  # a disabled scaler has an empty state
+
+
+def test_amp_fp16_scaler_skips_overflowing_steps_and_halves_its_scale(tmp_path):
+    """fp16 with GradScaler (initial scale 2^16, growth after 2000 steps): the first steps overflow
+    and are skipped, each halving the scale, until it is small enough; the rest are taken (the
+    growth tracker counts them), so scale = 2^16 / 2^(4 - taken) after the epoch's 4 steps."""
+    update, scaler_state = _one_epoch_update(tmp_path, "fp16")
+    taken = scaler_state["_growth_tracker"]
+    assert 1 <= taken <= 4
+    assert scaler_state["scale"] == 2.0**16 / 2 ** (4 - taken)
+    assert all(torch.isfinite(u).all() for u in update) and any(u.abs().sum() > 0 for u in update)
