@@ -100,6 +100,36 @@ def test_full_resolution_batch(
 
 
 @pytest.mark.parametrize("model_type", ["gupnet", "did"])
+def test_full_resolution_batch_equals_its_images_alone(
+    model_type: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
+) -> None:
+    """Eval mode at 384x1280: each image of a batch of 2 gets the peaks (cells of the 96x320 map)
+    and RoI outputs it gets alone, so flat indices and RoI batch offsets use the full-size map."""
+    torch.manual_seed(0)
+    model = make_detector(type=model_type, backbone="resnet18", head_conv=32, depth_branch=False).eval()
+    batch = fake_batch(2, 384, 1280, num_objects=(0, 0), seed=1)
+    keys = ("offset_3d", "size_3d", "heading", "depth", "depth_confidence")
+    with torch.no_grad():
+        both = _run(model, batch, with_targets=False, topk=8)
+        for i in range(2):
+            alone = {k: batch[k][i : i + 1] for k in ("rgb", "calib", "coord_range")}
+            one = _run(model, {**alone, "targets": None}, with_targets=False, topk=8)
+            for key in ("xs", "ys", "cls"):
+                assert torch.equal(both["topk"][key][i], one["topk"][key][0]), key
+            torch.testing.assert_close(
+                both["topk"]["scores"][i], one["topk"]["scores"][0], rtol=1e-4, atol=1e-6
+            )
+            for key in keys:
+                torch.testing.assert_close(
+                    both[key][8 * i : 8 * i + 8], one[key], rtol=1e-3, atol=1e-4, msg=key
+                )
+    topk = both["topk"]
+    assert (topk["xs"] < 320).all() and (topk["ys"] < 96).all()
+    assert torch.equal(topk["indices"], topk["ys"] * 320 + topk["xs"])
+    assert len(set(topk["indices"][0].tolist()) ^ set(topk["indices"][1].tolist())) > 0  # distinct images
+
+
+@pytest.mark.parametrize("model_type", ["gupnet", "did"])
 def test_no_objects_gives_empty_rows(
     model_type: str, fake_batch: Callable[..., dict], make_detector: Callable[..., Detector]
 ) -> None:
