@@ -277,13 +277,15 @@ def test_infer_errors_are_one_line(
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"not a png")
+    empty_calib = tmp_path / "calib"  # beside --out: an output inside an input folder is refused
+    empty_calib.mkdir()
     cases = {
         "a.png: not a readable image": ["--input", str(folder), "--intrinsics", "700,700,300,100"],
         "000000.txt: no calib file for image 000000": [
             "--input",
             str(training / "image_2"),
             "--calib",
-            str(tmp_path),
+            str(empty_calib),
         ],
         "mixed image sizes": ["--input", str(training / "image_2"), "--intrinsics", "700,700,600,180"],
         "calib file not found": ["--input", str(training / "image_2"), "--calib", str(tmp_path / "nope.txt")],

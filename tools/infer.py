@@ -50,6 +50,8 @@ from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, vid
 from lib.kitti_io import Object3d
 from lib.models.detector import Detector
 from lib.models.loading import load_detector
+from lib.utils import cli_types
+from lib.utils.outputs import check_outputs as check_not_on_inputs
 from lib.visualize import MAX_DRAW_DEPTH, count_undrawable, render_detections
 
 DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's camera rate)
@@ -76,9 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs/infer"), help="output folder")
     parser.add_argument(
         "--score-threshold",
-        type=float,
-        help="keep objects whose score (heatmap peak x depth confidence, the value written in the result "
-        "files) is >= S, for every model type; default: the config's tester.threshold",
+        type=cli_types.score,
+        help="in [0, 1]: keep objects whose score (heatmap peak x depth confidence, the value written in "
+        "the result files) is >= S, for every model type; default: the config's tester.threshold",
     )
     parser.add_argument(
         "--video-out", type=Path, help="write the rendered frames into this MP4 instead of PNGs"
@@ -88,8 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backend", choices=("auto", "torch", "onnx"), default="auto", help="auto: onnx for a .onnx file"
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--width", type=int, default=960, help="width of the rendered image, pixels")
+    parser.add_argument("--batch-size", type=cli_types.positive_int, default=4)
+    parser.add_argument(
+        "--width", type=cli_types.render_width, default=960, help="width of the rendered image, pixels"
+    )
     parser.add_argument(
         "--force", action="store_true", help="write into a non-empty --out / over --video-out"
     )
@@ -98,8 +102,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.backend == "auto":
         args.backend = "onnx" if args.checkpoint.suffix.lower() == ".onnx" else "torch"
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.video_out is not None and args.no_render:
         parser.error("--video-out writes rendered frames: drop --no-render")
     return args
@@ -140,22 +142,38 @@ def build_backend(
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse to write into a user's non-empty folder or over a video unless --force."""
+    """Refuse to write over an input (never allowed, lib/utils/outputs.py), into a user's non-empty
+    folder or over a video (unless --force)."""
+    inputs = {"--input": args.input, "--checkpoint": args.checkpoint, "--config": args.config}
+    check_not_on_inputs({"--out": args.out, "--video-out": args.video_out}, inputs | {"--calib": args.calib})
     if args.out.is_dir() and any(args.out.iterdir()) and not args.force:
         raise UserError(f"{args.out}: the output folder is not empty (--force to write into it)")
     if args.video_out is not None and args.video_out.exists() and not args.force:
         raise UserError(f"{args.video_out}: exists (--force to overwrite)")
 
 
+def select_device(name: str) -> torch.device:
+    """``--device``: auto (CUDA when available), or a torch device that exists here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: unknown device {name!r} (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    return device
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg, detector = load_model(args)
+    check_outputs(args)
+    device = select_device(args.device)
     intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
     camera = Camera.from_options(args.calib, intrinsics)
-    check_outputs(args)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    cfg, detector = load_model(args)
     tester = TesterSettings.from_config(cfg)
     backend = build_backend(args, cfg, detector, device, topk=tester.topk)
     threshold = tester.threshold if args.score_threshold is None else args.score_threshold
