@@ -78,7 +78,8 @@ def open_checkpoint(path: str | Path, *, role: str | None = None) -> CheckpointF
         return CheckpointFile(Path(path), load_checkpoint(path))
     except CheckpointNotFoundError as err:
         if role in ("teacher", "student"):
-            raise CheckpointNotFoundError(f"{ROLES[role]}: {err}") from None
+            hint = "train that stage first, or let tools/reproduce.py (make demo: configs/demo) chain them"
+            raise CheckpointNotFoundError(f"{ROLES[role]}: {err}; {hint}") from None
         raise
 
 
