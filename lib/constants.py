@@ -45,3 +45,12 @@ HEATMAP_EPS = 1e-4
 # m: points closer to (or behind) the camera plane are not projected (LiDAR points for the depth
 # maps, box corners for the drawings): their image coordinates blow up or flip.
 MIN_PROJECTION_DEPTH = 0.1
+
+
+# Named cameras of tools/infer.py --intrinsics: fx, fy, cx, cy in pixels of the image size named.
+CAMERA_PRESETS: dict[str, tuple[float, float, float, float]] = {
+    "kitti": (721.5377, 721.5377, 609.5593, 172.854),  # KITTI object P2, 1242x375
+    "kitti360": (552.554261, 552.554261, 682.049453, 238.769549),  # KITTI-360 perspective, 1408x376
+    "nuscenes": (1266.417203, 1266.417203, 816.267020, 491.507066),  # nuScenes CAM_FRONT, 1600x900
+    "cityscapes": (2262.52, 2265.301791, 1096.98, 513.137),  # Cityscapes left camera, 2048x1024
+}

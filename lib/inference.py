@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.constants import CAMERA_PRESETS
 from lib.datasets.augment import augment_sample, input_window
 from lib.datasets.kitti import normalize_image
 from lib.decode import decode_detections
@@ -75,15 +76,6 @@ def intrinsics_projection(fx: float, fy: float, cx: float, cy: float) -> np.ndar
             f"--intrinsics: fx and fy must be positive and all values finite, got {fx, fy, cx, cy}"
         )
     return np.array([[fx, 0.0, cx, 0.0], [0.0, fy, cy, 0.0], [0.0, 0.0, 1.0, 0.0]])
-
-
-# Named cameras of ``--intrinsics``: fx, fy, cx, cy in pixels of the image size in the comment.
-CAMERA_PRESETS: dict[str, tuple[float, float, float, float]] = {
-    "kitti": (721.5377, 721.5377, 609.5593, 172.854),  # KITTI object P2, 1242x375
-    "kitti360": (552.554261, 552.554261, 682.049453, 238.769549),  # KITTI-360 perspective, 1408x376
-    "nuscenes": (1266.417203, 1266.417203, 816.267020, 491.507066),  # nuScenes CAM_FRONT, 1600x900
-    "cityscapes": (2262.52, 2265.301791, 1096.98, 513.137),  # Cityscapes left camera, 2048x1024
-}
 
 
 def parse_intrinsics(text: str) -> np.ndarray:

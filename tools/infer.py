@@ -27,32 +27,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from lib.config import Config, load_config
-from lib.engine.tester import TesterSettings
+from lib.constants import CAMERA_PRESETS
 from lib.errors import UserError, run_cli
-from lib.eval.kitti_format import result_data_dir, write_results
-from lib.inference import (
-    CAMERA_PRESETS,
-    Frame,
-    OnnxBackend,
-    TorchBackend,
-    decode_outputs,
-    make_batch,
-    parse_intrinsics,
-)
-from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, video_fps
-from lib.kitti_io import Object3d
-from lib.models.detector import Detector
-from lib.models.loading import load_detector
 from lib.utils import cli_types
 from lib.utils.outputs import check_outputs as check_not_on_inputs
-from lib.visualize import MAX_DRAW_DEPTH, count_undrawable, render_detections
+
+if TYPE_CHECKING:  # the heavy modules (torch: seconds) load in the functions, after --help
+    import numpy as np
+    import torch
+
+    from lib.config import Config
+    from lib.inference import Frame, OnnxBackend, TorchBackend
+    from lib.inference_io import VideoWriter
+    from lib.kitti_io import Object3d
+    from lib.models.detector import Detector
 
 DEFAULT_FPS = 10.0  # of --video-out when the input is not a video (KITTI's camera rate)
 
@@ -73,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     camera.add_argument("--calib", type=Path, help="KITTI calib file, raw calib_cam_to_cam.txt, or a folder")
     camera.add_argument(
         "--intrinsics",
-        help=f"fx,fy,cx,cy in pixels, or a named camera: {', '.join(CAMERA_PRESETS)} (lib/inference.py)",
+        help=f"fx,fy,cx,cy in pixels, or a named camera: {', '.join(CAMERA_PRESETS)} (lib/constants.py)",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/infer"), help="output folder")
     parser.add_argument(
@@ -117,6 +107,9 @@ def batched(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
 def load_model(args: argparse.Namespace) -> tuple[Config, Detector | None]:
     """The config (``--config``, else the checkpoint's) and, for the torch backend, the network
     (lib/models/loading.py ``load_detector``; a teacher is refused)."""
+    from lib.config import load_config
+    from lib.models.loading import load_detector
+
     if args.backend == "torch":
         loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")
         return loaded.config, loaded.detector
@@ -130,6 +123,8 @@ def build_backend(
 ) -> TorchBackend | OnnxBackend:
     """The torch network of a checkpoint (``topk`` peaks per image), or an ONNX Runtime session of
     an exported file (its top-K fixed at export)."""
+    from lib.inference import OnnxBackend, TorchBackend
+
     if detector is not None:
         return TorchBackend(detector, topk=topk, device=device)
     backend = OnnxBackend(args.checkpoint)
@@ -154,6 +149,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def select_device(name: str) -> torch.device:
     """``--device``: auto (CUDA when available), or a torch device that exists here."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -168,7 +165,15 @@ def select_device(name: str) -> torch.device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # --help and usage errors come before the heavy imports
+    from tqdm import tqdm
+
+    from lib.engine.tester import TesterSettings
+    from lib.eval.kitti_format import result_data_dir, write_results
+    from lib.inference import decode_outputs, make_batch, parse_intrinsics
+    from lib.inference_io import Camera, VideoWriter, count_frames, iter_frames, video_fps
+    from lib.visualize import MAX_DRAW_DEPTH, count_undrawable, render_detections
+
     check_outputs(args)
     device = select_device(args.device)
     intrinsics = parse_intrinsics(args.intrinsics) if args.intrinsics else None
@@ -227,6 +232,9 @@ def above_score(detections: list[list[Object3d]], threshold: float) -> list[list
 
 
 def _save_render(panel: np.ndarray, name: str, out: Path, video: VideoWriter | None) -> None:
+    import cv2
+    import numpy as np
+
     if video is not None:
         video.write(panel)
         return
