@@ -54,3 +54,5 @@ CAMERA_PRESETS: dict[str, tuple[float, float, float, float]] = {
     "nuscenes": (1266.417203, 1266.417203, 816.267020, 491.507066),  # nuScenes CAM_FRONT, 1600x900
     "cityscapes": (2262.52, 2265.301791, 1096.98, 513.137),  # Cityscapes left camera, 2048x1024
 }
+
+DEPTH_BIN_MODES = ("rpd", "ud", "sid", "lid")  # rpd.mode: the depth-bin layouts (lib/depth_bins.py)

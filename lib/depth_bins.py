@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from lib.config import ConfigError, section_settings
+from lib.constants import DEPTH_BIN_MODES
 
-MODES = ("rpd", "ud", "sid", "lid")
+MODES = DEPTH_BIN_MODES  # lib/constants.py: read by tools without loading torch
 
 
 @dataclass(frozen=True)

@@ -17,36 +17,17 @@ and the boxes from above. Drawing lives in lib/visualize.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
-
-import cv2
-import numpy as np
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from lib.config import load_config
-from lib.datasets.depth_maps import project_scan
-from lib.depth_bins import MODES, RpdSettings
+from lib.constants import DEPTH_BIN_MODES
 from lib.errors import UserError, run_cli
-from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
-from lib.kitti_io import read_calib, read_depth_map, read_label, read_split, read_velodyne
 from lib.utils import cli_types
-from lib.utils.outputs import check_outputs
-from lib.visualize import (
-    MAX_DRAW_DEPTH,
-    PRED_COLOUR,
-    add_title,
-    colorize_bins,
-    colorize_depth,
-    compose_panel,
-    count_undrawable,
-    depth_bin_map,
-    draw_bev,
-    draw_boxes_3d,
-    grow_sparse_depth,
-    resize_to,
-)
+
+if TYPE_CHECKING:  # the heavy modules (torch: seconds) load in the functions, after --help
+    import numpy as np
 
 BEV_MIN_RANGE = 70.0  # m: the bird's-eye view reaches at least this far, further for far objects ...
 BEV_MAX_RANGE = 120.0  # m: ... up to this
@@ -54,7 +35,7 @@ BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # t
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = RpdSettings.from_config(load_config(BASE_CONFIG)).bins
+    defaults = load_config(BASE_CONFIG).rpd  # the bin layout's defaults (lib/depth_bins.py reads them)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="KITTI root (holds training/)")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -79,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--width", type=cli_types.render_width, default=960, help="width of the image column, pixels"
     )
     parser.add_argument("--bits", type=int, default=8, help="bits per colour channel kept (smaller PNGs)")
-    parser.add_argument("--rpd-mode", choices=MODES, default=defaults.mode, help="bin layout of the bin map")
+    parser.add_argument(
+        "--rpd-mode", choices=DEPTH_BIN_MODES, default=defaults.mode, help="bin layout of the bin map"
+    )
     parser.add_argument("--num-bins", type=cli_types.positive_int, default=defaults.num_bins)
     parser.add_argument("--depth-min", type=cli_types.positive_float, default=defaults.depth_min)
     parser.add_argument("--depth-max", type=cli_types.positive_float, default=defaults.depth_max)
@@ -100,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def find_results(results_dir: Path, name: str) -> Path:
     """The frame's results file, ``<dir>/data/<name>.txt`` or ``<dir>/<name>.txt``
     (lib/eval/kitti_format.py ``resolve_result_dir``)."""
+    from lib.eval.kitti_format import frame_file_name, resolve_result_dir
+
     path = resolve_result_dir(results_dir) / frame_file_name(name)
     if not path.is_file():
         raise FileNotFoundError(f"no results for frame {name} in {results_dir} (looked for {path})")
@@ -108,6 +93,9 @@ def find_results(results_dir: Path, name: str) -> Path:
 
 def frame_names(args: argparse.Namespace) -> list[str]:
     """The frames to draw: ``--frame``, the ``--split`` list, or every result file's frame."""
+    from lib.eval.kitti_format import resolve_result_dir, result_frame_ids
+    from lib.kitti_io import read_split
+
     if args.frame is not None:
         return [f"{int(args.frame):06d}"]
     if args.split is not None:
@@ -121,6 +109,8 @@ def frame_names(args: argparse.Namespace) -> list[str]:
 def read_predictions(args: argparse.Namespace, name: str) -> list:
     """The frame's predictions with score >= --score-threshold; a frame of a --split without a
     result file has none (as the evaluator counts it), a missing file of --frame is an error."""
+    from lib.kitti_io import read_label
+
     if args.results is None:
         return []
     try:
@@ -136,6 +126,28 @@ def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, 
     """The panel of one frame (RGB), its numbers of ground-truth and predicted objects above the
     threshold, and how many of those boxes cannot be drawn on the image (lib/visualize.py
     ``image_drawable``: behind the camera, absurd depth or size, off the image)."""
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from lib.datasets.depth_maps import project_scan
+    from lib.depth_bins import RpdSettings
+    from lib.kitti_io import read_calib, read_depth_map, read_label, read_velodyne
+    from lib.visualize import (
+        PRED_COLOUR,
+        add_title,
+        colorize_bins,
+        colorize_depth,
+        compose_panel,
+        count_undrawable,
+        depth_bin_map,
+        draw_bev,
+        draw_boxes_3d,
+        grow_sparse_depth,
+        resize_to,
+    )
+
     split_dir = args.data_dir / args.split_dir
     image_path = split_dir / "image_2" / f"{name}.png"
     bgr = cv2.imread(str(image_path))
@@ -186,7 +198,13 @@ def render_frame(args: argparse.Namespace, name: str) -> tuple[np.ndarray, int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # --help and usage errors come before the heavy imports
+    import cv2
+    from tqdm import tqdm
+
+    from lib.utils.outputs import check_outputs
+    from lib.visualize import MAX_DRAW_DEPTH
+
     inputs = {"--data-dir": args.data_dir, "--results": args.results, "--depth-map": args.depth_map}
     check_outputs({"--out": args.out, "--out-dir": args.out_dir}, inputs)
     names = frame_names(args)
