@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.constants import KITTI_SPLIT_SIZES
-from lib.datasets.dataset_check import MAX_ERRORS_SHOWN, check_dataset
 from lib.errors import UserError, run_cli
 from lib.kitti_io import (
     STANDARD_SPLITS_DIR,
@@ -295,6 +294,8 @@ def check_tree(root: Path) -> Report:
 def check_every_frame(report: Report) -> None:
     """Decode every image and parse every calib and label of the splits, as training reads them
     (lib/datasets/dataset_check.py); its errors are problems, its warnings notes."""
+    from lib.datasets.dataset_check import MAX_ERRORS_SHOWN, check_dataset  # loads torch: not for --help
+
     if report.problems:  # a folder is missing frames: say that first
         return
     splits = [s for s in ("train", "val", "trainval") if s in report.splits]
