@@ -123,7 +123,7 @@ def test_checkpoints_without_a_config_are_not_judged(config):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"not a checkpoint", "cannot be read as a weights-only checkpoint"),
+        (b"not a checkpoint", "not a PyTorch checkpoint (neither a zip archive nor a pickle"),
         (
             "pickle",
             "cannot be read as a weights-only checkpoint (it holds Python objects, not only tensors: "

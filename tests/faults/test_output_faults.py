@@ -86,9 +86,7 @@ def test_export_refuses_to_write_onto_its_input(tmp_path, capsys):
     for out in (ckpt, tmp_path / "run" / ".." / "run" / "last.pth"):
         code, err = cli(export_main, ["--checkpoint", ckpt, "--out", out], capsys)
         assert code == 2
-        assert "is the input --checkpoint; the export would replace the training checkpoint" in error_line(
-            err
-        )
+        assert f"--out is the input --checkpoint ({ckpt}); writing there could replace" in error_line(err)
     assert snapshot(tmp_path) == before
 
 
