@@ -17,8 +17,10 @@ references' 1.4142 (lib.losses.detection.LAPLACE_SQRT2).
 
 Tolerances come from the references' own run-to-run noise: each fixture holds the reference run
 on 1 torch thread (``ref/``) and on 2 (``ref2/``). Their relative difference, maximised over the
-recorded quantities and over the steps so far, is the noise envelope of a step; ours must stay
-within NOISE_FACTOR times it (plus RTOL_FLOOR, the float32 rounding of one step).
+columns of a quantity (the 7 terms, the total, the gradient norm, the 3 KD terms) and over the
+steps so far, is the noise envelope of a step; ours must stay within NOISE_FACTOR times it (plus
+RTOL_FLOOR, the float32 rounding of one step). The runs are chaotic (docs/parity.md, "Training
+trajectories"): the first steps are checked closely, the later ones against gross errors.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ KINDS = ("gupnet", "did", "skd")
 STEP_KEYS = ("terms", "total", "grad_norm", "kd_terms")
 # Per step and quantity, ours may differ from the 1-thread reference by NOISE_FACTOR x the largest
 # 1-vs-2-thread difference of that quantity so far, plus RTOL_FLOOR (float32 rounding of a step).
-NOISE_FACTOR = 10.0
+NOISE_FACTOR = 20.0
 RTOL_FLOOR = 1e-5
 # Final weights: per trained tensor, the norm of its change and 8 sampled elements of the change;
 # the median and 90th percentile of our relative errors within PARAM_FACTOR x the reference's own.
@@ -68,27 +70,24 @@ def relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sane_steps(run: dict[str, np.ndarray]) -> int:
-    """Steps of a reference run before its first epoch with an HTL weight > 1.
+    """Steps of a run before its first epoch with an HTL weight of a 3D term >= 1.
 
     The reference's HTL exponent 1 - (product of pre-task factors) turns negative when two
     pre-task trends are negative, and time^(negative) explodes (docs/parity.md, "HTL degenerate
-    cases"; ours clips the exponent at 0). MonoSKD's baseline on 2 threads hits it in its last
-    epoch: depth weight 3.7e20, loss 3e21. Such steps are no rounding noise.
+    cases"; ours clips the exponent at 0, weight 1; "Training trajectories" says which run
+    reaches it). Steps from there on are no rounding noise.
     """
-    bad = np.flatnonzero((run["htl_weights"] > 1).any(1))
+    bad = np.flatnonzero((run["htl_weights"][:, 3:] >= 1).any(1))
     epochs = int(bad[0]) if bad.size else len(run["htl_weights"])
     return epochs * len(tr.BATCHES)
 
 
 def step_tolerance(fixture: dict[str, np.ndarray], key: str) -> np.ndarray:
-    """(steps, columns) relative tolerance of ``key`` (module docstring): the references'
-    1-vs-2-thread difference of each column, maximised over the steps so far (rounding
-    differences only grow), x NOISE_FACTOR + RTOL_FLOOR. After the noise run's last sane step
-    (:func:`sane_steps`) the tolerance stays at that step's."""
+    """(steps, 1) relative tolerance of ``key`` (module docstring): the references' 1-vs-2-thread
+    difference of ``key`` (every column), maximised over the steps so far (rounding differences
+    only grow), x NOISE_FACTOR + RTOL_FLOOR."""
     ref, ref2 = reference(fixture), reference(fixture, "ref2/")
-    noise = relative(ref2[key], ref[key]).reshape(len(ref["total"]), -1)
-    sane = sane_steps(ref2)
-    noise[sane:] = 0.0
+    noise = relative(ref2[key], ref[key]).reshape(len(ref["total"]), -1).max(1, keepdims=True)
     return NOISE_FACTOR * np.maximum.accumulate(noise, axis=0) + RTOL_FLOOR
 
 
@@ -123,9 +122,7 @@ def runs(kitti: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def _first_miss(rel: np.ndarray, tol: np.ndarray) -> str:
     step, col = np.argwhere(rel > tol)[0]
-    return (
-        f"first at step {step}, column {col}: relative {rel[step, col]:.3g} > tolerance {tol[step, col]:.3g}"
-    )
+    return f"first at step {step}, column {col}: relative {rel[step, col]:.3g} > tolerance {tol[step, 0]:.3g}"
 
 
 @pytest.mark.slow
@@ -150,12 +147,17 @@ def test_same_start_batches_and_lr(runs, kind: str) -> None:
 def test_steps_within_reference_noise(runs, kind: str) -> None:
     """Every loss term, the total, the gradient norm (and the KD terms) at every step."""
     ours, fixture = runs(kind)
-    ref = reference(fixture)
+    ref, ref2 = reference(fixture), reference(fixture, "ref2/")
     steps = len(ref["total"])
+    # steps compared: those before any of the three runs leaves HTL's range (sane_steps; the skd
+    # run trains with the reference's weights)
+    compared = min(sane_steps(ref), sane_steps(ref2), sane_steps(ours) if kind != "skd" else steps)
+    assert compared >= 30, f"{kind}: only {compared} steps before HTL's degenerate case"
     for key in STEP_KEYS:
         if key not in ref:
             continue
-        rel, tol = relative(ours[key], ref[key]).reshape(steps, -1), step_tolerance(fixture, key)
+        rel = relative(ours[key], ref[key]).reshape(steps, -1)[:compared]
+        tol = step_tolerance(fixture, key)[:compared]
         assert (rel <= tol).all(), f"{kind} {key}: {_first_miss(rel, tol)}"
     # the first step is the same computation up to float32 rounding (nothing has diverged yet)
     assert relative(ours["total"][0], ref["total"][0]) < 1e-5

@@ -59,7 +59,7 @@ from lib.losses.detection import HTL_TASKS  # noqa: E402
 DRIVER = HERE / "trajectory_driver.py"
 KINDS = {"gupnet": "gupnet", "did": "monoskd", "skd": "monoskd"}  # run -> reference checkout key
 CONFIGS = {"gupnet": "gupnet.yaml", "did": "did_m3d.yaml", "skd": "monoskd.yaml"}
-RESOLUTION = (192, 64)  # input W, H (multiples of 32): a step takes well under a second on a CPU
+RESOLUTION = (192, 64)  # input W, H: the smallest multiples of 32 with a 2-row s32 map
 BATCHES = ((0, 3), (1, 6), (2, 4))  # frame ids of data_targets.build_inputs, every epoch in this order
 EPOCHS = 11  # HTL's 3D weights start after 5 (GUPNet) / 6 (MonoSKD) epochs of loss history
 SEEDS = {"student": 3001, "teacher": 3002, "adapter": 3010}  # adapter i: 3010 + i
@@ -217,9 +217,10 @@ def _distill_checkpoints(kind: str, kitti: Path, run_dir: Path) -> dict[str, Pat
 
 
 def _trained(task: torch.nn.Module, kind: str) -> dict[str, torch.Tensor]:
-    """Trained parameters under the driver's names (detector names; student.* / adapters.*)."""
-    named = task.named_trainable_parameters() if kind == "skd" else task.detector.named_parameters()
-    return {name: p.detach().clone() for name, p in named}
+    """The network's parameters under the driver's names (detector names; student.* and adapters.*),
+    frozen ones included (``mean_size``), the teacher's left out."""
+    named = task.named_parameters() if kind == "skd" else task.detector.named_parameters()
+    return {name: p.detach().clone() for name, p in named if not name.startswith("teacher.")}
 
 
 def run_ours(
