@@ -101,8 +101,8 @@ def kitti(kitti_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def runs(kitti: Path, tmp_path_factory: pytest.TempPathFactory):
     """``runs(kind)`` -> (our trajectory, the fixture); each kind is trained once per module.
 
-    The skd run trains with the reference's HTL weights (test_skd_htl_weights shows why they
-    differ from ours and that nothing else does)."""
+    The skd run trains with the reference's HTL weights: MonoSKD's distillation trainer computes
+    them from other columns (test_htl_weights_from_the_reference_losses)."""
     cache: dict[str, tuple[dict, dict]] = {}
 
     def run(kind: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
