@@ -47,6 +47,14 @@ def test_series_from_the_logs(run_dir):
     assert epochs["seg"] == ([1.0, 2.0], [0.9, 0.45])
     assert lr_series(train) == ([0.0, 1.0], [1e-3, 1e-4])
     assert ap_series(read_jsonl(run_dir / "eval.jsonl")) == {"Car 3d": ([1.0, 2.0], [2.0, 7.5])}
+    # -e of a checkpoint without an epoch (a reference download) is in the metrics, not on the x axis
+    external = {
+        "type": "test",
+        "epoch": None,
+        "checkpoint": "gupnet.pth",
+        "ap40": {"Car": {"3d": {"moderate": 9.0}}},
+    }
+    assert ap_series([*read_jsonl(run_dir / "eval.jsonl"), external]) == {"Car 3d": ([1.0, 2.0], [2.0, 7.5])}
 
 
 def test_png_has_a_panel_per_term_plus_lr_and_ap(run_dir, capsys):

@@ -81,9 +81,12 @@ def lr_series(records: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
 
 
 def ap_series(records: list[dict[str, Any]]) -> Series:
-    """AP40 Moderate per "class metric" over the epochs done at each evaluation (eval.jsonl)."""
+    """AP40 Moderate per "class metric" over the epochs done at each evaluation (eval.jsonl: those
+    during training and ``-e`` of a checkpoint that knows its epoch; an epoch-less one is left out)."""
     series: Series = defaultdict(lambda: ([], []))
     for r in records:
+        if r.get("epoch") is None:
+            continue
         for name, metrics in (r.get(AP_MODE) or {}).items():
             for metric, values in (metrics or {}).items():
                 y = _number((values or {}).get(AP_DIFFICULTY))
