@@ -232,3 +232,24 @@ def test_cli_renders_a_split_or_all_results_with_a_score_threshold(
     assert [p.name for p in (tmp_path / "all").iterdir()] == ["000001.png"]
     with pytest.raises(SystemExit):
         tool.parse_args([*common, "--split", "trainval"])  # no --out-dir
+
+
+def test_results_of_a_run_split_draw_its_latest_evaluation(
+    kitti_sample: Path, tmp_path: Path, capsys
+) -> None:
+    """--results <run>/results/val follows latest.txt to the newest -e folder (its data/ files)."""
+    cars = [
+        o for o in read_label(kitti_sample / "training" / "label_2" / "000001.txt") if o.cls_type == "Car"
+    ]
+    for o in cars:
+        o.score = 0.9
+    split = tmp_path / "run" / "results" / "val"
+    (split / "last-0123abcd" / "data").mkdir(parents=True)
+    (split / "last-0123abcd" / "data" / "000001.txt").write_text("".join(o.to_line(6) + "\n" for o in cars))
+    (split / "latest.txt").write_text("last-0123abcd\n")
+    spec = importlib.util.spec_from_file_location("visualize_tool", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--data-dir", str(kitti_sample), "--frame", "1", "--results", str(split), "--width", "200"]
+    assert tool.main([*argv, "--out", str(tmp_path / "frame.png")]) == 0
+    assert f"{len(cars)} predicted objects" in capsys.readouterr().out and len(cars) > 0

@@ -6,7 +6,8 @@
     python tools/visualize.py --data-dir data/KITTI3D --all-results --results R --out-dir vis/
 
 One frame (``--frame``), every frame of an ImageSets split (``--split``) or every frame with a
-result file (``--all-results``); the last two write ``<out-dir>/<frame>.png``.
+result file (``--all-results``); the last two write ``<out-dir>/<frame>.png``. ``--results`` may also be a
+run's ``results/<split>`` folder: its latest ``-e`` evaluation is drawn.
 
 Left column: ground-truth (green) and predicted (red, from a KITTI results folder) 3D boxes on
 the image; the depth map (``--depth-map``, else ``training/depth_dense/<frame>.png``, else the
@@ -202,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     from tqdm import tqdm
 
+    from lib.eval.kitti_format import LATEST_FILE
     from lib.utils.outputs import check_outputs
     from lib.visualize import MAX_DRAW_DEPTH
 
+    if args.results is not None and (args.results / LATEST_FILE).is_file():  # a run's results/<split>
+        args.results = args.results / (args.results / LATEST_FILE).read_text().strip()  # its latest -e
     inputs = {"--data-dir": args.data_dir, "--results": args.results, "--depth-map": args.depth_map}
     check_outputs({"--out": args.out, "--out-dir": args.out_dir}, inputs)
     names = frame_names(args)
