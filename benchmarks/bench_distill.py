@@ -36,7 +36,8 @@ from lib.datasets.masks import foreground_mask
 from lib.depth_bins import RpdSettings, rpd_valid
 from lib.distiller import Distiller, DistillSettings
 from lib.losses.criterion import Criterion, LossSettings
-from lib.models import ModelSettings, build_detector
+from lib.models import ModelSettings
+from lib.models.loading import load_detector
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"monommkd": "configs/monommkd.yaml", "monoskd": "configs/monoskd.yaml"}
@@ -114,8 +115,8 @@ def build_pair(cfg: Config, device: torch.device) -> tuple[Callable[[dict], dict
     """(student-only loss function, Distiller) with random weights, sharing one student."""
     torch.manual_seed(0)
     model, rpd = ModelSettings.from_config(cfg), RpdSettings.from_config(cfg)
-    student = build_detector(model, rpd)
-    teacher = build_detector(dataclasses.replace(model, input="depth"), rpd)
+    student = load_detector(cfg, role="student").detector
+    teacher = load_detector(cfg, role="teacher").detector
     criterion = Criterion(model_type=model.type, loss=LossSettings.from_config(cfg), rpd=rpd)
     distiller = Distiller(student, teacher, criterion=criterion, settings=DistillSettings.from_config(cfg))
     distiller.to(device).train()

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -35,10 +34,9 @@ import numpy as np
 import torch
 
 from lib.config import load_config
-from lib.depth_bins import RpdSettings
 from lib.inference import Batch, NetworkInput, OnnxBackend, TorchBackend, decode_outputs, export_onnx
-from lib.models.build import ModelSettings, build_detector
 from lib.models.detector import Detector
+from lib.models.loading import load_detector
 
 KITTI_P2 = np.array(
     [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]]
@@ -48,8 +46,7 @@ KITTI_SIZE = (1242, 375)  # the frame the inputs stand for: crop window and deco
 
 def random_rgb_detector(cfg) -> Detector:
     """The config's RGB network with random weights (timing does not need trained ones)."""
-    model = dataclasses.replace(ModelSettings.from_config(cfg), input="rgb", pretrained=False)
-    return build_detector(model, RpdSettings.from_config(cfg))
+    return load_detector(cfg, role="student", pretrained=False).detector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,6 @@ family). CPU always; on a CUDA machine also GPU fp32 and bf16 AMP.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,11 @@ import torch
 from lib.config import load_config
 from lib.datasets.kitti import build_dataset
 from lib.datasets.synthetic import write_dataset
-from lib.depth_bins import RpdSettings
 from lib.engine.dist import move_to_device
 from lib.engine.optim import OptimizerSettings, build_optimizer
 from lib.engine.task import build_task
 from lib.engine.trainer import resolve_amp_dtype
-from lib.models.build import ModelSettings, build_detector
+from lib.models.loading import load_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -75,8 +73,8 @@ def teacher_checkpoint(folder: Path, overrides: list[str]) -> Path:
     """A randomly initialised teacher of the right architecture (timing does not need a trained one)."""
     cfg = load_config(REPO / TASKS["student"], overrides)
     path = folder / f"teacher_{abs(hash(tuple(overrides)))}.pth"
-    model = dataclasses.replace(ModelSettings.from_config(cfg), pretrained=False)
-    torch.save({"model_state": build_detector(model, RpdSettings.from_config(cfg)).state_dict()}, path)
+    network = load_detector(cfg, role="train", pretrained=False).detector
+    torch.save({"model_state": network.state_dict()}, path)
     return path
 
 

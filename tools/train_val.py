@@ -167,11 +167,6 @@ def check_run_inputs(cfg: Config, run_dir: Path, args: argparse.Namespace) -> No
     check_outputs({"the run folder (experiment.output_dir/experiment.name)": run_dir}, inputs)
 
 
-def resume_path(args: argparse.Namespace, run_dir: Path) -> Path:
-    """The checkpoint ``--resume`` reads: the one given, else ``<run>/checkpoints/last.pth``."""
-    return run_dir / "checkpoints" / "last.pth" if args.resume == "auto" else Path(args.resume)
-
-
 def check_resume(
     cfg: Config, args: argparse.Namespace, checkpoint: CheckpointFile | None, info: dist_utils.DistInfo
 ) -> None:
@@ -282,8 +277,7 @@ def build_training(
     device: torch.device,
     checkpoint: CheckpointFile | None = None,
 ) -> Trainer:
-    """Data, task, optimizer, schedule and trainer of a config (resumed with ``--resume`` from
-    ``checkpoint``, else from ``<run>/checkpoints/last.pth``)."""
+    """Data, task, optimizer, schedule and trainer of a config (resumed from ``checkpoint``)."""
     experiment = ExperimentSettings.from_config(cfg)
     run_dir = experiment.run_dir
     settings = TrainerSettings.from_config(cfg.trainer)  # sections parsed once, before heavy work
@@ -321,10 +315,7 @@ def build_training(
         htl=htl,
         evaluate_fn=evaluate_fn if val_loader is not None else None,
     )
-    if args.resume is not None:
-        path = resume_path(args, run_dir)
-        checkpoint = checkpoint or open_checkpoint(path, role="resume")
-        checkpoint.check_role(cfg, "resume", run_task=task_name)
+    if checkpoint is not None:  # --resume: read and checked before (resolve_config, check_resume)
         trainer.resume(checkpoint)
     return trainer
 
