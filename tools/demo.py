@@ -34,8 +34,9 @@ from lib.visualize import PRED_COLOUR, add_title, compose_panel, draw_bev, draw_
 PICTURE_STAGE = "monommkd"
 PICTURE_THRESHOLD = 0.05  # a young model's scores (peak x depth confidence) are low
 PICTURE_WIDTH = 960
-# The teacher and the student train side by side, one thread each (reproduce.py --jobs): ~1.5x
-# the steps per second of one two-thread training on the 2-core CPU the demo is sized for.
+# The teacher and the student train side by side, one thread each (reproduce.py --jobs): more
+# steps per second than one two-thread training on the 2-core CPU the demo is sized for
+# (BENCHMARKS.md, '2026-12-01 (b): side-by-side training').
 DEMO_JOBS = "2"
 
 

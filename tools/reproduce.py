@@ -6,7 +6,7 @@
 
 Each stage is one ``tools/train_val.py`` run in a subprocess (its progress bars show), followed by
 ``tools/train_val.py -e`` on the stage's last checkpoint. The distillation stages get the
-teacher's and the student's checkpoints of the same output folder (docs/method.md §1). The table of
+teacher's and the student's checkpoints of the same output folder (docs/method.md, 'Framework'). The table of
 Car 3D and BEV AP40 (Easy / Mod / Hard) per model, and one of the Car errors (recall at 2D / 3D
 IoU, depth and heading errors: lib/eval/error_analysis.py), are printed and written to
 ``<output-dir>/table.md``, and ``<output-dir>/report.md`` shows the tables with every stage's

@@ -6,7 +6,7 @@ The layouts (state_dict names and shapes of GUPNet, MonoSKD's DID-M3D and MonoSK
 distillation wrappers) come from instantiating the reference models
 (tests/fixtures/parity/schedule_decode_state_keys.json, tools/parity/schedule_decode.py); the
 files are built here with zero-stride tensors of those shapes, in the references' checkpoint
-format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md §7).
+format ``{"model_state", "optimizer_state", "epoch"}`` (docs/reference.md, 'Checkpoint format').
 """
 
 from __future__ import annotations
