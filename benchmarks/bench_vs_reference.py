@@ -338,7 +338,7 @@ def compare_steps(args: argparse.Namespace, data_root: Path, ref_root: Path, ref
                         ours[alloc][k] += v
                 ref_spec = {
                     **spec,
-                    "ref_dir": str(refs[ref_key]),
+                    "ref_dir": str(refs[ref_key] / "code" if ref_key == "gupnet" else refs[ref_key]),
                     "root": str(ref_root),
                     "model_type": model_type,
                 }
