@@ -11,6 +11,7 @@ import pytest
 
 from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
+from lib.eval.kitti_format import latest_result_dir
 from lib.kitti_io import write_split
 from lib.utils.logging import reset_logging
 from tools.make_submission import main
@@ -147,7 +148,7 @@ def test_trainval_run_then_test_split_then_zip(tmp_path: Path, restore_loggers, 
     run_dir = tmp_path / "outputs" / "trainval"
     assert (run_dir / "checkpoints" / "last.pth").is_file() and not (run_dir / "results").exists()
     assert run_cli(train_val_main, ["--config", str(config), "-e", outputs]) == 0  # tester.split: test
-    results = run_dir / "results" / "test"
+    results = latest_result_dir(run_dir, "test")  # results/test/last-<sha256 prefix>
     assert sorted(p.name for p in (results / "data").iterdir()) == [
         "000000.txt",
         "000002.txt",

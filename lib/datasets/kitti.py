@@ -280,7 +280,7 @@ class KittiDataset(Dataset):
                 f"no dataset at {self.root} (dataset.root_dir): link KITTI there with "
                 "tools/prepare_kitti.py, or write a synthetic set with tools/make_synthetic_kitti.py "
                 "--out DIR and pass dataset.root_dir=DIR (configs/demo/* read outputs/demo/data, which "
-                "`make demo` writes)"
+                "`make demo` writes). Expected layout:\n" + expected_layout(self.root, settings.depth_dir)
             )
         if missing:
             raise FileNotFoundError(

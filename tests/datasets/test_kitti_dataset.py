@@ -267,6 +267,7 @@ def test_missing_dataset_shows_expected_tree(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         kitti_dataset(tmp_path / "nowhere", "train")
     message = str(err.value)
+    assert message.startswith(f"no dataset at {tmp_path / 'nowhere'} (dataset.root_dir)")
     for part in (
         "ImageSets/",
         "training/",
