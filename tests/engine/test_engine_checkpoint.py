@@ -60,7 +60,7 @@ def test_load_errors_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a zip file")
-    with pytest.raises(CheckpointError, match="bad.pth: cannot be read"):
+    with pytest.raises(CheckpointError, match="bad.pth: not a PyTorch checkpoint"):
         load_checkpoint(bad)
 
 
