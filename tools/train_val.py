@@ -55,7 +55,6 @@ from lib.eval.report import ap_summary, key_metric, write_epoch_summary
 from lib.losses.criterion import LossSettings, build_htl
 from lib.models.checkpoint_io import check_finite_state
 from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
-from lib.utils.allocator import keep_freed_memory
 from lib.utils.logging import setup_logging
 from lib.utils.outputs import check_outputs
 from lib.utils.run_lock import run_folder_lock
@@ -367,7 +366,6 @@ def test(
 def main(argv: list[str] | None = None) -> int:
     """Train or evaluate; user errors propagate to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
-    keep_freed_memory()  # glibc keeps a step's freed buffers for the next (lib/utils/allocator.py)
     info = dist_utils.env_dist_info()
     held = contextlib.ExitStack()  # the run folder's lock (main process), released on any exit
     try:

@@ -5,8 +5,10 @@ iteration. With glibc's defaults, blocks above the (dynamic) mmap threshold are 
 unmapped on each allocation, and free memory at the top of the heap is given back to the
 operating system once it exceeds the trim threshold; every step then faults the same pages back
 in, which shows as system (kernel) time and minor page faults. Raising both thresholds keeps
-those buffers in the heap for the next step (BENCHMARKS.md, "Side by side with the reference
-trainers"). The cost is that the process keeps its peak heap size until it exits.
+those buffers in the heap for the next step. The cost is that the process keeps its peak heap
+size until it exits. No entry point calls it: on the 2-core CPU it cut page faults and system
+time but made our training step slower (BENCHMARKS.md, "Side by side with the reference trainers,
+2026-12-07"); benchmarks/bench_vs_reference.py measures both.
 """
 
 from __future__ import annotations
