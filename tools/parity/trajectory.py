@@ -201,11 +201,9 @@ def _distill_checkpoints(kind: str, kitti: Path, run_dir: Path) -> dict[str, Pat
     """Seeded teacher and student files of a distillation run (MonoSKD loads both from files)."""
     if kind != "skd":
         return {}
-    from lib.depth_bins import RpdSettings
-    from lib.models.build import ModelSettings, build_detector
+    from lib.models.loading import load_detector
 
-    cfg = our_config("did", kitti, run_dir)
-    network = build_detector(ModelSettings.from_config(cfg), RpdSettings.from_config(cfg))
+    network = load_detector(our_config("did", kitti, run_dir), role="train").detector
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for role in ("teacher", "student"):
