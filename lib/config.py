@@ -5,18 +5,22 @@ the child's mapping is merged into the parent's recursively; ``_base_`` names on
 is refused: chain the files instead), and an empty file is an error. The root of every chain is
 ``configs/base.yaml``, which defines every key with its default: a key that the base does not
 define is an error (a typo never passes silently), and so is a value whose type differs from the
-default's (an int where a float is expected is accepted). Values are YAML, with ``1e-3`` read
-as a float (PyYAML alone reads it as a string). Each section is parsed once into a frozen
-settings record by :func:`section_settings` (called by the record's ``from_config``, which lives
-with the concept it configures; docs/architecture.md, 'Config'); builders take those records. The few
-decisions that span sections (whether a run needs depth maps, whether it distils) read the
-resolved :class:`Config` directly.
+default's (an int where a float is expected is accepted). A file without ``_base_`` other than
+base.yaml (a run folder's config.yaml) must set every key of base.yaml. Numeric values are
+range-checked at load time (:data:`RANGES`), the message naming the override or file that set
+them. Values are YAML, with ``1e-3`` read as a float (PyYAML alone reads it as a string). Each
+section is parsed once into a frozen settings record by :func:`section_settings` (called by the
+record's ``from_config``, which lives with the concept it configures; docs/architecture.md,
+'Config'); builders take those records. The few decisions that span sections (whether a run
+needs depth maps, whether it distils) read the resolved :class:`Config` directly.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +33,7 @@ from lib.errors import UserError, writing
 BASE_KEY = "_base_"
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"  # every key, its default
 S = TypeVar("S")
+MISSING_SHOWN = 5  # missing keys named in the message of a file without _base_
 
 
 class _Loader(yaml.SafeLoader):
@@ -126,8 +131,15 @@ def _check_type(default: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})")
 
 
-def _merge(base: dict[str, Any], child: Mapping[str, Any], source: str, prefix: str = "") -> None:
-    """Merge ``child`` into ``base`` in place, rejecting unknown keys and wrong types."""
+def _merge(
+    base: dict[str, Any],
+    child: Mapping[str, Any],
+    source: str,
+    prefix: str = "",
+    origins: dict[str, str] | None = None,
+) -> None:
+    """Merge ``child`` into ``base`` in place, rejecting unknown keys and wrong types; ``origins``
+    (dotted key -> ``source``) records where each value set here came from."""
     for key, value in child.items():
         name = f"{prefix}{key}"
         if key not in base:
@@ -136,26 +148,70 @@ def _merge(base: dict[str, Any], child: Mapping[str, Any], source: str, prefix: 
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: '{name}' must be a mapping, got {value!r}")
-            _merge(base[key], value, source, f"{name}.")
+            _merge(base[key], value, source, f"{name}.", origins)
         else:
             base[key] = _check_type(base[key], copy.deepcopy(value), f"{source}: '{name}'")
+            if origins is not None:
+                origins[name] = source
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the values (not sections) of a nested mapping, in file order."""
+    keys = []
+    for key, value in data.items():
+        keys += _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"]
+    return keys
+
+
+def base_reference(path: Path) -> str:
+    """How a config file at ``path`` names configs/base.yaml in ``_base_``: relative inside the
+    repository, else the absolute path."""
+    inside = path.resolve().is_relative_to(BASE_CONFIG.parents[1])
+    return os.path.relpath(BASE_CONFIG, path.resolve().parent) if inside else str(BASE_CONFIG)
+
+
+def _load_root(path: Path, data: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
+    """A file without ``_base_``: configs/base.yaml itself, or a file that sets every key of it
+    (a run folder's config.yaml); it is then checked against base.yaml as a child file is.
+
+    Raises:
+        ConfigError: names the file and the keys it lacks (with the ``_base_`` line that would
+            give them their defaults), an unknown key or a wrong type.
+    """
+    if path == BASE_CONFIG.resolve():
+        return data
+    base = _load_chain(BASE_CONFIG)
+    present = set(_leaf_keys(data))
+    missing = [key for key in _leaf_keys(base) if key not in present]
+    if missing:
+        shown = ", ".join(f"'{k}'" for k in missing[:MISSING_SHOWN])
+        more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+        raise ConfigError(
+            f"{path}: missing config key{'s' if len(missing) > 1 else ''} {shown}{more} (a file without "
+            f"'{BASE_KEY}' must set every key; start it with '{BASE_KEY}: "
+            f"{base_reference(path)}' to take the defaults of configs/base.yaml)"
+        )
+    _merge(base, data, str(path), origins=origins)
+    return base
+
+
+def _load_chain(
+    path: Path, seen: tuple[Path, ...] = (), origins: dict[str, str] | None = None
+) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular _base_ chain")
     data = _read_yaml(path)
     parent = data.pop(BASE_KEY, None)
     if parent is None:
-        return data
+        return _load_root(path, data, {} if origins is None else origins)
     if not isinstance(parent, str) or not parent.strip():
         raise ConfigError(
             f"{path}: '{BASE_KEY}' must name one parent file, got {parent!r} "
             f"(to combine files, let each name the next with '{BASE_KEY}')"
         )
-    merged = _load_chain(path.parent / parent, (*seen, path))
-    _merge(merged, data, str(path))
+    merged = _load_chain(path.parent / parent, (*seen, path), origins)
+    _merge(merged, data, str(path), origins=origins)
     return merged
 
 
@@ -171,14 +227,118 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
-    """Apply ``a.b=value`` strings to a config dict in place, with the merge's checks."""
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str], origins: dict[str, str] | None = None
+) -> None:
+    """Apply ``a.b=value`` strings to a config dict in place, with the merge's checks (``origins``:
+    as :func:`_merge`)."""
     for text in overrides:
         keys, value = parse_override(text)
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        _merge(data, nested, f"override {text!r}")
+        _merge(data, nested, f"override {text!r}", origins=origins)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config key may take: ``low``/``high`` bounds (None: unbounded),
+    each included unless ``*_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` lies in the range (NaN never does)."""
+        if math.isnan(value):
+            return False
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return low_ok and high_ok
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+AT_LEAST_0, AT_LEAST_1, ABOVE_0, UNIT = Range(0), Range(1), Range(0, low_open=True), Range(0, 1)
+# Every numeric key whose range is plain (configs/base.yaml documents the keys); a list value is
+# checked element by element, null passes. Rules that tie keys together (depth_min < depth_max,
+# resolution a multiple of downsample) stay with the section's settings record.
+RANGES: dict[str, Range] = {
+    "experiment.seed": AT_LEAST_0,
+    "dataset.resolution": AT_LEAST_1,
+    "dataset.downsample": AT_LEAST_1,
+    "dataset.max_objs": AT_LEAST_1,
+    "dataset.batch_size": AT_LEAST_1,
+    "dataset.num_workers": AT_LEAST_0,
+    "dataset.random_flip": UNIT,
+    "dataset.random_crop": UNIT,
+    "dataset.scale": Range(0, 1, high_open=True),
+    "dataset.shift": AT_LEAST_0,
+    "depth_input.scale": ABOVE_0,
+    "rpd.depth_min": ABOVE_0,
+    "rpd.depth_max": ABOVE_0,
+    "rpd.num_bins": Range(2),
+    "rpd.focal": ABOVE_0,
+    "rpd.camera_height": ABOVE_0,
+    "model.head_conv": AT_LEAST_1,
+    "model.depth_branch_channels": AT_LEAST_1,
+    "loss.htl_horizon": AT_LEAST_1,
+    "loss.depth_branch_weight": AT_LEAST_0,
+    "loss.depth_branch_fg_weight": AT_LEAST_0,
+    "distill.dualkl.weight": AT_LEAST_0,
+    "distill.dualkl.temperature": ABOVE_0,
+    "distill.dualkl.head_mass": Range(0, 1, low_open=True),
+    "distill.dualkl.gamma": AT_LEAST_0,
+    "distill.dualkl.fg_weight": AT_LEAST_0,
+    "distill.dualkl.instance_weight": AT_LEAST_0,
+    "distill.feature_weight": AT_LEAST_0,
+    "distill.affinity_weight": AT_LEAST_0,
+    "distill.spearman_weight": AT_LEAST_0,
+    "distill.spearman_strength": ABOVE_0,
+    "distill.response_weight": AT_LEAST_0,
+    "optimizer.lr": ABOVE_0,
+    "optimizer.weight_decay": AT_LEAST_0,
+    "optimizer.momentum": Range(0, 1, high_open=True),
+    "lr_scheduler.warmup_epochs": AT_LEAST_0,
+    "lr_scheduler.warmup_start_lr": AT_LEAST_0,
+    "lr_scheduler.decay_rate": ABOVE_0,
+    "lr_scheduler.decay_list": AT_LEAST_0,
+    "trainer.max_epoch": AT_LEAST_1,
+    "trainer.eval_start": AT_LEAST_0,
+    "trainer.eval_frequency": AT_LEAST_0,
+    "trainer.save_frequency": AT_LEAST_0,
+    "trainer.last_frequency": AT_LEAST_1,
+    "trainer.keep_checkpoints": AT_LEAST_0,
+    "trainer.log_interval": AT_LEAST_1,
+    "trainer.grad_clip": AT_LEAST_0,
+    "trainer.max_iters_per_epoch": AT_LEAST_0,
+    "trainer.accumulate_steps": AT_LEAST_1,
+    "tester.threshold": UNIT,
+    "tester.topk": AT_LEAST_1,
+    "tester.score_decimals": Range(0, 12),
+}
+
+
+def check_ranges(data: Mapping[str, Any], origins: Mapping[str, str], source: str) -> None:
+    """Check every key of :data:`RANGES` that ``data`` holds (a key it lacks is not judged here).
+
+    Raises:
+        ConfigError: ``<where>: <key> must be <range>, got <value>``, where ``<where>`` is the
+            override or file that set the value (``origins``), else ``source``.
+    """
+    for key, allowed in RANGES.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, (int, float)) and not allowed.holds(v) for v in values):
+            raise ConfigError(f"{origins.get(key, source)}: {key} must be {allowed}, got {value!r}")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
@@ -192,24 +352,31 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         The resolved, read-only :class:`Config`.
 
     Raises:
-        ConfigError: missing file, invalid YAML, unknown key, wrong type, bad override.
+        ConfigError: missing file, invalid YAML, unknown key, wrong type, bad override, a value
+            out of range (:data:`RANGES`, naming the override or file that set it), a file
+            without ``_base_`` that lacks keys of configs/base.yaml.
     """
-    data = _load_chain(Path(path))
-    apply_overrides(data, overrides)
+    origins: dict[str, str] = {}
+    data = _load_chain(Path(path), origins=origins)
+    apply_overrides(data, overrides, origins)
+    check_ranges(data, origins, str(Path(path).resolve()))
     return Config(data)
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = (), *, source: str) -> Config:
     """A resolved config kept outside a file (a checkpoint's ``config`` entry) with the CLI
     overrides, checked against :data:`BASE_CONFIG` as a file is: unknown keys and wrong types
-    fail naming ``source``; keys it lacks take base.yaml's defaults.
+    fail naming ``source``; keys it lacks take base.yaml's defaults (a checkpoint of an earlier
+    code version lacks the keys added since).
 
     Raises:
-        ConfigError: unknown key, wrong type, bad override.
+        ConfigError: unknown key, wrong type, bad override, a value out of range.
     """
     merged = _load_chain(BASE_CONFIG)
+    origins: dict[str, str] = {}
     _merge(merged, data, source)
-    apply_overrides(merged, overrides)
+    apply_overrides(merged, overrides, origins)
+    check_ranges(merged, origins, source)
     return Config(merged)
 
 

@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cfg_dir(tmp_path: Path) -> Path:
+def cfg_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small chain whose base.yaml stands for configs/base.yaml (the root that sets every key)."""
+    monkeypatch.setattr("lib.config.BASE_CONFIG", tmp_path / "base.yaml")
     (tmp_path / "base.yaml").write_text(
         "model:\n  type: did\n  depth_branch: true\n  lr: 0.001\n  size: [1280, 384]\n  ckpt: null\n"
         "trainer:\n  max_epoch: 140\n"
@@ -191,16 +193,15 @@ def test_model_and_loss_settings_name_the_bad_key_and_num_classes_is_gone():
     [
         ("experiment.name=''", "experiment.name must be one folder name"),
         ("experiment.name=a/b", "experiment.name must be one folder name"),
-        ("experiment.seed=-1", "experiment.seed must be an integer >= 0"),
+        ("experiment.seed=-1", "override 'experiment.seed=-1': experiment.seed must be >= 0, got -1"),
         ("experiment.output_dir=''", "experiment.output_dir: empty path"),
     ],
 )
 def test_experiment_settings_refuse_a_name_that_is_no_folder_and_a_negative_seed(override, message):
     from lib.config import ConfigError, ExperimentSettings
 
-    cfg = load_config(REPO / "configs" / "base.yaml", [override])
-    with pytest.raises(ConfigError, match=message):
-        ExperimentSettings.from_config(cfg)
+    with pytest.raises(ConfigError, match=message):  # a range at load time, the rest when parsed
+        ExperimentSettings.from_config(load_config(REPO / "configs" / "base.yaml", [override]))
 
 
 def test_experiment_settings_give_the_run_folder():
