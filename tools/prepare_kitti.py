@@ -31,7 +31,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from lib.kitti_io import (
     read_split,
     read_velodyne,
 )
-from lib.utils.files import set_default_mode
+from lib.utils.files import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "trainval", "test")
@@ -164,17 +163,15 @@ def _extracted(path: Path, size: int) -> bool:
 
 
 def _extract_one(zf: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> None:
-    """One archive member to ``target``, complete or not at all (temporary file, then rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, zf.open(member) as src:
-            shutil.copyfileobj(src, out, EXTRACT_CHUNK)
-        set_default_mode(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """One archive member to ``target``, complete or not at all (temporary file, then rename).
+    Not flushed to disk one by one: a member cut short by a crash has the wrong size, and the
+    next run extracts it again."""
+    with (
+        atomic_path(target, suffix=".part", durable=False) as tmp,
+        open(tmp, "wb") as out,
+        zf.open(member) as src,
+    ):
+        shutil.copyfileobj(src, out, EXTRACT_CHUNK)
 
 
 def files_in(folder: Path, suffix: str) -> set[str]:
