@@ -397,6 +397,23 @@ def config_differences(
     return diffs
 
 
+def ignored_file_values(path: Path, stored: Mapping[str, Any], used: Mapping[str, Any]) -> list[str]:
+    """The values of the config file ``path`` (a run folder's config.yaml) that differ both from
+    ``stored`` (the config the file was written from: its checkpoint's) and from ``used`` (the
+    config the run uses): edits the run ignores, as ``key: <stored> in the checkpoint, <file
+    value> in the file`` lines. A file that cannot be read gives none (it is rewritten anyway)."""
+    try:
+        written = _read_yaml(path)
+    except ConfigError:
+        return []
+    used_values = {key: new for key, _, new in config_differences(written, used)}
+    return [
+        f"{key}: {old!r} in the checkpoint, {new!r} in the file"
+        for key, old, new in config_differences(stored, written)
+        if key in used_values
+    ]
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (the run folder's record of what ran)."""
     path = Path(path)

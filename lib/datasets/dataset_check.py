@@ -222,7 +222,33 @@ def check_splits(cfg: Config, splits: Sequence[str], *, load_depth: bool | None 
     )
     if report.errors:
         raise DatasetCheckError(f"{d.root_dir}: the dataset check found problems\n{format_report(report)}")
+    _log_warnings(report)
+    logger.info("dataset check: %d frames of %s are fine", report.frames, ", ".join(splits))
+    return report
+
+
+def _log_warnings(report: CheckReport) -> None:
     for kind, count in report.warnings.items():
         logger.warning("dataset check: %d %s (e.g. %s)", count, kind, report.examples[kind])
-    logger.info("dataset check: %d frames of %s are fine", report.frames, ", ".join(splits))
+
+
+def warn_split_overlap(root: str | Path, splits: Sequence[str]) -> CheckReport:
+    """Log the warning of :func:`check_dataset` for frames listed in two of ``splits``, reading
+    only the split files (for a run that does not check those splits' frames). A split file that
+    cannot be read is left to the dataset that reads it.
+
+    Returns:
+        The report (its warnings only).
+    """
+    report = CheckReport()
+    listed: dict[str, tuple[str, set[int]]] = {}
+    for split in dict.fromkeys(splits):
+        folder = "testing" if split == "test" else "training"
+        try:
+            ids = set(read_split(find_split_file(Path(root), split)))
+        except (KittiFormatError, OSError):
+            continue
+        _warn_overlap(report, split, folder, ids, listed)
+        listed[split] = (folder, ids)
+    _log_warnings(report)
     return report

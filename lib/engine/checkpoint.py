@@ -37,6 +37,7 @@ import torch.distributed as dist
 from lib.config import ConfigError, config_differences
 from lib.engine.dist import DistInfo, barrier
 from lib.models.checkpoint_io import CheckpointError
+from lib.models.checkpoint_role import CheckpointRoleError
 from lib.models.loading import CheckpointFile
 from lib.utils.files import set_default_mode
 from lib.utils.seed import capture_rng_state, restore_rng_state
@@ -73,6 +74,30 @@ class ResumeConfigError(ConfigError):
     """``--resume`` with settings that cannot change mid-run; the message lists each difference."""
 
 
+RESUME_ADVICE = (
+    "Put them back, or start a new run (--overwrite, or another experiment.name); only when and how "
+    "often it evaluates, saves and logs, max_epoch and paths may change"
+)
+
+
+def split_resume_changes(
+    stored: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The differences between a checkpoint's stored config and the resumed run's: (the changes
+    that apply, as ``key: old -> new`` lines; the refused ones, as (key, line)). A checkpoint
+    without a stored config has none."""
+    if not isinstance(stored, Mapping):
+        return [], []
+    applied, refused = [], []
+    for key, old, new in config_differences(stored, current):
+        line = f"{key}: {old!r} -> {new!r}"
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE):
+            applied.append(line)
+        else:
+            refused.append((key, line))
+    return applied, refused
+
+
 def resume_config_changes(
     stored: Mapping[str, Any] | None, current: Mapping[str, Any], path: str | Path
 ) -> list[str]:
@@ -85,21 +110,41 @@ def resume_config_changes(
     Raises:
         ResumeConfigError: any other key differs; names the checkpoint and every such key.
     """
-    if not isinstance(stored, Mapping):
-        return []
-    applied, refused = [], []
-    for key, old, new in config_differences(stored, current):
-        line = f"{key}: {old!r} -> {new!r}"
-        may = any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_MAY_CHANGE)
-        (applied if may else refused).append(line)
+    applied, refused = split_resume_changes(stored, current)
     if refused:
         raise ResumeConfigError(
             f"{path}: --resume cannot change these settings of the run (checkpoint -> now): "
-            f"{'; '.join(refused)}. Put them back, or start a new run (--overwrite, or another "
-            "experiment.name); only when and how often it evaluates, saves and logs, max_epoch and "
-            "paths may change"
+            f"{'; '.join(line for _, line in refused)}. {RESUME_ADVICE}"
         )
     return applied
+
+
+def check_resume_checkpoint(
+    checkpoint: CheckpointFile, current: Mapping[str, Any], run_task: str
+) -> list[str]:
+    """``--resume``: the checkpoint's role (lib/models/checkpoint_role.py: task, model, input,
+    classes, network shape) and then :func:`resume_config_changes`, every difference in one message.
+
+    Returns:
+        The changes that apply (``key: old -> new`` lines).
+
+    Raises:
+        CheckpointRoleError: the role differs and no other setting does.
+        ResumeConfigError: settings differ that --resume cannot change (with the role's
+            differences first, when there are any).
+    """
+    applied, refused = split_resume_changes(checkpoint.config, current)
+    try:
+        checkpoint.check_role(current, "resume", run_task=run_task)
+    except CheckpointRoleError as err:
+        others = [line for key, line in refused if f"{key} is " not in str(err)]  # not named twice
+        if not others:
+            raise
+        raise ResumeConfigError(
+            f"{err}; nor can --resume change these settings of the run (checkpoint -> now): "
+            f"{'; '.join(others)}. {RESUME_ADVICE}"
+        ) from err
+    return resume_config_changes(checkpoint.config, current, checkpoint.path)
 
 
 class CheckpointWriteError(CheckpointError):
