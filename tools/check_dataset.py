@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 
 from lib.config import load_config
-from lib.datasets.dataset_check import check_dataset, format_report
-from lib.datasets.kitti import needs_depth_maps
 from lib.errors import UserError, run_cli
 from lib.utils import cli_types
 
@@ -47,7 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the report; 1 when it has errors. User errors go to :func:`lib.errors.run_cli`."""
-    args = parse_args(argv)
+    args = parse_args(argv)  # --help and usage errors come before the heavy imports
+    from lib.datasets import dataset_check  # torch (seconds), through lib.datasets.kitti
+    from lib.datasets.kitti import needs_depth_maps
+
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
         root = Path(cfg.dataset.root_dir)
@@ -59,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         depth_splits = splits if args.depth else []
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
-    report = check_dataset(
+    report = dataset_check.check_dataset(
         root, splits, depth_dir=depth_dir, depth_splits=depth_splits, scans=args.scans, workers=args.workers
     )
-    print(f"{root} ({', '.join(splits)}): {format_report(report)}")
+    print(f"{root} ({', '.join(splits)}): {dataset_check.format_report(report)}")
     return 1 if report.errors else 0
 
 

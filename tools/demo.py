@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
 from reproduce import main as reproduce_main
 from reproduce import parse_args as reproduce_args
 
-from lib.config import load_config
-from lib.datasets.targets import has_difficulty
 from lib.errors import run_cli
-from lib.eval.kitti_format import latest_result_dir, resolve_result_dir
-from lib.geometry import Calibration
-from lib.kitti_io import Object3d, find_split_file, read_calib, read_label, read_split
-from lib.visualize import PRED_COLOUR, add_title, compose_panel, draw_bev, draw_boxes_3d
+
+if TYPE_CHECKING:  # the picture's modules (torch: seconds) load in its functions, after --help
+    from lib.kitti_io import Object3d
 
 PICTURE_STAGE = "monommkd"
 PICTURE_THRESHOLD = 0.05  # a young model's scores (peak x depth confidence) are low
@@ -53,6 +49,11 @@ def pop_threshold(argv: list[str]) -> tuple[float, list[str]]:
 
 def busiest_frame(root: Path, frames: list[int]) -> int:
     """The frame with the most Car labels KITTI scores (Moderate or Hard); the first on a tie."""
+    import numpy as np
+
+    from lib.datasets.targets import has_difficulty
+    from lib.kitti_io import read_label
+
     labels = [read_label(root / "training" / "label_2" / f"{f:06d}.txt") for f in frames]
     counts = [sum(o.cls_type == "Car" and has_difficulty(o) for o in objects) for objects in labels]
     return frames[int(np.argmax(counts))]
@@ -60,11 +61,22 @@ def busiest_frame(root: Path, frames: list[int]) -> int:
 
 def detections_above(result_file: Path, threshold: float) -> list[Object3d]:
     """The detections of a KITTI result file with a score of at least ``threshold``."""
+    from lib.kitti_io import read_label
+
     return [o for o in read_label(result_file) if o.score is not None and o.score >= threshold]
 
 
 def picture(run_dir: Path, *, threshold: float) -> Path:
     """Draw ``run_dir``'s val detections (score >= threshold) and the ground truth of one frame."""
+    import cv2
+    import numpy as np
+
+    from lib.config import load_config
+    from lib.eval.kitti_format import latest_result_dir, resolve_result_dir
+    from lib.geometry import Calibration
+    from lib.kitti_io import find_split_file, read_calib, read_label, read_split
+    from lib.visualize import PRED_COLOUR, add_title, compose_panel, draw_bev, draw_boxes_3d
+
     cfg = load_config(run_dir / "config.yaml")
     root, split = Path(cfg.dataset.root_dir), cfg.tester.split
     frame = busiest_frame(root, read_split(find_split_file(root, split)))

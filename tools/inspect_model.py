@@ -22,15 +22,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from lib.config import ConfigError
 from lib.errors import run_cli
-from lib.models import CheckpointMismatchError
-from lib.models.checkpoint_io import CheckpointError
-from lib.models.loading import LoadedDetector, load_detector, open_checkpoint, run_config
+
+if TYPE_CHECKING:  # torch (seconds) loads in load_checked, after --help
+    from torch import nn
+
+    from lib.models.loading import LoadedDetector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +54,10 @@ def load_checked(args: argparse.Namespace) -> tuple[LoadedDetector, dict[str, An
     """The network of the config (``--config``, else the checkpoint's) with the checkpoint's
     weights, and the load record for the JSON; a checkpoint that cannot be read or does not fit
     is recorded (``ok`` false) and the network kept without its weights."""
+    from lib.models import CheckpointMismatchError
+    from lib.models.checkpoint_io import CheckpointError
+    from lib.models.loading import load_detector, open_checkpoint, run_config
+
     checkpoint, load = None, None
     if args.checkpoint is not None:
         try:

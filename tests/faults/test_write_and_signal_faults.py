@@ -135,7 +135,7 @@ def test_ctrl_c_exits_130_without_a_traceback(data, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tools.check_dataset.check_dataset", interrupt)
+    monkeypatch.setattr("lib.datasets.dataset_check.check_dataset", interrupt)
     code, err = cli(check_main, ["--data-dir", data], capsys)
     assert code == 130 and err == "interrupted\n"
 
