@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 from lib.errors import UserError, run_cli
-from lib.inference import export_onnx
-from lib.models.loading import load_detector
 from lib.utils import cli_types
 from lib.utils.outputs import check_outputs
 
@@ -45,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs({"--out": args.out}, {"--checkpoint": args.checkpoint, "--config": args.config})
     if args.out.exists() and not args.force:
         raise UserError(f"{args.out}: exists (--force to overwrite)")
+    from lib.inference import export_onnx  # torch (seconds): after --help and the argument checks
+    from lib.models.loading import load_detector
+
     loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")
     cfg, detector = loaded.config, loaded.detector
     resolution = tuple(cfg.dataset.resolution)

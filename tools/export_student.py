@@ -18,11 +18,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.engine.checkpoint import atomic_save
 from lib.errors import UserError, run_cli
-from lib.models.depth_branch import DEPTH_BRANCH_NAME
-from lib.models.loading import open_checkpoint
 from lib.utils.outputs import check_outputs
+
+
+def import_heavy_modules() -> None:
+    """Bind this module's names that load torch (seconds); main() calls it after parsing the
+    arguments, so that ``--help`` and usage errors answer at once."""
+    global atomic_save, DEPTH_BRANCH_NAME, open_checkpoint
+    from lib.engine.checkpoint import atomic_save
+    from lib.models.depth_branch import DEPTH_BRANCH_NAME
+    from lib.models.loading import open_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     """Export; user errors go to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
     check_output(args.checkpoint, args.out, overwrite=args.overwrite)
+    import_heavy_modules()
     count = export_student(args.checkpoint, args.out, keep_depth_branch=args.keep_depth_branch)
     print(f"wrote {args.out}: {count} tensors of the student detector")
     return 0

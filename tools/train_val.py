@@ -36,29 +36,48 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader
-
 from lib.config import Config, ConfigError, ExperimentSettings, save_config
-from lib.datasets.dataset_check import check_splits
-from lib.datasets.kitti import build_dataset
-from lib.engine import dist as dist_utils
-from lib.engine.checkpoint import resume_config_changes
-from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
-from lib.engine.run_record import append_evaluation, evaluation_record, record_command, write_model_card
-from lib.engine.task import build_task, uses_distiller
-from lib.engine.tester import TesterSettings, run_test
-from lib.engine.trainer import NonFiniteLossError, RunContext, Trainer, TrainerSettings, build_train_loader
 from lib.errors import UserError, run_cli
-from lib.eval.kitti_format import checkpoint_result_dir, mark_latest, run_result_dir
-from lib.eval.report import ap_summary, key_metric, write_epoch_summary
-from lib.losses.criterion import LossSettings, build_htl
-from lib.models.checkpoint_io import check_finite_state
-from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
 from lib.utils.logging import setup_logging
 from lib.utils.outputs import check_outputs
 from lib.utils.run_lock import run_folder_lock
-from lib.utils.seed import seed_everything
+
+
+def import_heavy_modules() -> None:
+    """Bind this module's names that load torch or numba (seconds); main() calls it after parsing
+    the arguments, so that ``--help`` and usage errors answer at once."""
+    global torch, DataLoader, check_splits, build_dataset, dist_utils, resume_config_changes
+    global LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+    global append_evaluation, evaluation_record, record_command, write_model_card, build_task, uses_distiller
+    global TesterSettings, run_test, NonFiniteLossError, RunContext, Trainer, TrainerSettings
+    global build_train_loader, checkpoint_result_dir, mark_latest, run_result_dir, ap_summary, key_metric
+    global write_epoch_summary, LossSettings, build_htl, check_finite_state, CheckpointFile, load_detector
+    global open_checkpoint, run_config, seed_everything
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lib.datasets.dataset_check import check_splits
+    from lib.datasets.kitti import build_dataset
+    from lib.engine import dist as dist_utils
+    from lib.engine.checkpoint import resume_config_changes
+    from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
+    from lib.engine.run_record import append_evaluation, evaluation_record, record_command, write_model_card
+    from lib.engine.task import build_task, uses_distiller
+    from lib.engine.tester import TesterSettings, run_test
+    from lib.engine.trainer import (
+        NonFiniteLossError,
+        RunContext,
+        Trainer,
+        TrainerSettings,
+        build_train_loader,
+    )
+    from lib.eval.kitti_format import checkpoint_result_dir, mark_latest, run_result_dir
+    from lib.eval.report import ap_summary, key_metric, write_epoch_summary
+    from lib.losses.criterion import LossSettings, build_htl
+    from lib.models.checkpoint_io import check_finite_state
+    from lib.models.loading import CheckpointFile, load_detector, open_checkpoint, run_config
+    from lib.utils.seed import seed_everything
+
 
 logger = logging.getLogger("tools.train_val")
 
@@ -366,6 +385,7 @@ def test(
 def main(argv: list[str] | None = None) -> int:
     """Train or evaluate; user errors propagate to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
+    import_heavy_modules()
     info = dist_utils.env_dist_info()
     held = contextlib.ExitStack()  # the run folder's lock (main process), released on any exit
     try:
