@@ -23,8 +23,6 @@ The path of one frame (docs/reference.md, 'Decoding and testing', as ``tools/tra
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,7 +39,7 @@ from lib.decode import decode_detections
 from lib.errors import UserError
 from lib.kitti_io import Object3d
 from lib.models.detector import Detector
-from lib.utils.files import set_default_mode
+from lib.utils.files import atomic_path
 
 ASPECT_TOLERANCE = 0.15  # relative difference of H/W from the input's beyond which a frame is padded
 INPUT_NAMES = ("images", "calib", "coord_range")
@@ -364,8 +362,8 @@ def decode_outputs(
 
 def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, int], topk: int) -> None:
     """Write the :class:`InferenceGraph` of a detector as ONNX (opset :data:`ONNX_OPSET`), with a
-    dynamic batch axis and the input resolution (W, H) fixed; atomically (a temporary file, then
-    a rename).
+    dynamic batch axis and the input resolution (W, H) fixed; atomically (lib/utils/files.py
+    ``atomic_path``: a temporary file, then a rename).
 
     The TorchScript-based exporter (``dynamo=False``) is used: it needs no package beyond onnx
     (the torch.export-based default needs onnxscript) and exports torchvision's RoIAlign
@@ -373,7 +371,6 @@ def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, 
     deprecated; the pinned torch 2.14.1 runs it. Its tracer warnings about Python-side shape
     checks are silenced: those checks hold for every input of the exported shape.
     """
-    path = Path(path)
     width, height = resolution
     graph = InferenceGraph(detector.eval(), topk=topk)
     example = (
@@ -382,22 +379,13 @@ def export_onnx(detector: Detector, path: str | Path, *, resolution: tuple[int, 
         torch.tensor([[[0.0, 0.0], [float(width), float(height)]]]),
     )
     axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=".*RoIAlign.*sampling_ratio.*")
-            warnings.filterwarnings("ignore", message=".*aten::index.*")
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", message="The feature will be removed.*")
-            torch.onnx.export(
-                graph, example, tmp, dynamo=False, opset_version=ONNX_OPSET,
-                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
-            )  # fmt: skip
-        set_default_mode(tmp)  # mkstemp's 0600 -> 0644 under umask 022
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*RoIAlign.*sampling_ratio.*")
+        warnings.filterwarnings("ignore", message=".*aten::index.*")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message="The feature will be removed.*")
+        torch.onnx.export(
+            graph, example, str(tmp), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+        )  # fmt: skip

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from lib.engine.dist import DistInfo, barrier
 from lib.models.checkpoint_io import CheckpointError
 from lib.models.checkpoint_role import CheckpointRoleError
 from lib.models.loading import CheckpointFile
-from lib.utils.files import set_default_mode
+from lib.utils.files import atomic_path
 from lib.utils.seed import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
@@ -160,36 +159,24 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` so that readers only ever see a complete file.
 
     The data go to a temporary file in the same folder, are flushed to disk, and the temporary
-    file then replaces ``path`` in one ``os.replace`` (atomic on POSIX). If the process dies
-    before that, ``path`` still holds its previous content.
+    file then replaces ``path`` in one ``os.replace`` (atomic on POSIX; lib/utils/files.py
+    ``atomic_path``). If the process dies before that, ``path`` still holds its previous content.
 
     Raises:
         CheckpointWriteError: the folder cannot be written or the write failed (a full disk:
             torch reports it as a ``RuntimeError`` of its zip writer); ``path`` is unchanged.
     """
     path = Path(path)
+    opened = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as err:
-        raise CheckpointWriteError(f"{path}: cannot write here ({err.strerror or err})") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, suffix=TEMP_SUFFIX) as tmp, open(tmp, "wb") as f:
+            opened = True
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-            set_default_mode(f.fileno())  # mkstemp's 0600 -> 0644 under umask 022
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if not opened:
+            raise CheckpointWriteError(f"{path}: cannot write here ({err.strerror or err})") from err
         reason = getattr(err, "strerror", None) or "the write failed; is the disk full?"
         raise CheckpointWriteError(f"{path}: not written ({reason}); the previous file is unchanged") from err
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_link(src: str | Path, dst: str | Path) -> None:
