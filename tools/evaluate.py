@@ -3,7 +3,7 @@
 Example::
 
     python tools/evaluate.py --label-dir data/KITTI3D/training/label_2 \\
-        --result-dir outputs/run1 --split data/KITTI3D/ImageSets/val.txt --json outputs/run1/ap.json
+        --result-dir outputs/run1/data --split data/KITTI3D/ImageSets/val.txt --json outputs/run1/ap.json
 
 By default every frame of the split is evaluated and a frame without a result file counts as having
 no detections. ``--only-result-frames`` evaluates only the frames that have a result file, as the
@@ -14,7 +14,8 @@ ground truth). Prints AP|R40 and AP|R11 tables and the error analysis
 ``--report-dir DIR`` writes what an evaluation during training writes (lib/eval/report.py
 ``write_reports``): ap.json, ap.md, error_analysis.json, the precision-recall curves and error
 plots of each class as PNG, and ``DIR/report.md`` showing them with the tables; a folder that
-already holds a report.md is only replaced with ``--overwrite``.
+already holds a report.md is only replaced with ``--overwrite``. Neither may be, lie inside or hold
+an input (the result and label folders, the split file; lib/utils/outputs.py), whatever the flags.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_class_notes, result_frame_ids
 from lib.eval.report import REPORT_MARKDOWN, format_error_table, format_table, write_json, write_reports
 from lib.kitti_io import read_split
+from lib.utils.outputs import check_outputs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,32 +63,22 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def check_json_target(args: argparse.Namespace) -> None:
-    """``--json`` may not replace an input: the split file or a file of the label / result folders."""
-    if args.json is None:
-        return
-    target = Path(args.json).resolve()
-    folders = [Path(args.label_dir).resolve(), Path(args.result_dir).resolve()]
-    if target == Path(args.split).resolve() or (
-        target.suffix == ".txt" and any(target.is_relative_to(d) for d in folders)
-    ):
-        raise UserError(f"{args.json}: --json would overwrite an input of the evaluation")
-
-
-def check_report_target(args: argparse.Namespace) -> None:
-    """``--report-dir`` may not be the label folder, nor replace an earlier report unasked."""
+def check_targets(args: argparse.Namespace) -> None:
+    """What ``--json`` and ``--report-dir`` write may not be, lie inside or hold an input (the label
+    and result folders, the split file: lib/utils/outputs.py); an earlier report is replaced only
+    with ``--overwrite``."""
+    outputs = {"--report-dir": args.report_dir, "--json": args.json}
+    inputs = {"--result-dir": args.result_dir, "--label-dir": args.label_dir, "--split": args.split}
+    check_outputs(outputs, inputs)
     if args.report_dir is None:
         return
-    if args.report_dir.resolve() == Path(args.label_dir).resolve():
-        raise UserError(f"{args.report_dir}: --report-dir is the label folder, an input of the evaluation")
     if (args.report_dir / REPORT_MARKDOWN).exists() and not args.overwrite:
         raise UserError(f"{args.report_dir}: holds the report of an earlier evaluation; pass --overwrite")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check_json_target(args)
-    check_report_target(args)
+    check_targets(args)
     split = read_split(args.split)
     frames = split
     if args.only_result_frames:

@@ -162,10 +162,13 @@ def eval_argv(data: Path, json: Path) -> list:
 def test_evaluate_json_may_not_replace_an_input(data, capsys):
     eval_argv(data, data / "x.json")  # writes the result files
     before = snapshot(data)
-    for target in (data / "ImageSets" / "val.txt", data / "results" / "000008.txt"):
+    for target, how in (
+        (data / "ImageSets" / "val.txt", "is the input --split"),
+        (data / "results" / "000008.txt", "lies inside the input --result-dir"),
+    ):
         code, err = cli(evaluate_main, eval_argv(data, target), capsys)
         assert code == 2
-        assert error_line(err) == f"error: {target}: --json would overwrite an input of the evaluation"
+        assert error_line(err).startswith(f"error: {target}: --json {how} (")  # lib/utils/outputs.py
     assert snapshot(data) == before
 
 

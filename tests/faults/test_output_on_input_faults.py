@@ -11,6 +11,7 @@ import pytest
 from faults_common import cli, error_line, snapshot
 
 from lib.utils.outputs import output_conflict
+from tools.evaluate import main as evaluate_main
 from tools.export_onnx import main as onnx_main
 from tools.export_student import main as export_main
 from tools.infer import main as infer_main
@@ -133,6 +134,33 @@ def test_submission_default_zip_goes_beside_the_result_files(tmp_path, capsys):
     code, err = cli(submit_main, [results, "--split", split], capsys)
     assert code == 0, err
     assert (tmp_path / "submission.zip").is_file() and not (results / "submission.zip").exists()
+
+
+def test_evaluate_report_never_lands_in_the_results_it_scores(tmp_path, capsys):
+    """--report-dir / --json may not be, lie inside or hold the result folder, with --overwrite
+    and with an earlier report already there (tools/evaluate.py)."""
+    results, split = results_folder(tmp_path)
+    labels = tmp_path / "label_2"
+    labels.mkdir()
+    for i in range(2):
+        (labels / f"{i:06d}.txt").write_text("")
+    argv = ["--label-dir", labels, "--result-dir", results, "--split", split, "--overwrite"]
+    for report_dir in (results, results / "report"):
+        (report_dir / "report.md").parent.mkdir(exist_ok=True)
+        (report_dir / "report.md").write_text("an earlier report")
+    before = snapshot(tmp_path)
+    for flag, out, how, label, source in (
+        ("--report-dir", results, "is", "--result-dir", results),
+        ("--report-dir", results / "report", "lies inside", "--result-dir", results),
+        ("--report-dir", tmp_path, "holds", "--result-dir", results),
+        ("--report-dir", labels, "is", "--label-dir", labels),
+        ("--json", results / "ap.json", "lies inside", "--result-dir", results),
+        ("--json", split, "is", "--split", split),
+    ):
+        code, err = cli(evaluate_main, [*argv, flag, out], capsys)
+        assert code == 2
+        assert error_line(err) == refusal(out, flag, how, label, source)
+    assert snapshot(tmp_path) == before  # a report beside the results: tests/eval/test_evaluate_cli.py
 
 
 def test_depth_maps_never_overwrite_the_images(data, capsys):
