@@ -70,6 +70,10 @@ class CameraError(UserError, ValueError):
 def intrinsics_projection(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """(3, 4) projection [K | 0] of a pinhole camera (pixels), the rect frame = the camera frame."""
     if not (fx > 0 and fy > 0 and np.isfinite([fx, fy, cx, cy]).all()):
+        focal = ", ".join(f"{n} = {v:g} px" for n, v in (("fx", fx), ("fy", fy)) if v <= 0)
+        if focal:
+            given = ",".join(f"{v:g}" for v in (fx, fy, cx, cy))
+            raise CameraError(f"--intrinsics {given}: focal lengths must be positive, got {focal}")
         raise CameraError(
             f"--intrinsics: fx and fy must be positive and all values finite, got {fx, fy, cx, cy}"
         )

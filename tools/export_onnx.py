@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from lib.inference import export_onnx  # torch (seconds): after --help and the argument checks
     from lib.models.loading import load_detector
 
-    loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="infer")
+    loaded = load_detector(args.config, args.checkpoint, overrides=args.overrides, role="onnx")
     cfg, detector = loaded.config, loaded.detector
     resolution = tuple(cfg.dataset.resolution)
     topk = args.topk or cfg.tester.topk

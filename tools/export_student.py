@@ -7,9 +7,13 @@ Reads any checkpoint layout (ours, a distillation run's, MonoSKD's ``centernet_r
 docs/reference.md, 'Networks and weights' and 'Checkpoint format'), keeps the student detector only (teacher,
 adapters, optimizer and RNG state dropped) and writes ``{"model_state": ..., "epoch": ...}``, GUPNet's layout:
 the keys are the detector's own, which for ``model.type: gupnet`` are GUPNet's (docs/reference.md, 'State dict
-of the default model'). The training-only depth branch (docs/method.md, 'Framework') is dropped unless
-``--keep-depth-branch``. ``--out`` may not be the input checkpoint, and an existing ``--out`` is replaced only
-with ``--overwrite``.
+of the default model'), plus the ``config`` and ``task`` of the run when the checkpoint stores them, so that
+infer.py and ``-e`` need no ``--config`` and check the file's role. The training-only depth branch
+(docs/method.md, 'Framework') is dropped unless ``--keep-depth-branch``. The checkpoint must hold an RGB
+detector: a distillation run's student or an RGB run's detector; a depth-input teacher and weights that are
+NaN or infinite are refused (lib/models/loading.py ``export_state``; a file without a stored config is not
+judged). ``--out`` may not be the input checkpoint, and an existing ``--out`` is replaced only with
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from lib.utils.outputs import check_outputs
 def import_heavy_modules() -> None:
     """Bind this module's names that load torch (seconds); main() calls it after parsing the
     arguments, so that ``--help`` and usage errors answer at once."""
-    global atomic_save, DEPTH_BRANCH_NAME, open_checkpoint
+    global atomic_save, DEPTH_BRANCH_NAME, export_state, open_checkpoint
     from lib.engine.checkpoint import atomic_save
     from lib.models.depth_branch import DEPTH_BRANCH_NAME
-    from lib.models.loading import open_checkpoint
+    from lib.models.loading import export_state, open_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,12 +45,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def export_student(checkpoint: Path, out: Path, *, keep_depth_branch: bool = False) -> int:
-    """Write the student-only checkpoint; returns the number of tensors written."""
-    ckpt = open_checkpoint(checkpoint)
-    state = ckpt.detector_state()
+    """Write the student-only checkpoint; returns the number of tensors written.
+
+    Raises:
+        CheckpointError: the file cannot be read, holds a depth-input teacher (CheckpointRoleError)
+            or non-finite weights (lib/models/loading.py ``export_state``).
+    """
+    ckpt = open_checkpoint(checkpoint, role="export")
+    state = export_state(ckpt, role="export")
     if not keep_depth_branch:
         state = {k: v for k, v in state.items() if not k.startswith(f"{DEPTH_BRANCH_NAME}.")}
-    atomic_save({"model_state": state, "epoch": int(ckpt.data.get("epoch", -1))}, out)
+    record = {"model_state": state, "epoch": int(ckpt.data.get("epoch", -1))}
+    if ckpt.config is not None:
+        record |= {"config": ckpt.config, "task": ckpt.task}
+    atomic_save(record, out)
     return len(state)
 
 

@@ -3,9 +3,9 @@
     python tools/infer.py --checkpoint outputs/student/checkpoints/best.pth \\
         --input my_images/ --intrinsics 721.5,721.5,609.6,172.9 --out outputs/infer
 
-``--config`` (with overrides) is needed only for a checkpoint that stores no config (an exported
-student, a reference download) and for ``--backend onnx``; a training checkpoint of this project
-stores its own.
+``--config`` (with overrides) is needed only for a checkpoint that stores no config (bare weights,
+a reference download) and for ``--backend onnx``; a training checkpoint of this project and the
+student tools/export_student.py writes from it store their own.
 
 ``--input`` is an image, a folder of images or a video. The camera is ``--calib`` (a KITTI calib
 file, a KITTI raw ``calib_cam_to_cam.txt``, or a folder of calib files named like the images) or
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.sub=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cli_types.attach_negative_values(argv, ("--intrinsics",)))
     if args.backend == "auto":
         args.backend = "onnx" if args.checkpoint.suffix.lower() == ".onnx" else "torch"
     if args.video_out is not None and args.no_render:

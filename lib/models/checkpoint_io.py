@@ -45,6 +45,8 @@ SKD_STUDENT_PREFIX = "centernet_rgb."
 SKD_OTHER_PREFIXES = ("centernet_depth.", "rgb_fs.", "adapt_layer")
 CLASSIFIER_PREFIX = "fc."
 BN_COUNTER_SUFFIX = ".num_batches_tracked"  # the backbone's ImageNet classifier, never used by the detector
+NAMED_KEYS = 3  # keys a one-line message names as examples
+CHECKPOINT_NAMES = ("checkpoints/last.pth", "last.pth")  # where a run folder keeps its last checkpoint
 
 
 DLA34_URL = "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth"  # configs/base.yaml's default
@@ -59,12 +61,19 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
-    """The checkpoint does not fit the model; ``report`` lists the offending keys."""
+    """The checkpoint does not fit the model; ``report`` lists the offending keys.
 
-    def __init__(self, report: LoadReport, source: str, *, hint: str = "") -> None:
-        super().__init__(
-            f"{source} does not fit the model:\n{report.describe()}" + (f"\n{hint}" if hint else "")
-        )
+    With ``network`` (e.g. "detector"), weights of which most of the network's are missing are
+    summed up in one line: ``<source> is not a checkpoint of this <network>: N of its M weights
+    are missing (e.g. a, b, c)``; otherwise every key is listed.
+    """
+
+    def __init__(self, report: LoadReport, source: str, *, hint: str = "", network: str = "") -> None:
+        if network and report.foreign:
+            text = f"{source} is not a checkpoint of this {network}: {report.summary()}"
+        else:
+            text = f"{source} does not fit the model:\n{report.describe()}"
+        super().__init__(text + (f"\n{hint}" if hint else ""))
         self.report = report
 
 
@@ -89,10 +98,27 @@ class LoadReport:
     optional_missing: list[str] = field(default_factory=list)
     optional_ignored: list[str] = field(default_factory=list)
     counters_missing: list[str] = field(default_factory=list)
+    compared: int = 0  # the model's keys that must be in the checkpoint (neither optional nor counters)
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def foreign(self) -> bool:
+        """Weights of another network: more than half of the model's weights are missing."""
+        return 2 * len(self.missing) > self.compared
+
+    def summary(self) -> str:
+        """One line: how many of the model's weights are missing, and of the file's are unknown."""
+        missing = len(self.missing)
+        count = f"all {missing} of its" if missing == self.compared else f"{missing} of its {self.compared}"
+        text = f"{count} weights are missing (e.g. {_first(self.missing)})"
+        if self.unexpected:
+            count = len(self.unexpected)
+            foreign = f"{count} weight{'s' * (count != 1)} it has not (e.g. {_first(self.unexpected)})"
+            text += f"; the file holds {foreign}"
+        return text
 
     def describe(self) -> str:
         """Human-readable multi-line summary (all keys listed)."""
@@ -132,10 +158,15 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
     Raises:
         CheckpointNotFoundError: no such file.
-        CheckpointError: the file is not a dict, or holds objects that ``weights_only`` refuses
+        CheckpointError: a folder (named with its :data:`CHECKPOINT_NAMES` file when it holds
+            one), a file that is not a dict, or holds objects that ``weights_only`` refuses
             (a legacy pickle).
     """
     path = Path(path)
+    if path.is_dir():
+        inside = next((path / name for name in CHECKPOINT_NAMES if (path / name).is_file()), None)
+        hint = f"did you mean {inside}?" if inside else "give the .pth file"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -233,6 +264,7 @@ def compare_state_dict(
         return key.startswith(optional_prefixes)
 
     for key, value in expected.items():
+        report.compared += not optional(key) and not key.endswith(BN_COUNTER_SUFFIX)
         if key not in state and key.endswith(BN_COUNTER_SUFFIX) and not optional(key):
             report.counters_missing.append(key)
         elif key not in state:
@@ -254,7 +286,8 @@ def check_finite_state(state: Mapping[str, Any], source: str | Path) -> None:
     such a network detects nothing (or NaN boxes) without saying why.
 
     Raises:
-        CheckpointError: names ``source``, how many tensors are affected and the first one.
+        CheckpointError: names ``source``, how many tensors are affected and the first
+            :data:`NAMED_KEYS` of them.
     """
     bad = [
         key
@@ -264,8 +297,13 @@ def check_finite_state(state: Mapping[str, Any], source: str | Path) -> None:
     if bad:
         raise CheckpointError(
             f"{source}: {len(bad)} of its {len(state)} weight tensors hold NaN or infinite values "
-            f"(first: {bad[0]}); the training that wrote it had diverged: use an earlier checkpoint"
+            f"(first: {_first(bad)}); the training that wrote it had diverged: use an earlier checkpoint"
         )
+
+
+def _first(keys: list[str]) -> str:
+    """The first :data:`NAMED_KEYS` keys, comma-separated, with ", ..." when there are more."""
+    return ", ".join(keys[:NAMED_KEYS]) + (", ..." if len(keys) > NAMED_KEYS else "")
 
 
 def load_model_state(
@@ -293,7 +331,7 @@ def load_model_state(
     check_finite_state(state, name)
     report = compare_state_dict(model, state, optional_prefixes=optional_prefixes)
     if not report.ok:
-        raise CheckpointMismatchError(report, name)
+        raise CheckpointMismatchError(report, name, network="detector")
     model.load_state_dict({k: v for k, v in state.items() if k not in report.optional_ignored}, strict=False)
     if report.optional_missing or report.optional_ignored or report.counters_missing:
         logger.info("%s: %s", name, report.describe())

@@ -6,7 +6,7 @@ Every training checkpoint stores the resolved config of its run and its task ("d
 so do checkpoints trained for other classes. :func:`check_checkpoint_role` compares what the
 checkpoint's detector is (model type, input, classes; for ``--resume`` also the task) with
 what the call site needs and stops with a message that names the file and each difference.
-Files without a stored config (exported students, GUPNet / MonoSKD downloads) pass unchecked:
+Files without a stored config (bare weights, GUPNet / MonoSKD downloads) pass unchecked:
 nothing says what they are.
 """
 
@@ -27,9 +27,15 @@ ROLES = {
     "resume": "--resume",
     "teacher": "distill.teacher_checkpoint",
     "student": "distill.student_checkpoint",
+    "infer": "inference (tools/infer.py)",
+    "onnx": "ONNX export (tools/export_onnx.py)",
+    "export": "student export (tools/export_student.py)",
 }
 TEACHER_INPUT = "depth"
 STUDENT_INPUT = "rgb"
+# Uses that take an RGB network only (a depth-input teacher is refused): the role's words above
+# name the command.
+RGB_ROLES = ("infer", "onnx", "export")
 # --resume restores the whole task, so the network's shape must match too (else torch's strict
 # load fails with a list of tensors instead of the setting that differs).
 RESUME_KEYS = (
@@ -91,7 +97,8 @@ def check_checkpoint_role(
         run_cfg: the resolved config of this run.
         path: the checkpoint file, for the message.
         role: ``eval`` (-e: model type, input, classes), ``resume`` (the same plus the task and
-            the network's shape, :data:`RESUME_KEYS`),
+            the network's shape, :data:`RESUME_KEYS`), :data:`RGB_ROLES` (as ``eval``, with
+            an RGB input whatever the run's config says),
             ``teacher`` / ``student`` (``distill.*_checkpoint``: model type and a depth / RGB
             input; other classes only warn: the distilled terms are class-agnostic).
         run_task: the run's task ("detector" | "distiller"), for ``eval`` and ``resume``.
@@ -107,8 +114,10 @@ def check_checkpoint_role(
         return
     stored_task = ckpt.get("task")
     stored = detector_role(stored_cfg, stored_task)
-    if role in ("eval", "resume"):
+    if role in ("eval", "resume", *RGB_ROLES):
         needed = detector_role(run_cfg, run_task)
+        if role in RGB_ROLES:
+            needed["model.input"] = STUDENT_INPUT
         diffs = _differences(stored, needed, ("model.type", "model.input", "dataset.writelist"))
         if role == "resume":
             shapes = ({k: _lookup(c, k) for k in RESUME_KEYS} for c in (stored_cfg, run_cfg))

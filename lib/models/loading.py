@@ -6,7 +6,8 @@ checkpoint through :func:`open_checkpoint` (also ``--resume`` and ``export_stude
 file is read once; any layout that lib/models/checkpoint_io.py accepts is read; what the
 checkpoint was trained for is checked against where it is used (lib/models/checkpoint_role.py).
 Our checkpoints store the resolved config of their run (lib/engine/checkpoint.py), so the config
-is optional wherever the checkpoint holds one; exported and reference checkpoints hold none.
+is optional wherever the checkpoint holds one (also a student exported by export_student.py);
+reference checkpoints hold none.
 """
 
 from __future__ import annotations
@@ -25,18 +26,26 @@ from lib.models.build import ModelSettings, build_detector
 from lib.models.checkpoint_io import (
     CheckpointNotFoundError,
     LoadReport,
+    check_finite_state,
     detector_state_from_checkpoint,
     load_checkpoint,
     load_model_state,
 )
-from lib.models.checkpoint_role import ROLES, STUDENT_INPUT, TEACHER_INPUT, check_checkpoint_role
+from lib.models.checkpoint_role import (
+    RGB_ROLES,
+    ROLES,
+    STUDENT_INPUT,
+    TEACHER_INPUT,
+    check_checkpoint_role,
+    detector_role,
+)
 from lib.models.detector import Detector
 
 logger = logging.getLogger(__name__)
 
 # The input a role's network reads; the other roles read the config's model.input.
-ROLE_INPUTS = {"teacher": TEACHER_INPUT, "student": STUDENT_INPUT, "infer": STUDENT_INPUT}
-LOADER_ROLES = (*ROLES, "infer", "train")  # infer: an RGB network run on images; train: no checkpoint
+ROLE_INPUTS = {"teacher": TEACHER_INPUT, "student": STUDENT_INPUT} | dict.fromkeys(RGB_ROLES, STUDENT_INPUT)
+LOADER_ROLES = (*ROLES, "train")  # RGB_ROLES: an RGB network run or exported; train: no checkpoint
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,8 @@ def run_config(
     if checkpoint is None or checkpoint.config is None:
         what = f"{checkpoint.path} stores no config" if checkpoint else "no checkpoint given"
         raise ConfigError(
-            f"{what}: pass the model's config with --config (exported and reference checkpoints hold "
-            "only weights; this project's training checkpoints store their config)"
+            f"{what}: pass the model's config with --config (reference checkpoints hold only weights; "
+            "this project's training checkpoints and exported students store their config)"
         )
     return config_from_dict(checkpoint.config, overrides, source=f"{checkpoint.path} (its stored config)")
 
@@ -139,7 +148,9 @@ def load_detector(
         checkpoint: a file or a :class:`CheckpointFile` already read; None builds the network only.
         role: where the network is used; it sets the input and the role check:
             ``eval`` (the run's evaluated detector: the RGB student of a distillation run, else
-            ``model.input``), ``infer`` (an RGB network run on images; a teacher is refused),
+            ``model.input``), ``infer`` / ``onnx`` / ``export`` (an RGB network run on images or
+            exported, lib/models/checkpoint_role.py ``RGB_ROLES``; a teacher is refused, naming
+            the command and where the depth input came from: checkpoint, --config or override),
             ``teacher`` (depth input) / ``student`` (RGB) of ``distill.*_checkpoint``, ``train``
             (the configured network, no checkpoint).
         run_task: ``"detector"`` | ``"distiller"``, the task of the run the network serves
@@ -148,11 +159,13 @@ def load_detector(
             is given, else not.
 
     Returns:
-        The network (in eval mode for ``eval`` / ``infer``), its config, checkpoint and load report.
+        The network (in eval mode except for ``teacher`` / ``student`` / ``train``), its config,
+        checkpoint and load report.
 
     Raises:
-        ConfigError: bad or missing config (see :func:`run_config`); CheckpointError: missing,
-        unreadable file or unknown layout; CheckpointRoleError: trained for another role;
+        ConfigError: bad or missing config (see :func:`run_config`), or a depth input for an RGB
+        role; CheckpointError: missing, unreadable file, unknown layout or non-finite weights;
+        CheckpointRoleError: trained for another role;
         CheckpointMismatchError: weights of another network (``.report`` lists the keys).
     """
     if role not in LOADER_ROLES:
@@ -162,22 +175,63 @@ def load_detector(
     cfg = run_config(config, checkpoint, overrides)
     if run_task is None and checkpoint is not None:
         run_task = checkpoint.task
+    if checkpoint is not None:
+        if role == "train":
+            raise ValueError("role 'train' builds a network without a checkpoint")
+        checkpoint.check_role(cfg, role, run_task=run_task)
     model = ModelSettings.from_config(cfg)
     evaluated = STUDENT_INPUT if run_task == "distiller" else model.input
-    if role == "infer" and evaluated != STUDENT_INPUT:
-        where = checkpoint.path if checkpoint is not None else "config"
-        raise ConfigError(f"{where}: model.input is {evaluated!r} (a teacher); inference runs RGB networks")
+    if role in RGB_ROLES and evaluated != STUDENT_INPUT:
+        raise ConfigError(_not_rgb(evaluated, role, config, overrides, checkpoint))
     if pretrained is None:
         pretrained = model.pretrained and checkpoint is None
     model = replace(model, input=ROLE_INPUTS.get(role, evaluated), pretrained=pretrained)
     detector = build_detector(model, RpdSettings.from_config(cfg))
     report = None
     if checkpoint is not None:
-        if role == "train":
-            raise ValueError("role 'train' builds a network without a checkpoint")
-        checkpoint.check_role(cfg, "eval" if role == "infer" else role, run_task=run_task)
         report = load_model_state(detector, checkpoint.detector_state(), name=str(checkpoint.path))
         logger.info("loaded the %s network from %s", role, checkpoint.path)
-    if role in ("eval", "infer"):
+    if role in ("eval", *RGB_ROLES):
         detector.eval()
     return LoadedDetector(detector, cfg, checkpoint, report)
+
+
+def _not_rgb(
+    value: str,
+    role: str,
+    config: Mapping[str, Any] | str | Path | None,
+    overrides: Sequence[str],
+    checkpoint: CheckpointFile | None,
+) -> str:
+    """Why an RGB-only role refuses the run config's ``model.input``: the message names where the
+    value came from (an override, the ``--config`` file, the checkpoint's stored config) and the
+    checkpoint's own input when it says one."""
+    override = next((o for o in reversed(overrides) if o.partition("=")[0].strip() == "model.input"), None)
+    stored = None
+    if checkpoint is not None and checkpoint.config is not None:
+        stored = detector_role(checkpoint.config, checkpoint.task)["model.input"]
+    needs = f"{ROLES[role]} runs RGB networks only"
+    if override is not None:
+        clash = f" conflicts with {checkpoint.path} (model.input {stored!r})" if stored else ""
+        return f"the override {override}{clash}: {needs}"
+    where = config if isinstance(config, (str, Path)) else checkpoint.path if checkpoint else "config"
+    return f"{where}: model.input is {value!r} (a teacher's input): {needs}"
+
+
+def export_state(checkpoint: CheckpointFile, role: str = "export") -> dict[str, torch.Tensor]:
+    """The detector weights of ``checkpoint`` for an RGB-only ``role`` that writes them elsewhere
+    (tools/export_student.py), without building the network: what :func:`load_detector` refuses
+    is refused here too.
+
+    Raises:
+        CheckpointRoleError: its stored config says it is not an RGB detector (a depth-input
+            teacher: :func:`check_checkpoint_role` with ``role``); files without a config pass.
+        CheckpointError: unknown layout, or weights that are NaN or infinite (``check_finite_state``).
+    """
+    if role not in RGB_ROLES:
+        raise ValueError(f"role {role!r} is not an RGB role ({', '.join(RGB_ROLES)})")
+    if checkpoint.config is not None:
+        checkpoint.check_role(checkpoint.config, role)
+    state = checkpoint.detector_state()
+    check_finite_state(state, checkpoint.path)
+    return state

@@ -3,14 +3,19 @@
 Each function below is an ``argparse`` ``type=``: it parses the text and raises
 ``argparse.ArgumentTypeError`` with the range and the value, which argparse prints as
 ``error: argument --flag: must be ..., got ...`` (exit status 2, as every user error). NaN and
-infinities are refused everywhere.
+infinities are refused everywhere. :func:`attach_negative_values` lets a flag take a value that
+starts with a minus (``--intrinsics -700,...``), so that its range check, not argparse, answers.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+NEGATIVE_VALUE = re.compile(r"-[\d.]")  # a value, not an option: a minus and a digit or a point
 
 
 def _number(text: str, kind: type) -> float | int:
@@ -58,6 +63,21 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
     return value
+
+
+def attach_negative_values(argv: Sequence[str] | None, flags: Sequence[str]) -> list[str]:
+    """``argv`` (default: the command line) with ``--flag -7,...`` written ``--flag=-7,...`` for each
+    of ``flags``: argparse takes a value that starts with ``-`` and is not a plain negative number
+    for an option and stops with "expected one argument", before the flag's own range check could
+    name the value."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in flags and NEGATIVE_VALUE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 positive_int = int_at_least(1)

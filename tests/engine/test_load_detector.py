@@ -17,6 +17,7 @@ from lib.datasets.synthetic import write_dataset
 from lib.errors import run_cli
 from lib.eval.kitti_format import latest_result_dir
 from lib.models.checkpoint_io import CheckpointNotFoundError
+from lib.models.checkpoint_role import CheckpointRoleError
 from lib.models.loading import load_detector, open_checkpoint
 from tools.export_student import main as export_main
 from tools.infer import main as infer_main
@@ -94,11 +95,19 @@ def test_infer_without_config_equals_infer_with_it(run, tmp_path, capsys):
     assert len(stored) == 6 and stored == result_files(tmp_path / "given")
 
 
-def test_a_checkpoint_without_config_needs_one(run, tmp_path, capsys):
+def test_an_exported_student_keeps_its_config_and_weights_alone_need_one(run, tmp_path, capsys):
     exported = tmp_path / "student.pth"
     assert run_cli(export_main, ["--checkpoint", str(run["last"]), "--out", str(exported)]) == 0
-    capsys.readouterr()
     images = run["root"] / "data" / "training"
+    common = ["--input", str(images / "image_2"), "--calib", str(images / "calib"), "--no-render"]
+    for name, path in (("exported", exported), ("last", run["last"])):
+        argv = [*common, "--no-progress", "--checkpoint", str(path), "--out", str(tmp_path / name)]
+        assert run_cli(infer_main, argv) == 0
+    assert result_files(tmp_path / "exported") == result_files(tmp_path / "last")
+    capsys.readouterr()
+    weights = open_checkpoint(exported).data["model_state"]
+    exported = tmp_path / "weights.pth"  # weights alone, as a reference download holds them
+    torch.save({"model_state": weights}, exported)
     argv = ["--checkpoint", str(exported), "--input", str(images / "image_2"), "--out", str(tmp_path / "o")]
     assert run_cli(infer_main, [*argv, "--intrinsics", "700,700,160,48"]) == 2
     err = capsys.readouterr().err
@@ -115,8 +124,11 @@ def test_loader_refuses_a_teacher_for_inference_and_odd_stored_configs(run, tmp_
     teacher_cfg = load_config(run["config"], ["model.input=depth"]).to_dict()
     teacher = tmp_path / "teacher.pth"
     torch.save({**ckpt, "config": teacher_cfg}, teacher)
-    refused = rf"{teacher}: model.input is 'depth' \(a teacher\); inference runs RGB networks"
-    with pytest.raises(ConfigError, match=refused):
+    refused = (
+        rf"{teacher}: not a checkpoint for inference \(tools/infer\.py\): "
+        "model.input is 'depth' in the checkpoint, the run needs 'rgb'"
+    )
+    with pytest.raises(CheckpointRoleError, match=refused):
         load_detector(None, teacher, role="infer")
     assert load_detector(None, teacher).detector.input_key == "depth"  # -e of a teacher run: its teacher
     odd = tmp_path / "odd.pth"

@@ -1,7 +1,8 @@
 """Right error, right words: every user-input failure is one ``error:`` line (exit status 2)
 naming the file or key and the true cause: text that is not UTF-8, a device that is not there,
 a bad list element of an override, a file that is no PyTorch checkpoint, a full disk, a folder
-given as an output, weights full of NaN, a JPEG cut short."""
+given as an output or as the checkpoint, weights full of NaN (for every reader and exporter), a
+negative focal length, a JPEG cut short."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from faults_common import cli, detector_checkpoint, error_line
 from lib.inference_io import jpeg_truncated
 from tools.evaluate import main as evaluate_main
 from tools.export_onnx import main as onnx_main
+from tools.export_student import main as export_main
 from tools.infer import main as infer_main
 from tools.make_submission import main as submit_main
 from tools.train_val import main as train_main
@@ -139,6 +141,70 @@ def test_weights_full_of_nan_are_named_as_the_cause(config, tmp_path, capsys):
         line.startswith(f"error: {path}: ") and "weight tensors hold NaN or infinite values (first: " in line
     )
     assert line.endswith("the training that wrote it had diverged: use an earlier checkpoint")
+
+
+def test_every_exporter_refuses_weights_full_of_nan(config, tmp_path, capsys):
+    """export_student and export_onnx name the file and the tensors as infer and -e do
+    (lib/models/checkpoint_io.py ``check_finite_state``) and write nothing."""
+    folder = tmp_path / "w"
+    folder.mkdir()
+    path = folder / "diverged.pth"
+    state = {"mean_size": torch.ones(1, 3), "a.weight": torch.full((2,), float("nan"))}
+    state |= {f"{k}.weight": torch.tensor([1.0, float("inf")]) for k in "bcd"}
+    torch.save({"model_state": state, "epoch": 7}, path)
+    expected = (
+        f"error: {path}: 4 of its 5 weight tensors hold NaN or infinite values "
+        "(first: a.weight, b.weight, c.weight, ...); the training that wrote it had diverged: "
+        "use an earlier checkpoint"
+    )
+    code, err = cli(export_main, ["--checkpoint", path, "--out", folder / "s.pth"], capsys)
+    assert code == 2 and error_line(err) == expected
+    code, err = cli(onnx_main, ["--config", config, "--checkpoint", path, "--out", folder / "m.onnx"], capsys)
+    assert code == 2 and error_line(err) == expected
+    assert [p.name for p in folder.iterdir()] == ["diverged.pth"]
+
+
+def test_a_run_folder_given_as_the_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (tmp_path / "frames").mkdir()
+    argv = ["--input", tmp_path / "frames", *INFER_CAMERA, "--out", tmp_path / "o", "--device", "cpu"]
+    code, err = cli(infer_main, ["--checkpoint", run / "checkpoints", *argv], capsys)
+    assert code == 2
+    assert (
+        error_line(err)
+        == f"error: {run / 'checkpoints'}: is a folder, not a checkpoint file; give the .pth file"
+    )
+    (run / "checkpoints" / "last.pth").write_bytes(b"weights")
+    for folder in (run, run / "checkpoints"):
+        code, err = cli(infer_main, ["--checkpoint", folder, *argv], capsys)
+        assert code == 2
+        assert error_line(err) == (
+            f"error: {folder}: is a folder, not a checkpoint file; "
+            f"did you mean {run / 'checkpoints' / 'last.pth'}?"
+        )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("form", [["--intrinsics", "-700,-700,600,170"], ["--intrinsics=-700,-700,600,170"]])
+def test_a_negative_focal_length_is_named_in_both_spellings(tmp_path, capsys, form):
+    (tmp_path / "frames").mkdir()
+    argv = [
+        "--checkpoint",
+        tmp_path / "m.pth",
+        "--input",
+        tmp_path / "frames",
+        *form,
+        "--out",
+        tmp_path / "o",
+    ]
+    code, err = cli(infer_main, [*argv, "--device", "cpu"], capsys)
+    assert code == 2
+    assert error_line(err) == (
+        "error: --intrinsics -700,-700,600,170: focal lengths must be positive, "
+        "got fx = -700 px, fy = -700 px"
+    )
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device that is always full)")
