@@ -11,10 +11,14 @@ Examples::
     torchrun --nproc_per_node 4 tools/train_val.py --config configs/student.yaml
 
 The run folder is ``<experiment.output_dir>/<experiment.name>`` (``--output-dir`` replaces the
-former); it receives config.yaml (the resolved config; test_config.yaml for ``-e``), train.log,
-train.jsonl, eval.jsonl, tensorboard/, checkpoints/ and results/<split>/ (KITTI files, ap.json,
-ap.md, report.md with its precision-recall curves and error plots); a run that evaluates during
-training also gets epochs.md, its last and its best epoch side by side (lib/eval/report.py).
+former); ``--resume CKPT`` and ``-e --resume CKPT`` use the run folder that holds CKPT
+(``<run>/checkpoints/CKPT``: a copied run folder is its own run) unless the command line sets
+``--output-dir``, ``experiment.output_dir`` or ``experiment.name``, and a checkpoint outside any
+run folder then needs ``--output-dir``. The run folder receives config.yaml (the resolved config;
+test_config.yaml for ``-e``), train.log, train.jsonl, eval.jsonl, tensorboard/, checkpoints/ and
+results/<split>/ (KITTI files, ap.json, ap.md, report.md with its precision-recall curves and error
+plots); a run that evaluates during training also gets epochs.md, its last and its best epoch
+side by side (lib/eval/report.py).
 A new run refuses a run folder that holds checkpoints: continue it with ``--resume``,
 or start afresh with ``--overwrite``, which first moves the old folder to
 ``<run>.old-<YYYYmmdd-HHMMSS>``. Checkpoints given to ``-e``, ``--resume`` and ``distill.*``
@@ -36,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lib.config import Config, ConfigError, ExperimentSettings, save_config
+from lib.config import Config, ConfigError, ExperimentSettings, ignored_file_values, save_config
 from lib.errors import UserError, run_cli
 from lib.utils.logging import setup_logging
 from lib.utils.outputs import check_outputs
@@ -46,7 +50,8 @@ from lib.utils.run_lock import run_folder_lock
 def import_heavy_modules() -> None:
     """Bind this module's names that load torch or numba (seconds); main() calls it after parsing
     the arguments, so that ``--help`` and usage errors answer at once."""
-    global torch, DataLoader, check_splits, build_dataset, dist_utils, resume_config_changes
+    global torch, DataLoader, check_splits, warn_split_overlap, build_dataset, dist_utils
+    global check_resume_checkpoint
     global LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
     global append_evaluation, evaluation_record, record_command, write_model_card, build_task, uses_distiller
     global TesterSettings, run_test, NonFiniteLossError, RunContext, Trainer, TrainerSettings
@@ -56,10 +61,10 @@ def import_heavy_modules() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from lib.datasets.dataset_check import check_splits
+    from lib.datasets.dataset_check import check_splits, warn_split_overlap
     from lib.datasets.kitti import build_dataset
     from lib.engine import dist as dist_utils
-    from lib.engine.checkpoint import resume_config_changes
+    from lib.engine.checkpoint import check_resume_checkpoint
     from lib.engine.optim import LrSchedulerSettings, OptimizerSettings, build_lr_scheduler, build_optimizer
     from lib.engine.run_record import append_evaluation, evaluation_record, record_command, write_model_card
     from lib.engine.task import build_task, uses_distiller
@@ -121,10 +126,24 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, CheckpointFile | N
         overrides.append(f"experiment.output_dir={args.output_dir}")
     checkpoint = None
     if args.resume not in (None, "auto"):
+        check_resume_argument(args.resume)
         checkpoint = open_checkpoint(args.resume, role="eval" if args.eval_only else "resume")
     elif args.config is None:
         raise UserError("--config is required unless --resume names a checkpoint (it stores its config)")
+    holder = None
+    if checkpoint is not None and not places_the_run(args):
+        holder = checkpoint_run_dir(checkpoint.path)
+        if holder is not None:
+            overrides += [
+                f"experiment.output_dir={yaml_string(holder.parent)}",
+                f"experiment.name={yaml_string(holder.name)}",
+            ]
     cfg = run_config(args.config, checkpoint, overrides)
+    if checkpoint is not None and not places_the_run(args) and holder is None:
+        raise UserError(
+            f"{checkpoint.path}: lies in no run folder (<run>/checkpoints/), so the run's files have no "
+            "home: pass --output-dir (the run folder is <output-dir>/<experiment.name>)"
+        )
     if args.resume == "auto" and not args.eval_only:
         checkpoint = open_checkpoint(run_dir_of(cfg) / "checkpoints" / "last.pth", role="resume")
     return cfg, checkpoint
@@ -132,6 +151,38 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, CheckpointFile | N
 
 def run_dir_of(cfg: Config) -> Path:
     return ExperimentSettings.from_config(cfg).run_dir
+
+
+def check_resume_argument(value: str) -> None:
+    """``--resume [CKPT]`` takes the next word: refuse a config override taken for the checkpoint."""
+    key, sep, _ = value.partition("=")
+    if sep and not Path(value).exists() and key and all(part.isidentifier() for part in key.split(".")):
+        raise UserError(
+            f"--resume took the override {value!r} for its checkpoint: put the overrides before --resume, "
+            "or give --resume the checkpoint (--resume alone continues <run>/checkpoints/last.pth)"
+        )
+
+
+def places_the_run(args: argparse.Namespace) -> bool:
+    """Whether the command line says where the run folder is (--output-dir, experiment.output_dir
+    or experiment.name)."""
+    keys = {text.partition("=")[0].strip() for text in args.overrides}
+    return args.output_dir is not None or bool(keys & {"experiment.output_dir", "experiment.name"})
+
+
+def checkpoint_run_dir(path: Path) -> Path | None:
+    """The run folder that holds the checkpoint ``<run>/checkpoints/<file>``, else None.
+
+    ``--resume CKPT`` and ``-e --resume CKPT`` write into it when the command line places the run
+    nowhere else (a copied run folder is its own run, not the one its checkpoint's config names).
+    """
+    folder = path.resolve().parent
+    return folder.parent if folder.name == "checkpoints" else None
+
+
+def yaml_string(value: object) -> str:
+    """``value`` as a YAML single-quoted string, for an override (a folder named 2024 stays a name)."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 @contextlib.contextmanager
@@ -194,11 +245,32 @@ def check_resume(
     if checkpoint is None or args.eval_only:
         return
     task_name = "distiller" if uses_distiller(cfg) else "detector"
-    checkpoint.check_role(cfg, "resume", run_task=task_name)
+    changes = check_resume_checkpoint(checkpoint, cfg.to_dict(), task_name)  # every difference at once
     check_finite_state(checkpoint.data.get("model") or {}, checkpoint.path)  # a diverged run's last.pth
-    for change in resume_config_changes(checkpoint.config, cfg.to_dict(), checkpoint.path):
+    for change in changes:
         if info.is_main:
             logger.info("--resume applies the changed setting %s", change)
+
+
+def warn_ignored_run_config(cfg: Config, args: argparse.Namespace, checkpoint: CheckpointFile | None) -> None:
+    """Log where a ``--resume CKPT`` run writes when it is the folder holding CKPT. Without
+    ``--config`` the run uses the checkpoint's config (with the overrides): warn about values of
+    the run folder's config.yaml, edited since the checkpoint, that it does not use."""
+    written = run_dir_of(cfg) / "config.yaml"
+    if checkpoint is not None and checkpoint_run_dir(checkpoint.path) == written.parent.resolve():
+        logger.info(
+            "the run folder is %s, which holds %s (--output-dir: elsewhere)", written.parent, checkpoint.path
+        )
+    if checkpoint is None or args.config is not None or checkpoint.config is None or not written.is_file():
+        return
+    ignored = ignored_file_values(written, checkpoint.config, cfg.to_dict())
+    if ignored:
+        logger.warning(
+            "%s differs from the config stored in %s (%s): the checkpoint's config is used, with the "
+            "command line's overrides%s; pass changes as overrides, or the config with --config",
+            written, checkpoint.path, "; ".join(ignored),
+            "" if args.eval_only else ", and config.yaml is rewritten to record it",
+        )  # fmt: skip
 
 
 def check_not_larger_than_data(dataset: torch.utils.data.Dataset, loader: DataLoader, cfg: Config) -> None:
@@ -273,9 +345,11 @@ def build_loaders(
     val_loader = None
     if info.is_main and settings.eval_frequency > 0:
         val_loader = build_eval_loader(build_dataset(cfg, cfg.dataset.val_split, train=False), cfg)
+    val_splits = [cfg.dataset.val_split] if settings.eval_frequency > 0 else []
     if cfg.dataset.check_on_start:  # every process: one that stopped alone would hang the others
-        val_splits = [cfg.dataset.val_split] if settings.eval_frequency > 0 else []
         check_splits(cfg, [cfg.dataset.train_split, *val_splits])
+    if info.is_main and not (cfg.dataset.check_on_start and val_splits):  # else check_splits warned
+        warn_split_overlap(cfg.dataset.root_dir, [cfg.dataset.train_split, cfg.dataset.val_split])
     train_loader = build_train_loader(
         train_set,
         batch_size=cfg.dataset.batch_size,
@@ -396,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         held.enter_context(run_folder_lock(run_dir, enabled=info.is_main))
         prepare_run_dir(run_dir, args, info)
         setup_logging(run_dir / ("test.log" if args.eval_only else "train.log"), main_process=info.is_main)
+        if info.is_main:
+            warn_ignored_run_config(cfg, args, checkpoint)
         check_resume(cfg, args, checkpoint, info)
         device = dist_utils.select_device(info)
         dist_utils.init_distributed(info, device)

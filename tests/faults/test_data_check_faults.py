@@ -11,7 +11,7 @@ import pytest
 from faults_common import cli, cli_out, error_line
 
 from lib.config import load_config
-from lib.datasets.dataset_check import check_splits
+from lib.datasets.dataset_check import check_splits, warn_split_overlap
 from lib.datasets.kitti import build_dataset
 from lib.errors import UserError
 from tools.check_dataset import main as check_main
@@ -177,3 +177,22 @@ def test_result_classes_the_evaluation_cannot_score_are_named(data, tmp_path, ca
     assert code == 0, err
     assert "note: 1 result line(s) of class 'Tram' are not scored (evaluated classes: Car, Pedestrian" in err
     assert "note: 1 Cyclist detection(s) but no Cyclist in the labels of these frames: its AP means" in err
+
+
+def test_training_that_reads_only_train_warns_of_a_frame_also_in_val(data, config, tmp_path, capsys):
+    """No evaluation during training (tests/configs/tiny.yaml): its start reads the train frames
+    only, and still warns as tools/check_dataset.py does (lib/datasets/dataset_check.py)."""
+    (data / "ImageSets" / "val.txt").write_text("000008\n000009\n000001\n")
+    stop = "dataset.batch_size=9"  # larger than the train split: the run stops once its loader is built
+    argv = ["--config", config, "--output-dir", tmp_path / "out", stop]
+    code, err = cli(train_main, argv, capsys)
+    assert code == 2 and "dataset.batch_size 9 is larger than the 8 frames" in error_line(err)
+    assert (
+        "WARNING lib.datasets.dataset_check: dataset check: 1 frames listed in both 'train' and 'val' "
+        "(evaluated on what was trained on, unless one split contains the other on purpose, as trainval) "
+        "(e.g. 000001)"
+    ) in err
+    assert "dataset check: 8 frames of train are fine" in err  # val's frames were not read
+    assert sum(warn_split_overlap(data, ["train", "val", "train"]).warnings.values()) == 1
+    (data / "ImageSets" / "val.txt").write_text("000008\n000009\n")
+    assert not warn_split_overlap(data, ["train", "val"]).warnings
