@@ -127,13 +127,13 @@ def sharpen_depth_branch(teacher: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+def checkpoints(module_tmp: Path) -> dict[str, dict[str, Path]]:
     """Random tiny teacher / student files per model type, in two layouts.
 
     Teacher: an exported / GUPNet-style ``{"model_state", "epoch"}``; student: our trainer's layout
     (``model_state`` next to the task's ``model`` state).
     """
-    folder = tmp_path_factory.mktemp("ckpt")
+    folder = module_tmp
     files: dict[str, dict[str, Path]] = {}
     for model_type in ("did", "gupnet"):
         cfg = load_config(REPO / "configs" / "base.yaml", [*TINY, f"model.type={model_type}"])

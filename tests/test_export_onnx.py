@@ -43,9 +43,9 @@ def load_tool(name: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def exported(module_tmp: Path) -> tuple[Path, Path]:
     """A random-initialised demo student's checkpoint and its ONNX export (tools/export_onnx.py)."""
-    folder = tmp_path_factory.mktemp("onnx")
+    folder = module_tmp
     torch.manual_seed(0)
     checkpoint = folder / "random.pth"
     cfg = load_config(CONFIG)

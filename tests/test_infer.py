@@ -60,13 +60,13 @@ def infer_tool():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(module_tmp: Path) -> Path:
     """A random-initialised demo student, saved as a training checkpoint (``model_state``)."""
     torch.manual_seed(0)
     cfg = load_config(CONFIG)
     model = replace(ModelSettings.from_config(cfg), pretrained=False)
     detector = build_detector(model, RpdSettings.from_config(cfg))
-    path = tmp_path_factory.mktemp("model") / "random.pth"
+    path = module_tmp / "random.pth"
     torch.save({"model_state": detector.state_dict()}, path)
     return path
 

@@ -33,9 +33,9 @@ def one_thread_and_restore_globals(cli_globals) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> dict[str, Path]:
+def run(module_tmp) -> dict[str, Path]:
     """One epoch (2 steps) of the tiny detector; its run folder, config and last.pth."""
-    root = tmp_path_factory.mktemp("loading")
+    root = module_tmp
     write_dataset(root / "data", frames=6, seed=2, image_size=(320, 96), val_fraction=0.34)
     config = root / "tiny.yaml"
     data = root / "data"

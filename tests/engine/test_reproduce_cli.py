@@ -39,8 +39,8 @@ def reproduce(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("reproduce") / "demo"
+def demo_run(module_tmp) -> tuple[Path, subprocess.CompletedProcess]:
+    out = module_tmp / "demo"
     return out, reproduce("--demo", "--all", "--jobs", "2", "--frames", "6", "--output-dir", str(out), *TOY)
 
 

@@ -52,9 +52,9 @@ def test_cadence_length_and_paths_may_change(config):
 
 
 @pytest.fixture(scope="module")
-def first_epoch(pristine, tmp_path_factory) -> tuple[Path, Path]:
+def first_epoch(pristine, module_tmp) -> tuple[Path, Path]:
     """(config, run folder) after one epoch of one step, trained once for this module."""
-    root = tmp_path_factory.mktemp("resume")
+    root = module_tmp
     config = root / "tiny.yaml"
     config.write_text(TINY_CONFIG.format(base=TINY_BASE, data=pristine))
     threads = torch.get_num_threads()

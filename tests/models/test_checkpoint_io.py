@@ -140,13 +140,13 @@ def test_skd_wrapper_gives_the_student_and_refuses_unknown_parts() -> None:
 
 
 @pytest.fixture(scope="module")
-def imagenet_dla(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def imagenet_dla(module_tmp: Path) -> tuple[Path, dict]:
     """A stand-in for dla34-ba72cf86.pth: a DLA-34 state_dict with a 10-class classifier and, like a
     file from PyTorch < 0.4.1, no BatchNorm ``num_batches_tracked`` counters."""
     state = {k: v for k, v in DLA34().state_dict().items() if not k.endswith("num_batches_tracked")}
     state["fc.weight"] = torch.zeros(10, 512, 1, 1)
     state["fc.bias"] = torch.zeros(10)
-    path = tmp_path_factory.mktemp("weights") / "dla34-ba72cf86.pth"
+    path = module_tmp / "dla34-ba72cf86.pth"
     torch.save(state, path)
     return path, state
 

@@ -98,7 +98,7 @@ def kitti(kitti_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="module")
-def runs(kitti: Path, tmp_path_factory: pytest.TempPathFactory):
+def runs(kitti: Path, module_tmp: Path):
     """``runs(kind)`` -> (our trajectory, the fixture); each kind is trained once per module.
 
     The skd run trains with the reference's HTL weights: MonoSKD's distillation trainer computes
@@ -111,7 +111,7 @@ def runs(kitti: Path, tmp_path_factory: pytest.TempPathFactory):
             forced = reference(fixture)["htl_weights"] if kind == "skd" else None
             original, detection.LAPLACE_SQRT2 = detection.LAPLACE_SQRT2, REFERENCE_LAPLACE
             try:
-                ours = tr.run_ours(kind, kitti, tmp_path_factory.mktemp(kind) / "run", htl_weights=forced)
+                ours = tr.run_ours(kind, kitti, module_tmp / kind / "run", htl_weights=forced)
             finally:
                 detection.LAPLACE_SQRT2 = original
             cache[kind] = (ours, fixture)
