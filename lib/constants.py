@@ -13,6 +13,9 @@ CLASS_TO_ID: dict[str, int] = {name: i for i, name in enumerate(HEATMAP_CLASSES)
 
 # The KITTI benchmark's (and devkit's) class order: the evaluator's choices and report rows.
 EVAL_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
+# Its metrics and difficulty levels, in the devkit's order (lib/eval/kitti_eval.py, lib/eval/report.py).
+EVAL_METRICS: tuple[str, ...] = ("bbox", "aos", "bev", "3d")
+EVAL_DIFFICULTIES: tuple[str, ...] = ("easy", "moderate", "hard")
 
 # Class mean sizes [h, w, l] in metres, rows in HEATMAP_CLASSES order (docs/reference.md, 'Class mean sizes
 # [h, w, l] in metres').

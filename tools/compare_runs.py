@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 from lib.config import load_config
+from lib.constants import EVAL_DIFFICULTIES
 from lib.errors import UserError, run_cli
-from lib.eval.kitti_eval import DIFFICULTIES
 from lib.eval.kitti_format import latest_result_dir
 from lib.eval.report import AP_JSON, METRIC_NAMES, TABLE_CLASS, cell_values
 
@@ -118,7 +118,7 @@ def compare(reference: dict[str, list[dict]], other: dict[str, list[dict]], metr
     """``[(stage, cell name, :func:`compare_cell`)]`` of every shared stage and cell (a cell
     missing in a run is left out)."""
     rows = []
-    names = [f"{METRIC_NAMES[m]} {LEVELS[d]}" for m in metrics for d in DIFFICULTIES]
+    names = [f"{METRIC_NAMES[m]} {LEVELS[d]}" for m in metrics for d in EVAL_DIFFICULTIES]
     for stage in [s for s in reference if s in other]:
         cells_a, cells_b = (
             cell_values(reference[stage], tuple(metrics)),

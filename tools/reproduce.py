@@ -52,7 +52,6 @@ from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
 from lib.errors import UserError, run_cli
-from lib.eval import evaluate
 from lib.eval.kitti_format import latest_result_dir, load_labels, load_results
 from lib.eval.report import (
     AP_JSON,
@@ -329,6 +328,8 @@ def strict_reports(run_dir: Path) -> dict:
 
 def loose_reports(run_dir: Path) -> dict:
     """AP40 of a run's val results at the loose overlaps (Car BEV/3D 0.5)."""
+    from lib.eval.kitti_eval import evaluate  # numba (seconds): not for --help
+
     cfg = load_config(run_dir / "config.yaml")
     root = Path(cfg.dataset.root_dir)
     frames = read_split(find_split_file(root, cfg.tester.split))

@@ -43,7 +43,6 @@ from pathlib import Path
 from lib.config import ExperimentSettings, load_config
 from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
-from lib.eval.error_analysis import analyse_errors
 from lib.eval.kitti_format import latest_result_dir, load_labels, load_results
 from lib.eval.report import format_error_table, write_json
 from lib.kitti_io import read_split, write_split
@@ -182,6 +181,8 @@ def check_config(config: Path, root: Path, args: argparse.Namespace, *, width: i
     summary, also written to ``<run dir>/sanity.json``. With ``width`` > 1 it runs beside other
     checks: its output goes to ``<output-dir>/<config name>.log`` and it gets its share of the
     cores; only its verdict line is printed."""
+    from lib.eval.error_analysis import analyse_errors  # numba (seconds): not for --help
+
     start = time.perf_counter()
     out_dir = args.output_dir.resolve()
     overrides = check_overrides(root, config.stem, args.overrides)

@@ -35,8 +35,8 @@ from lib.config import ConfigError, section_settings
 from lib.constants import EVAL_CLASSES
 from lib.decode import check_result_options, decode_detections
 from lib.engine.dist import move_to_device
-from lib.eval import evaluate
 from lib.eval.error_analysis import analyse_errors
+from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, write_results
 from lib.eval.report import format_error_table, format_table, write_reports
 from lib.kitti_io import Object3d
@@ -132,7 +132,7 @@ def evaluate_results(
         classes: classes to score (those trained: the config's writelist).
 
     Returns:
-        ``{"ap40": report, "ap11": report}`` of :func:`lib.eval.evaluate`, and the report of
+        ``{"ap40": report, "ap11": report}`` of :func:`lib.eval.kitti_eval.evaluate`, and the report of
         :func:`lib.eval.error_analysis.analyse_errors` (Moderate ground truth).
     """
     classes = [c for c in EVAL_CLASSES if c in classes]

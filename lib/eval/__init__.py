@@ -1,5 +1,3 @@
-"""KITTI 3D detection evaluation: the devkit protocol in numba (:func:`evaluate`) and its file I/O."""
-
-from lib.eval.kitti_eval import FrameObjects, evaluate
-
-__all__ = ["FrameObjects", "evaluate"]
+"""KITTI 3D detection evaluation: the devkit protocol in numba (:mod:`lib.eval.kitti_eval`
+``evaluate``) and its file I/O (:mod:`lib.eval.kitti_format`). Nothing is imported here, so that
+the file I/O and the reports load without numba (seconds)."""

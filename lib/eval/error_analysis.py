@@ -28,10 +28,9 @@ from itertools import pairwise
 import numpy as np
 from numba import njit
 
-from lib.constants import EVAL_CLASSES
+from lib.constants import EVAL_CLASSES, EVAL_DIFFICULTIES
 from lib.eval.iou import frame_overlaps
 from lib.eval.kitti_eval import (
-    DIFFICULTIES,
     MAX_OCCLUSION,
     MAX_TRUNCATION,
     MIN_HEIGHT,
@@ -97,7 +96,7 @@ def _valid_gt(table: LabelTable, difficulty: str | None) -> np.ndarray:
     """(N,) bool: inside the KITTI difficulty filter (every object when ``difficulty`` is None)."""
     if difficulty is None:
         return np.ones(len(table), dtype=bool)
-    level = DIFFICULTIES.index(difficulty)
+    level = EVAL_DIFFICULTIES.index(difficulty)
     height = table.bbox[:, 3] - table.bbox[:, 1]
     return (
         (table.occluded <= MAX_OCCLUSION[level])
@@ -226,7 +225,7 @@ def analyse_errors(
 
     Args:
         gt_tables: ground truth of F frames (one :class:`LabelTable` per frame, as for
-            :func:`lib.eval.evaluate`), or a :class:`FrameObjects`.
+            :func:`lib.eval.kitti_eval.evaluate`), or a :class:`FrameObjects`.
         det_tables: detections of the same F frames, same order (tables with ``score``).
         classes: which classes to analyse (KITTI names).
         distance_bins: increasing bin edges on the depth z (metres); ground truth and its errors
@@ -272,8 +271,8 @@ def _check_inputs(
         raise ValueError(f"ground truth has {len(gt)} frames but detections have {len(det)}")
     if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)):
         raise ValueError(f"distance_bins must be at least two increasing edges, got {given}")
-    if difficulty is not None and difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {DIFFICULTIES} or None, got {difficulty!r}")
+    if difficulty is not None and difficulty not in EVAL_DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {EVAL_DIFFICULTIES} or None, got {difficulty!r}")
 
 
 def _boxes3d(t: LabelTable) -> np.ndarray:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lib.constants import EVAL_CLASSES
+from lib.constants import EVAL_CLASSES, EVAL_DIFFICULTIES, EVAL_METRICS
 from lib.eval.iou import frame_overlaps
 from lib.eval.kitti_kernels import (
     NUM_SAMPLE_PTS,
@@ -46,8 +46,6 @@ from lib.eval.kitti_kernels import (
 )
 from lib.kitti_io import LabelTable
 
-METRICS = ("bbox", "aos", "bev", "3d")
-DIFFICULTIES = ("easy", "moderate", "hard")
 AP_MODES = (40, 11)
 SCHEMA_VERSION = 1
 
@@ -339,7 +337,7 @@ def _empty_curves(p: _Prepared, classes: Sequence[str], compute_aos: bool) -> di
             "bev": np.any(of_class & (d.loc[:, 0] != _INVALID_LOCATION)),
             "3d": np.any(of_class & (d.loc[:, 1] != _INVALID_LOCATION)),
         }
-        curves[name] = {metric: {} if evaluated[metric] else None for metric in METRICS}
+        curves[name] = {metric: {} if evaluated[metric] else None for metric in EVAL_METRICS}
     return curves
 
 
@@ -348,7 +346,7 @@ def _class_curves(
 ) -> tuple[dict[str, dict], dict[str, dict[str, int]]]:
     """The 41-point curves (class -> metric -> difficulty) and the valid ground-truth counts."""
     # Every (class, difficulty) combination; cleanData does not depend on the metric.
-    combos = [(name, level) for name in classes for level in range(len(DIFFICULTIES))]
+    combos = [(name, level) for name in classes for level in range(len(EVAL_DIFFICULTIES))]
     gt_status = np.stack([_gt_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, G)
     det_status = np.stack([_det_status(p, _CLASS_CODES[n.lower()], level) for n, level in combos])  # (K, D)
     curves = _empty_curves(p, classes, compute_aos)
@@ -361,12 +359,12 @@ def _class_curves(
         results = _metric_curves(p, metric, gt_status[rows], det_status[rows], min_overlap, with_aos)
         for k, (precision, aos) in zip(rows, results, strict=True):
             name, level = combos[k]
-            curves[name][metric_name][DIFFICULTIES[level]] = precision
+            curves[name][metric_name][EVAL_DIFFICULTIES[level]] = precision
             if with_aos:
-                curves[name]["aos"][DIFFICULTIES[level]] = aos
+                curves[name]["aos"][EVAL_DIFFICULTIES[level]] = aos
     num_gt: dict[str, dict[str, int]] = {name: {} for name in classes}
     for k, (name, level) in enumerate(combos):
-        num_gt[name][DIFFICULTIES[level]] = int(np.count_nonzero(gt_status[k] == 0))
+        num_gt[name][EVAL_DIFFICULTIES[level]] = int(np.count_nonzero(gt_status[k] == 0))
     return curves, num_gt
 
 

@@ -15,11 +15,14 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lib.errors import UserError
-from lib.eval.kitti_eval import FrameObjects
 from lib.kitti_io import LabelTable, Object3d, parse_label_text, read_text, write_label
 from lib.utils.files import sha256_file
+
+if TYPE_CHECKING:  # the evaluator loads numba (seconds): imported where FrameObjects are made
+    from lib.eval.kitti_eval import FrameObjects
 
 RESULT_SUBDIR = "data"  # <result_dir>/data/NNNNNN.txt, the devkit's layout
 LATEST_FILE = "latest.txt"  # in results/<split>/: the folder name of the latest -e evaluation
@@ -182,6 +185,8 @@ def load_labels(
         FileNotFoundError: ``label_dir`` or a frame's label file does not exist.
         KittiFormatError: a malformed label line (message names file and line).
     """
+    from lib.eval.kitti_eval import FrameObjects
+
     label_dir = Path(label_dir)
     if not label_dir.is_dir():
         raise FileNotFoundError(f"label directory not found: {label_dir}")
@@ -213,6 +218,8 @@ def load_results(
         FileNotFoundError: no such folder, or a missing file when ``missing_ok`` is False.
         KittiFormatError: a malformed result line, e.g. a wrong column count or a NaN score.
     """
+    from lib.eval.kitti_eval import FrameObjects
+
     folder = resolve_result_dir(result_dir)
     tables = []
     for frame_id in frame_ids:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.eval.kitti_eval import DIFFICULTIES
+from lib.constants import EVAL_DIFFICULTIES
 from lib.eval.kitti_kernels import NUM_SAMPLE_PTS
 
 PR_METRICS = (("bbox", "2D"), ("bev", "BEV"), ("3d", "3D"))
@@ -67,7 +67,7 @@ def draw_pr_curves(report: Mapping[str, Any], name: str):
         if curves is None:
             ax.text(0.5, 0.5, "not evaluated", ha="center", va="center", transform=ax.transAxes)
         else:
-            for difficulty in DIFFICULTIES:
+            for difficulty in EVAL_DIFFICULTIES:
                 ap = report["ap"][name][metric][difficulty]
                 ax.plot(recall_points(), curves[difficulty], label=f"{difficulty} (AP|R{mode} {ap:.2f})")
             ax.legend(loc="upper right", fontsize=8)

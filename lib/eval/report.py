@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lib.constants import EVAL_DIFFICULTIES, EVAL_METRICS
 from lib.errors import writing
-from lib.eval.kitti_eval import DIFFICULTIES, METRICS
 
 AP_JSON, AP_MARKDOWN, ERROR_JSON = "ap.json", "ap.md", "error_analysis.json"  # of a result folder
 REPORT_MARKDOWN = "report.md"
@@ -69,9 +69,9 @@ def format_markdown(reports: Mapping[str, Any]) -> str:
             "|---|---|---|---|---|",
         ]
         for name, metrics in report["ap"].items():
-            for metric in METRICS:
+            for metric in EVAL_METRICS:
                 values = metrics.get(metric)
-                cells = [f"{values[d]:.2f}" if values else "-" for d in DIFFICULTIES]
+                cells = [f"{values[d]:.2f}" if values else "-" for d in EVAL_DIFFICULTIES]
                 lines.append(f"| {name} | {metric} | {' | '.join(cells)} |")
         lines.append("")
     return "\n".join(lines)
@@ -243,7 +243,7 @@ def cell_values(reports: dict | list[dict], metrics: tuple[str, ...]) -> list[li
     metric-major: ``[[run 0, run 1, ...] of (metrics[0], easy), (metrics[0], moderate), ...]``."""
     runs = reports if isinstance(reports, list) else [reports]
     aps = [r["ap40"]["ap"].get(TABLE_CLASS) or {} for r in runs]
-    return [[ap[m][d] if ap.get(m) else None for ap in aps] for m in metrics for d in DIFFICULTIES]
+    return [[ap[m][d] if ap.get(m) else None for ap in aps] for m in metrics for d in EVAL_DIFFICULTIES]
 
 
 def _table_row(name: str, reports: dict | list[dict], metrics: tuple[str, ...]) -> str:

@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pytest
 
+from lib.constants import EVAL_DIFFICULTIES
 from lib.eval import plots
 from lib.eval.error_analysis import analyse_errors
-from lib.eval.kitti_eval import DIFFICULTIES, evaluate
+from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results
 from lib.eval.report import REPORT_MARKDOWN, write_reports
 from lib.kitti_io import read_split
@@ -42,8 +43,8 @@ def test_pr_lines_are_the_evaluator_arrays_and_the_devkit_curves(evaluation, tmp
             if curves is None:
                 assert not ax.lines
                 continue
-            assert len(ax.lines) == len(DIFFICULTIES)
-            for line, difficulty in zip(ax.lines, DIFFICULTIES, strict=True):
+            assert len(ax.lines) == len(EVAL_DIFFICULTIES)
+            for line, difficulty in zip(ax.lines, EVAL_DIFFICULTIES, strict=True):
                 assert line.get_ydata().tolist() == curves[difficulty]  # the same array, unchanged
                 assert np.allclose(line.get_ydata(), golden[name][metric][difficulty], atol=1e-4)
                 assert line.get_xdata().tolist() == plots.recall_points().tolist()
