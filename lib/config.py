@@ -332,13 +332,37 @@ def check_ranges(data: Mapping[str, Any], origins: Mapping[str, str], source: st
         ConfigError: ``<where>: <key> must be <range>, got <value>``, where ``<where>`` is the
             override or file that set the value (``origins``), else ``source``.
     """
-    for key, allowed in RANGES.items():
+    for key in RANGES:
         value: Any = data
         for part in key.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, (int, float)) and not allowed.holds(v) for v in values):
-            raise ConfigError(f"{origins.get(key, source)}: {key} must be {allowed}, got {value!r}")
+        problem = range_problem(key, value)
+        if problem:
+            raise ConfigError(f"{origins.get(key, source)}: {problem}")
+
+
+def range_problem(key: str, value: Any) -> str | None:
+    """``<key> must be <range>, got <value>`` when ``value`` (a list: any element) lies outside the
+    :data:`RANGES` entry of the dotted ``key``; None when it lies inside, or ``key`` has none."""
+    allowed = RANGES.get(key)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if allowed is None or all(allowed.holds(v) for v in numbers):
+        return None
+    return f"{key} must be {allowed}, got {value!r}"
+
+
+def check_record_ranges(record: Any, name: str) -> None:
+    """:data:`RANGES` applied to the fields of a section's settings record (``name``: the section's
+    dotted name), for a record built in code as well as one parsed from a config.
+
+    Raises:
+        ConfigError: ``<name>.<field> must be <range>, got <value>``.
+    """
+    for field in dataclasses.fields(record):
+        problem = range_problem(f"{name}.{field.name}", getattr(record, field.name))
+        if problem:
+            raise ConfigError(problem)
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
@@ -435,8 +459,10 @@ def section_settings(
     ``cls`` is a dataclass with one field per key of ``section`` (minus ``skip``, keys read
     elsewhere) and no defaults of its own: every default lives in ``configs/base.yaml``
     (docs/architecture.md, "Config"). A sub-section whose field is named in ``nested`` becomes
-    that dataclass in turn. Value checks (allowed choices, ranges) belong in ``cls.__post_init__``
-    and raise :class:`ConfigError` naming ``<name>.<key>``.
+    that dataclass in turn. Value checks belong in ``cls.__post_init__`` and raise
+    :class:`ConfigError` naming ``<name>.<key>``: plain numeric ranges through
+    :func:`check_record_ranges` (the one table, :data:`RANGES`), choices and rules that tie keys
+    together written there.
 
     Args:
         cls: the settings dataclass (``@dataclass(frozen=True)``).

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.config import ConfigError, section_settings
+from lib.config import ConfigError, check_record_ranges, section_settings
 from lib.constants import DEPTH_BIN_MODES
 
 MODES = DEPTH_BIN_MODES  # lib/constants.py: read by tools without loading torch
@@ -58,12 +58,7 @@ class DepthBins:
                 f"rpd.depth_min, rpd.depth_max: need 0 < depth_min < depth_max, got {self.depth_min}, "
                 f"{self.depth_max}"
             )
-        if self.num_bins < 2:
-            raise ConfigError(f"rpd.num_bins must be >= 2, got {self.num_bins}")
-        if self.mode == "rpd" and not (self.focal > 0 and self.camera_height > 0):
-            raise ConfigError(
-                f"rpd.focal and rpd.camera_height must be > 0, got {self.focal}, {self.camera_height}"
-            )
+        check_record_ranges(self, "rpd")  # lib/config.py RANGES
 
     @property
     def fh(self) -> float:

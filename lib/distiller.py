@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lib.config import ConfigError, section_settings
+from lib.config import ConfigError, check_record_ranges, section_settings
 from lib.datasets.masks import foreground_mask
 from lib.depth_bins import RpdSettings
 from lib.losses.criterion import Criterion, LossSettings
@@ -72,13 +72,7 @@ class DualKLSettings:
     def __post_init__(self) -> None:
         if self.mode not in DUAL_KL_MODES:
             raise ConfigError(f"distill.dualkl.mode must be one of {DUAL_KL_MODES}, got {self.mode!r}")
-        if self.temperature <= 0:
-            raise ConfigError(f"distill.dualkl.temperature must be > 0, got {self.temperature}")
-        if not 0 < self.head_mass <= 1:
-            raise ConfigError(f"distill.dualkl.head_mass must be in (0, 1], got {self.head_mass}")
-        for name in ("weight", "gamma", "fg_weight", "instance_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"distill.dualkl.{name} must be >= 0, got {getattr(self, name)}")
+        check_record_ranges(self, "distill.dualkl")  # lib/config.py RANGES
 
 
 @dataclass(frozen=True)
@@ -110,9 +104,7 @@ class DistillSettings:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"distill.{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for name in ("feature_weight", "affinity_weight", "spearman_weight", "response_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
+        check_record_ranges(self, "distill")  # lib/config.py RANGES
         if self.spearman_weight > 0:
             require_torchsort()  # a missing torchsort stops the run here, not at the first step
 

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from lib.config import Config, ConfigError, ExperimentSettings, section_settings
+from lib.config import Config, ConfigError, ExperimentSettings, check_record_ranges, section_settings
 from lib.constants import HEATMAP_CLASSES, IMAGENET_MEAN, IMAGENET_STD, KITTI_SPLIT_SIZES
 from lib.datasets.augment import DEPTH_WARPS, IMAGE_WARPS, INVERSE_AFFINES, augment_sample, input_window
 from lib.datasets.targets import DEPTH_DOWNSAMPLES, HEATMAP_CELLS, PROJECTIONS, build_targets
@@ -154,9 +154,7 @@ class DatasetSettings:
             raise ConfigError(
                 f"dataset.resolution: {size} must be a multiple of downsample={self.downsample}"
             )
-        for key in ("random_flip", "random_crop"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise ConfigError(f"dataset.{key}: a probability in [0, 1], got {getattr(self, key)}")
+        check_record_ranges(self, "dataset")  # lib/config.py RANGES
 
     @property
     def feature_size(self) -> tuple[int, int]:
@@ -177,8 +175,7 @@ class DepthInputSettings:
     scale: float
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ConfigError(f"depth_input.scale: must be > 0, got {self.scale}")
+        check_record_ranges(self, "depth_input")  # lib/config.py RANGES
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DepthInputSettings:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lib.config import ConfigError, section_settings
+from lib.config import ConfigError, check_record_ranges, section_settings
 
 FUSED_DEVICES = {"cpu", "cuda"}  # device types with fused Adam/SGD kernels
 OPTIMIZERS = ("adam", "sgd")
@@ -54,12 +54,7 @@ class OptimizerSettings:
             raise ConfigError(
                 f"optimizer.type: unknown optimizer {self.type!r} (choose from {', '.join(OPTIMIZERS)})"
             )
-        if not self.lr > 0:
-            raise ConfigError(f"optimizer.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+        check_record_ranges(self, "optimizer")  # lib/config.py RANGES
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> OptimizerSettings:
@@ -83,14 +78,11 @@ class LrSchedulerSettings:
                 f"lr_scheduler.warmup_epochs must be >= {1 if self.warmup else 0}, got {self.warmup_epochs}"
                 + (" (lr_scheduler.warmup=false turns the warm-up off)" if self.warmup else "")
             )
-        if self.warmup_start_lr < 0:
-            raise ConfigError(f"lr_scheduler.warmup_start_lr must be >= 0, got {self.warmup_start_lr}")
-        if not self.decay_rate > 0:
-            raise ConfigError(f"lr_scheduler.decay_rate must be > 0, got {self.decay_rate}")
         if any(not isinstance(e, int) or isinstance(e, bool) or e < 0 for e in self.decay_list):
             raise ConfigError(
                 f"lr_scheduler.decay_list must hold epochs (ints >= 0), got {list(self.decay_list)}"
             )
+        check_record_ranges(self, "lr_scheduler")  # lib/config.py RANGES
 
     @property
     def effective_warmup_epochs(self) -> int:

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from lib.config import ConfigError, section_settings
+from lib.config import ConfigError, check_record_ranges, section_settings
 from lib.engine import dist as dist_utils
 from lib.engine.checkpoint import Checkpointer, periodic_due
 from lib.engine.dist import DistInfo, move_to_device
@@ -83,24 +83,7 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ConfigError(f"trainer.amp: unknown mode {self.amp!r} (choose from {', '.join(AMP_MODES)})")
-        minimum = {
-            "max_epoch": 1,
-            "log_interval": 1,
-            "accumulate_steps": 1,
-            "grad_clip": 0,
-            "last_frequency": 1,
-        }
-        for key in (
-            "eval_start",
-            "eval_frequency",
-            "save_frequency",
-            "keep_checkpoints",
-            "max_iters_per_epoch",
-        ):
-            minimum[key] = 0
-        for key, low in minimum.items():
-            if getattr(self, key) < low:
-                raise ConfigError(f"trainer.{key} must be >= {low}, got {getattr(self, key)}")
+        check_record_ranges(self, "trainer")  # lib/config.py RANGES
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TrainerSettings:

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lib.config import ConfigError, section_settings
+from lib.config import ConfigError, check_record_ranges, section_settings
 from lib.depth_bins import RpdSettings, soft_targets
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import HTL_TASKS, DetectionLoss
@@ -45,11 +45,7 @@ class LossSettings:
     def __post_init__(self) -> None:
         if self.htl_window <= TREND_STEP:
             raise ConfigError(f"loss.htl_window must be > {TREND_STEP}, got {self.htl_window}")
-        if self.htl_horizon is not None and self.htl_horizon < 1:
-            raise ConfigError(f"loss.htl_horizon must be >= 1 or null, got {self.htl_horizon}")
-        for key in ("depth_branch_weight", "depth_branch_fg_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"loss.{key} must be >= 0, got {getattr(self, key)}")
+        check_record_ranges(self, "loss")  # lib/config.py RANGES (htl_horizon: null passes)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LossSettings:

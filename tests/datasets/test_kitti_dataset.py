@@ -338,9 +338,9 @@ def test_bad_arguments(kitti_sample):
         _dataset(kitti_sample, resolution=(642, 192))
     with pytest.raises(ConfigError, match=r"dataset.writelist classes \[.Van.\] are not among"):
         _dataset(kitti_sample, writelist=("Car", "Van"))
-    with pytest.raises(ConfigError, match=r"dataset.random_crop: a probability in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"dataset.random_crop must be in \[0, 1\], got 1.5"):
         _dataset(kitti_sample, random_crop=1.5)
-    with pytest.raises(ConfigError, match="depth_input.scale: must be > 0, got 0"):
+    with pytest.raises(ConfigError, match="depth_input.scale must be > 0, got 0"):
         DepthInputSettings(0)
     base = DatasetSettings.from_config(BASE_CONFIG)
     assert base.writelist == ("Car", "Pedestrian", "Cyclist") and base.resolution == (1280, 384)
