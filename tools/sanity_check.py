@@ -41,7 +41,6 @@ from functools import partial
 from pathlib import Path
 
 from lib.config import ExperimentSettings, load_config
-from lib.datasets.synthetic import write_dataset
 from lib.errors import UserError, run_cli
 from lib.eval.kitti_format import latest_result_dir, load_labels, load_results
 from lib.eval.report import format_error_table, write_json
@@ -114,6 +113,8 @@ def synthetic_frames(out_dir: Path, *, frames: int, seed: int) -> Path:
     checks started side by side (``make sanity``) neither read a half-written set nor write into
     each other's; the one that finishes second discards its copy.
     """
+    from lib.datasets.synthetic import write_dataset  # OpenCV: not for --help
+
     lo, hi = SYNTHETIC_OBJECTS
     near, far = SYNTHETIC_DEPTH_RANGE
     root = out_dir / f"data-synthetic-{frames}f-seed{seed}-{lo}-{hi}obj-{near:g}-{far:g}m"
