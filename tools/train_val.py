@@ -257,7 +257,8 @@ def warn_ignored_run_config(cfg: Config, args: argparse.Namespace, checkpoint: C
     ``--config`` the run uses the checkpoint's config (with the overrides): warn about values of
     the run folder's config.yaml, edited since the checkpoint, that it does not use."""
     written = run_dir_of(cfg) / "config.yaml"
-    if checkpoint is not None and checkpoint_run_dir(checkpoint.path) == written.parent.resolve():
+    named = args.resume not in (None, "auto")  # a path given, not the run's own last.pth
+    if checkpoint is not None and named and checkpoint_run_dir(checkpoint.path) == written.parent.resolve():
         logger.info(
             "the run folder is %s, which holds %s (--output-dir: elsewhere)", written.parent, checkpoint.path
         )
