@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from lib.errors import UserError, run_cli
+from lib.utils.files import atomic_path
 
 EPOCH_KEYS = {"type", "epoch", "step", "iteration", "lr", "seconds"}  # train.jsonl fields that are no loss
 AP_MODE, AP_DIFFICULTY = "ap40", "moderate"
@@ -143,11 +143,9 @@ def plot_run(run_dir: Path, out: Path) -> Path:
         ax.set_visible(False)
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from lib.engine.checkpoint import git_sha
-from lib.utils.files import sha256_file
+from lib.utils.files import atomic_path, sha256_file
 from lib.utils.logging import read_jsonl
 
 RUN_JSON = "run.json"
@@ -154,8 +154,6 @@ def format_model_card(
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a small text file whole or not at all (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write a small text file whole or not at all (lib/utils/files.py ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -29,6 +29,7 @@ from typing import Any
 
 from lib.constants import EVAL_DIFFICULTIES, EVAL_METRICS
 from lib.errors import writing
+from lib.utils.files import atomic_path
 
 AP_JSON, AP_MARKDOWN, ERROR_JSON = "ap.json", "ap.md", "error_analysis.json"  # of a result folder
 REPORT_MARKDOWN = "report.md"
@@ -117,13 +118,11 @@ def write_reports(
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
-    return path
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written;
+    lib/utils/files.py ``atomic_path``)."""
+    with atomic_path(path, suffix=".partial") as partial:
+        partial.write_text(text)
+    return Path(path)
 
 
 def write_pictures(out_dir: Path, reports: Mapping[str, Any], errors: Mapping[str, Any]) -> dict[str, dict]:
