@@ -16,6 +16,8 @@ EVAL_CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 # Its metrics and difficulty levels, in the devkit's order (lib/eval/kitti_eval.py, lib/eval/report.py).
 EVAL_METRICS: tuple[str, ...] = ("bbox", "aos", "bev", "3d")
 EVAL_DIFFICULTIES: tuple[str, ...] = ("easy", "moderate", "hard")
+# Where the evaluator computes BEV overlaps: "auto" takes a CUDA GPU when one is present (lib/eval/iou.py).
+EVAL_DEVICES: tuple[str, ...] = ("cpu", "cuda", "auto")
 
 # Class mean sizes [h, w, l] in metres, rows in HEATMAP_CLASSES order (docs/reference.md, 'Class mean sizes
 # [h, w, l] in metres').

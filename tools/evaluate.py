@@ -24,11 +24,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.constants import EVAL_CLASSES
+from lib.constants import EVAL_CLASSES, EVAL_DEVICES
 from lib.errors import UserError, run_cli
-from lib.eval.error_analysis import analyse_errors
-from lib.eval.iou import DEVICES
-from lib.eval.kitti_eval import evaluate
 from lib.eval.kitti_format import load_labels, load_results, result_class_notes, result_frame_ids
 from lib.eval.report import REPORT_MARKDOWN, format_error_table, format_table, write_json, write_reports
 from lib.kitti_io import read_split
@@ -50,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="evaluate only frames that have a result file (the official devkit's behaviour)",
     )
     parser.add_argument("--loose", action="store_true", help="loose overlaps: BEV/3D 0.5 Car, 0.25 Ped/Cyc")
-    parser.add_argument("--device", default="cpu", choices=DEVICES, help="where BEV overlaps are computed")
+    parser.add_argument(
+        "--device", default="cpu", choices=EVAL_DEVICES, help="where BEV overlaps are computed"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not cuda_available():
         parser.error("--device cuda: no CUDA GPU is available")
@@ -91,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     det = load_results(args.result_dir, frames)
     for note in result_class_notes(gt, det, args.classes):  # classes the tables cannot show
         print(f"note: {note}", file=sys.stderr)
+    from lib.eval.error_analysis import analyse_errors  # numba: compiled after --help and argument checks
+    from lib.eval.kitti_eval import evaluate
+
     reports = evaluate(gt, det, args.classes, loose=args.loose, device=args.device)
     errors = analyse_errors(gt, det, classes=args.classes)
     for report in reports.values():

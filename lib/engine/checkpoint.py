@@ -38,7 +38,7 @@ from lib.engine.dist import DistInfo, barrier
 from lib.models.checkpoint_io import CheckpointError
 from lib.models.checkpoint_role import CheckpointRoleError
 from lib.models.loading import CheckpointFile
-from lib.utils.files import atomic_path
+from lib.utils.files import atomic_path, fsync_dir
 from lib.utils.seed import capture_rng_state, restore_rng_state
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def atomic_link(src: str | Path, dst: str | Path) -> None:
         atomic_save(torch.load(src, map_location="cpu", weights_only=True), dst)
         return
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
 
 
 def remove_temp_files(folder: str | Path) -> list[Path]:
@@ -312,17 +312,3 @@ def git_sha(repo_dir: str | Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename in ``folder`` (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -25,14 +25,13 @@ import os
 import numpy as np
 from numba import njit, prange
 
+from lib.constants import EVAL_DEVICES
 from lib.eval.polygon import CLIP_BUFFER, quad_intersection_area
 
 # Boxes of this module use the KITTI label column order:
 #   boxes2d: (N, 4) x1, y1, x2, y2, image pixels;
 #   boxes3d: (N, 7) h, w, l (metres), x, y, z (bottom centre, rect camera, metres), rotation_y (rad).
 _H, _W, _L, _X, _Y, _Z, _RY = range(7)
-
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @njit(cache=True)
@@ -175,8 +174,8 @@ def cuda_is_available() -> bool:
 
 def resolve_device(device: str) -> str:
     """Map ``"auto"`` to ``"cuda"`` or ``"cpu"``; check that ``"cuda"`` is usable."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device not in EVAL_DEVICES:
+        raise ValueError(f"device must be one of {EVAL_DEVICES}, got {device!r}")
     if device == "auto":
         return "cuda" if cuda_is_available() else "cpu"
     if device == "cuda" and not cuda_is_available():
