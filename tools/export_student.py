@@ -26,15 +26,6 @@ from lib.errors import UserError, run_cli
 from lib.utils.outputs import check_outputs
 
 
-def import_heavy_modules() -> None:
-    """Bind this module's names that load torch (seconds); main() calls it after parsing the
-    arguments, so that ``--help`` and usage errors answer at once."""
-    global atomic_save, DEPTH_BRANCH_NAME, export_state, open_checkpoint
-    from lib.engine.checkpoint import atomic_save
-    from lib.models.depth_branch import DEPTH_BRANCH_NAME
-    from lib.models.loading import export_state, open_checkpoint
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pth)")
@@ -51,6 +42,10 @@ def export_student(checkpoint: Path, out: Path, *, keep_depth_branch: bool = Fal
         CheckpointError: the file cannot be read, holds a depth-input teacher (CheckpointRoleError)
             or non-finite weights (lib/models/loading.py ``export_state``).
     """
+    from lib.engine.checkpoint import atomic_save  # torch: loaded after --help and the output checks
+    from lib.models.depth_branch import DEPTH_BRANCH_NAME
+    from lib.models.loading import export_state, open_checkpoint
+
     ckpt = open_checkpoint(checkpoint, role="export")
     state = export_state(ckpt, role="export")
     if not keep_depth_branch:
@@ -80,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     """Export; user errors go to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
     check_output(args.checkpoint, args.out, overwrite=args.overwrite)
-    import_heavy_modules()
     count = export_student(args.checkpoint, args.out, keep_depth_branch=args.keep_depth_branch)
     print(f"wrote {args.out}: {count} tensors of the student detector")
     return 0
