@@ -18,7 +18,7 @@ from lib.config import ConfigError, check_record_ranges, section_settings
 from lib.depth_bins import RpdSettings, soft_targets
 from lib.losses.depth_branch import depth_branch_loss
 from lib.losses.detection import HTL_TASKS, DetectionLoss
-from lib.losses.task_weighting import TREND_STEP, HierarchicalTaskLearning
+from lib.losses.task_weighting import HTL_INPUTS, TREND_STEP, HierarchicalTaskLearning
 
 __all__ = ["HTL_TASKS", "Criterion", "LossSettings", "build_htl"]
 
@@ -30,7 +30,8 @@ class LossSettings:
     Attributes:
         htl: weight the :data:`HTL_TASKS` terms with Hierarchical Task Learning (:func:`build_htl`).
         htl_window: K, epoch means per loss-trend window. htl_horizon: T in epochs, None =
-            ``trainer.max_epoch``.
+            ``trainer.max_epoch``. htl_inputs: how HTL reads the epoch means (lib/losses/task_weighting.py
+            ``HTL_INPUTS``: ``by_name``, or ``monoskd_columns`` as MonoSKD's distillation trainer).
         depth_branch_weight: multiplier of the depth-branch loss; 0 turns the term off.
         depth_branch_fg_weight: foreground cell weight inside that loss (docs/method.md, 'Targets from
         projected LiDAR').
@@ -39,12 +40,15 @@ class LossSettings:
     htl: bool
     htl_window: int
     htl_horizon: int | None
+    htl_inputs: str
     depth_branch_weight: float
     depth_branch_fg_weight: float
 
     def __post_init__(self) -> None:
         if self.htl_window <= TREND_STEP:
             raise ConfigError(f"loss.htl_window must be > {TREND_STEP}, got {self.htl_window}")
+        if self.htl_inputs not in HTL_INPUTS:
+            raise ConfigError(f"loss.htl_inputs must be one of {list(HTL_INPUTS)}, got {self.htl_inputs!r}")
         check_record_ranges(self, "loss")  # lib/config.py RANGES (htl_horizon: null passes)
 
     @classmethod
@@ -61,7 +65,7 @@ def build_htl(loss: LossSettings, *, max_epoch: int) -> HierarchicalTaskLearning
     if not loss.htl:
         return None
     horizon = loss.htl_horizon if loss.htl_horizon is not None else max_epoch
-    return HierarchicalTaskLearning(num_epochs=horizon, window=loss.htl_window)
+    return HierarchicalTaskLearning(num_epochs=horizon, window=loss.htl_window, inputs=loss.htl_inputs)
 
 
 class Criterion:

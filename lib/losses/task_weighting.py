@@ -56,6 +56,28 @@ GUPNET_PRE_TASKS: dict[str, tuple[str, ...]] = {
 # Epoch-mean differences are taken two epochs apart (GUPNet: L[i] - L[i+2]).
 TREND_STEP = 2
 
+# How the epoch means reach the weighter (``loss.htl_inputs``): ``by_name``, or as MonoSKD's
+# distillation trainer hands them over (docs/parity.md, 'Training trajectories'): its epoch means
+# list the KD terms first (MONOSKD_MEAN_ORDER), and its HTL reads task i of its epoch-0 order
+# (MONOSKD_READ_ORDER) from the i-th of them, so offset2d follows the affinity term, size2d the
+# response term, depth the Spearman term, offset3d offset2d, and so on.
+HTL_INPUTS = ("by_name", "monoskd_columns")
+MONOSKD_MEAN_ORDER = ("affinity", "response", "spearman", "offset2d", "size2d", "depth", "offset3d")
+MONOSKD_READ_ORDER = ("offset2d", "size2d", "depth", "offset3d", "size3d", "heading", "seg")
+
+
+def monoskd_columns(means: Mapping[str, float]) -> dict[str, float]:
+    """The task means MonoSKD's distillation HTL reads from epoch means ``means`` (by our names).
+
+    Raises:
+        ValueError: a term of :data:`MONOSKD_MEAN_ORDER` is missing (its weight is 0 in the config).
+    """
+    missing = [name for name in MONOSKD_MEAN_ORDER if name not in means]
+    if missing:
+        raise ValueError(f"loss.htl_inputs=monoskd_columns needs the epoch means of {missing}")
+    pairs = zip(MONOSKD_READ_ORDER, MONOSKD_MEAN_ORDER, strict=True)
+    return {task: float(means[name]) for task, name in pairs}
+
 
 class HierarchicalTaskLearning:
     """Loss-trend-driven task weights; see the module docstring for the formula."""
@@ -66,6 +88,7 @@ class HierarchicalTaskLearning:
         num_epochs: int,
         window: int,
         pre_tasks: Mapping[str, tuple[str, ...]] = GUPNET_PRE_TASKS,
+        inputs: str = "by_name",
     ) -> None:
         """
         Args:
@@ -74,6 +97,7 @@ class HierarchicalTaskLearning:
             window: K, the number of epoch means in the FIFO (≥ 3 for a two-epoch trend;
                 ``loss.htl_window``).
             pre_tasks: task → names of its pre-tasks; every pre-task must itself be a task.
+            inputs: one of :data:`HTL_INPUTS`: how :meth:`update` reads a task's epoch mean.
         """
         if window <= TREND_STEP:
             raise ValueError(f"HierarchicalTaskLearning: window must be > {TREND_STEP}, got {window}")
@@ -83,6 +107,11 @@ class HierarchicalTaskLearning:
             unknown = [p for p in pres if p not in pre_tasks]
             if unknown:
                 raise ValueError(f"HierarchicalTaskLearning: pre-tasks {unknown} of '{task}' are not tasks")
+        if inputs not in HTL_INPUTS:
+            raise ValueError(f"HierarchicalTaskLearning: inputs must be one of {HTL_INPUTS}, got {inputs!r}")
+        if inputs == "monoskd_columns" and set(pre_tasks) != set(MONOSKD_READ_ORDER):
+            raise ValueError("HierarchicalTaskLearning: monoskd_columns needs GUPNet's seven tasks")
+        self.inputs = inputs
         self.num_epochs = num_epochs
         self.window = window
         self.pre_tasks = {task: tuple(pres) for task, pres in pre_tasks.items()}
@@ -103,11 +132,14 @@ class HierarchicalTaskLearning:
         return len(self.history) > self.window
 
     def update(self, epoch_mean_losses: Mapping[str, float]) -> None:
-        """Push one epoch's mean losses (keys beyond the tasks are ignored).
+        """Push one epoch's mean losses (keys beyond the tasks are ignored; ``monoskd_columns``
+        inputs: read as :func:`monoskd_columns` reads them).
 
         Raises:
             ValueError: a task's mean is missing or not finite.
         """
+        if self.inputs == "monoskd_columns":
+            epoch_mean_losses = monoskd_columns(epoch_mean_losses)
         entry = {}
         for task in self.tasks:
             if task not in epoch_mean_losses:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lib.losses.criterion import HTL_TASKS
-from lib.losses.task_weighting import GUPNET_PRE_TASKS, HierarchicalTaskLearning
+from lib.losses.task_weighting import GUPNET_PRE_TASKS, HierarchicalTaskLearning, monoskd_columns
 
 DEPENDENT = ("offset3d", "size3d", "heading", "depth")
 
@@ -202,3 +202,26 @@ def test_constructor_checks() -> None:
         HierarchicalTaskLearning(num_epochs=10, window=2)
     with pytest.raises(ValueError, match=r"pre-tasks \['size2d'\] of 'depth' are not tasks"):
         HierarchicalTaskLearning(num_epochs=10, window=5, pre_tasks={"seg": (), "depth": ("size2d",)})
+
+
+def test_monoskd_columns_read_each_task_from_the_column_at_its_position() -> None:
+    """MonoSKD's distillation HTL: the KD terms first in the means, read by the epoch-0 positions."""
+    means = {"affinity": 1.0, "response": 2.0, "spearman": 3.0, "offset2d": 4.0, "size2d": 5.0}
+    means |= {"depth": 6.0, "offset3d": 7.0, "size3d": 8.0, "heading": 9.0, "seg": 10.0}
+    read = monoskd_columns(means)
+    assert read == {
+        "offset2d": 1.0,
+        "size2d": 2.0,
+        "depth": 3.0,
+        "offset3d": 4.0,
+        "size3d": 5.0,
+        "heading": 6.0,
+        "seg": 7.0,
+    }
+    htl = HierarchicalTaskLearning(num_epochs=20, window=3, inputs="monoskd_columns")
+    htl.update(means)
+    assert htl.history == [read]
+    with pytest.raises(ValueError, match=r"needs the epoch means of \['spearman'\]"):
+        monoskd_columns({k: v for k, v in means.items() if k != "spearman"})
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        HierarchicalTaskLearning(num_epochs=20, window=3, inputs="by_position")

@@ -26,6 +26,7 @@ trajectories"): the first steps are checked closely, the later ones against gros
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ import pytest
 import lib.losses.detection as detection
 from lib.losses.criterion import LossSettings, build_htl
 from lib.losses.detection import HTL_TASKS
+from lib.losses.task_weighting import MONOSKD_READ_ORDER
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "parity"
@@ -101,17 +103,16 @@ def kitti(kitti_sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def runs(kitti: Path, module_tmp: Path):
     """``runs(kind)`` -> (our trajectory, the fixture); each kind is trained once per module.
 
-    The skd run trains with the reference's HTL weights: MonoSKD's distillation trainer computes
-    them from other columns (test_htl_weights_from_the_reference_losses)."""
+    The skd run reads its HTL inputs as MonoSKD's distillation trainer does
+    (``loss.htl_inputs=monoskd_columns``; test_htl_weights_from_the_reference_losses)."""
     cache: dict[str, tuple[dict, dict]] = {}
 
     def run(kind: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         if kind not in cache:
             fixture = load_fixture(kind)
-            forced = reference(fixture)["htl_weights"] if kind == "skd" else None
             original, detection.LAPLACE_SQRT2 = detection.LAPLACE_SQRT2, REFERENCE_LAPLACE
             try:
-                ours = tr.run_ours(kind, kitti, module_tmp / kind / "run", htl_weights=forced)
+                ours = tr.run_ours(kind, kitti, module_tmp / kind / "run")
             finally:
                 detection.LAPLACE_SQRT2 = original
             cache[kind] = (ours, fixture)
@@ -185,13 +186,19 @@ def test_final_parameters(runs, kind: str) -> None:
             )
 
 
-def htl_replay(kind: str, rows: np.ndarray, columns: list[str]) -> np.ndarray:
-    """(epochs, 7) our HTL weights (the kind's config) fed the reference's epoch-mean losses:
-    ``rows`` as the reference trainer gave them to its HTL, term t read from column
-    ``columns.index(t + '_loss')``."""
+OUR_NAMES = {"affinity_kd": "affinity", "head_kd": "response", "spearman_kd": "spearman"}
+
+
+def htl_replay(kind: str, rows: np.ndarray, columns: list[str], inputs: str | None = None) -> np.ndarray:
+    """(epochs, 7) our HTL weights (the kind's config; ``inputs``: its ``loss.htl_inputs`` replaced)
+    fed the reference's epoch-mean losses: ``rows`` as the reference trainer gave them to its HTL,
+    each column named ``columns`` (the reference's names: ``offset2d_loss``, ``head_kd``, ...)
+    taken by our name."""
     cfg = tr.our_config(kind, Path("unused"), Path("unused") / "run")
-    htl = build_htl(LossSettings.from_config(cfg), max_epoch=cfg.trainer.max_epoch)
-    means = [{t: float(row[columns.index(f"{t}_loss")]) for t in HTL_TASKS} for row in rows]
+    loss = LossSettings.from_config(cfg)
+    htl = build_htl(replace(loss, htl_inputs=inputs or loss.htl_inputs), max_epoch=cfg.trainer.max_epoch)
+    names = [OUR_NAMES.get(c, c.removesuffix("_loss")) for c in columns]
+    means = [{n: float(v) for n, v in zip(names, row, strict=True)} for row in rows]
     if kind != "skd":  # GUPNet and MonoSKD's baseline hand their HTL the epoch-0 pass first
         first, means = means[0], means[1:]
         if cfg.trainer.htl_init_pass:  # GUPNet keeps it in the history, MonoSKD drops it
@@ -211,12 +218,13 @@ def test_htl_weights_from_the_reference_losses(kind: str) -> None:
     MonoSKD's distillation trainer (skd) is the documented exception (docs/parity.md, "Training
     trajectories"): its epoch means put the KD terms first (affinity_kd, head_kd, spearman_kd),
     but its HTL reads them by the column indices of the epoch-0 pass (7 detection terms), so
-    the 3D weights follow the trends of the KD terms. Ours reads them by name; fed the same
-    columns the reference reads, ours gives the reference's weights.
+    the 3D weights follow the trends of the KD terms. Ours reads them by name (``loss.htl_inputs:
+    by_name``) and differs from the 3D terms' second weighted epoch on; ``monoskd_columns`` reads
+    them as the reference does and gives its weights.
     """
     run = reference(load_fixture(kind), "ref2/")  # the run that recorded its HTL inputs
     keys, read = [str(k) for k in run["htl_input_keys"]], [str(k) for k in run["htl_index2term"]]
-    named = htl_replay(kind, run["htl_inputs"], keys)
+    named = htl_replay(kind, run["htl_inputs"], keys, "by_name")
     if kind != "skd":
         assert keys == read
         epochs = sane_steps(run) // len(tr.BATCHES)  # then ours clips the exponent, docs/parity.md
@@ -225,8 +233,9 @@ def test_htl_weights_from_the_reference_losses(kind: str) -> None:
         assert named[-1, 3] > 0  # the 3D terms are on by the last epoch
         return
     assert keys[:3] == ["affinity_kd", "head_kd", "spearman_kd"] and len(read) == len(HTL_TASKS)
-    mixed = htl_replay(kind, run["htl_inputs"], read)  # term t from column read.index(t + "_loss")
-    np.testing.assert_allclose(mixed, run["htl_weights"], rtol=1e-5, atol=1e-7)
+    assert read == [f"{t}_loss" for t in MONOSKD_READ_ORDER]  # the order monoskd_columns assumes
+    columns = htl_replay(kind, run["htl_inputs"], keys, "monoskd_columns")
+    np.testing.assert_allclose(columns, run["htl_weights"], rtol=1e-5, atol=1e-7)
     first = int(np.argmax(run["htl_weights"][:, 3] > 0))  # the first epoch with 3D weights
     np.testing.assert_array_equal(named[:first], run["htl_weights"][:first])
     assert np.abs(named[first:] - run["htl_weights"][first:]).max() > 1e-3

@@ -84,8 +84,9 @@ def our_config(
     """The shipped config of ``kind`` (configs/gupnet.yaml, did_m3d.yaml, monoskd.yaml) for this
     run: the frames at :data:`RESOLUTION`, batch 2, no augmentation, no pretrained backbone,
     :data:`EPOCHS` epochs without evaluation, and the reference settings of docs/parity.md that
-    change training: ``model.vis_depth_scale=box`` (DID-M3D's visual-depth scale) and MonoSKD's
-    teacher input scale. ``checkpoints``: the ``teacher`` / ``student`` files of ``skd``."""
+    change training: ``model.vis_depth_scale=box`` (DID-M3D's visual-depth scale), MonoSKD's
+    teacher input scale and, for ``skd``, ``loss.htl_inputs=monoskd_columns``. ``checkpoints``: the
+    ``teacher`` / ``student`` files of ``skd``."""
     w, h = RESOLUTION
     overrides = [
         f"dataset.root_dir={kitti}",
@@ -109,7 +110,8 @@ def our_config(
         f"experiment.name={run_dir.name}",
     ]
     overrides += GUPNET_DATA if kind == "gupnet" else MONOSKD_DATA
-    if kind == "skd":
+    if kind == "skd":  # its HTL reads the epoch means as MonoSKD's distillation trainer does
+        overrides += ["loss.htl_inputs=monoskd_columns"]
         overrides += [f"distill.{role}_checkpoint={path}" for role, path in (checkpoints or {}).items()]
     return load_config(REPO / "configs" / CONFIGS[kind], overrides)
 
@@ -221,14 +223,8 @@ def _trained(task: torch.nn.Module, kind: str) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in named if not name.startswith("teacher.")}
 
 
-def run_ours(
-    kind: str, kitti: Path, run_dir: Path, htl_weights: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Train ``kind`` with our trainer on :func:`build_batches`; the trajectory (module docstring).
-
-    ``htl_weights`` (epochs, 7) in :data:`HTL_TASKS` order: train with these HTL weights instead
-    of ours (ours are still computed and returned as ``htl_weights``).
-    """
+def run_ours(kind: str, kitti: Path, run_dir: Path) -> dict[str, np.ndarray]:
+    """Train ``kind`` with our trainer on :func:`build_batches`; the trajectory (module docstring)."""
     cfg = our_config(kind, kitti, run_dir, _distill_checkpoints(kind, kitti, run_dir))
     batches = build_batches(cfg)
     checksum = batch_checksum(batch_arrays(batches, kind))
@@ -254,9 +250,7 @@ def run_ours(
 
     def recorded_weights(epoch: int) -> dict[str, float]:
         weights.append(compute(epoch))
-        if htl_weights is None:
-            return weights[-1]
-        return {t: float(w) for t, w in zip(HTL_TASKS, htl_weights[epoch], strict=True)}
+        return weights[-1]
 
     htl.compute_weights = recorded_weights
     run = RunContext(run_dir, torch.device("cpu"), config=cfg.to_dict(), task_name=task_name)
