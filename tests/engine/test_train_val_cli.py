@@ -147,12 +147,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
     assert "| Car | 3d |" in (results / "ap.md").read_text()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "tensorboard").is_dir()
 
-    # Export: a {"model_state"} file that loads strictly into a fresh detector.
+    # Export: a {"model_state"} file, with the run's config and task, that loads strictly into a
+    # fresh detector.
     exported = tmp_path / "student.pth"
     assert (
         export_main(["--checkpoint", str(run_dir / "checkpoints" / "last.pth"), "--out", str(exported)]) == 0
     )
-    assert set(load_checkpoint(exported)) == {"model_state", "epoch"}
+    written = load_checkpoint(exported)
+    assert set(written) == {"model_state", "epoch", "config", "task"}
+    assert (written["config"], written["task"]) == (resumed["config"], "detector")
     tiny_cfg = load_config(REPO_ROOT / "tests" / "configs" / "tiny.yaml")  # gupnet, resnet18, 16-wide heads
     detector = build_detector(ModelSettings.from_config(tiny_cfg), RpdSettings.from_config(tiny_cfg))
     assert load_model_state(detector, exported).ok
