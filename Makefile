@@ -27,8 +27,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
+# The suite runs TEST_JOBS test files side by side (pytest-xdist; a file stays in one process, so
+# its module fixtures are built once); TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

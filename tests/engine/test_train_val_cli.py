@@ -52,7 +52,7 @@ loss:
   htl_window: 3
 trainer:
   max_epoch: 3
-  save_frequency: 1
+  save_frequency: 0                # last.pth only: a checkpoint of this network is ~180 MB
   log_interval: 1
   htl_init_pass: false
 """
@@ -98,13 +98,13 @@ def step_records(run_dir: Path) -> list[dict]:
 
 
 def kill_mid_epoch_2(cmd: list[str], run_dir: Path, log: Path) -> None:
-    """Start training, SIGKILL it once epoch 1's checkpoint exists and epoch 2 has stepped."""
+    """Start training, SIGKILL it once epoch 1's last.pth exists and epoch 2 has stepped."""
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=SUBPROCESS_ENV)
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline:
-            epoch_1 = (run_dir / "checkpoints" / "checkpoint_epoch_1.pth").is_file()
+            epoch_1 = (run_dir / "checkpoints" / "last.pth").is_file()  # written whole (atomic_save)
             if epoch_1 and any(r["epoch"] == 2 for r in step_records(run_dir)):
                 os.kill(proc.pid, signal.SIGKILL)
                 break
