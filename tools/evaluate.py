@@ -14,8 +14,9 @@ ground truth). Prints AP|R40 and AP|R11 tables and the error analysis
 ``--report-dir DIR`` writes what an evaluation during training writes (lib/eval/report.py
 ``write_reports``): ap.json, ap.md, error_analysis.json, the precision-recall curves and error
 plots of each class as PNG, and ``DIR/report.md`` showing them with the tables; a folder that
-already holds a report.md is only replaced with ``--overwrite``. Neither may be, lie inside or hold
-an input (the result and label folders, the split file; lib/utils/outputs.py), whatever the flags.
+already holds a report.md, and an existing ``--json`` file, are only replaced with
+``--overwrite``. Neither may be, lie inside or hold an input (the result and label folders, the
+split file; lib/utils/outputs.py), whatever the flags.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", nargs="+", default=list(EVAL_CLASSES), choices=EVAL_CLASSES)
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
     parser.add_argument("--report-dir", type=Path, default=None, help="write report.md, plots and JSON here")
-    parser.add_argument("--overwrite", action="store_true", help="replace the report of --report-dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of --report-dir and an existing --json file",
+    )
     parser.add_argument(
         "--only-result-frames",
         action="store_true",
@@ -65,10 +70,12 @@ def cuda_available() -> bool:
 def check_targets(args: argparse.Namespace) -> None:
     """What ``--json`` and ``--report-dir`` write may not be, lie inside or hold an input (the label
     and result folders, the split file: lib/utils/outputs.py); an earlier report is replaced only
-    with ``--overwrite``."""
+    with ``--overwrite``, and so is an existing ``--json`` file."""
     outputs = {"--report-dir": args.report_dir, "--json": args.json}
     inputs = {"--result-dir": args.result_dir, "--label-dir": args.label_dir, "--split": args.split}
     check_outputs(outputs, inputs)
+    if args.json is not None and Path(args.json).is_file() and not args.overwrite:
+        raise UserError(f"{args.json}: exists; pass --overwrite to replace it (--json)")
     if args.report_dir is None:
         return
     if (args.report_dir / REPORT_MARKDOWN).exists() and not args.overwrite:

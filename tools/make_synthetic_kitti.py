@@ -7,7 +7,7 @@ Writes ``<out>/training/{image_2,calib,label_2,velodyne}/NNNNNN.*`` and
 ``<out>/ImageSets/{train,val,trainval}.txt`` (the last ``--val-fraction`` of the frames are val).
 The same seed gives byte-identical files. The teacher's depth maps
 (``training/depth_dense/``, tools/make_depth_maps.py) are made in the same call unless
-``--no-depth-maps``. ``--out`` must be new, empty, or an earlier
+``--no-depth-maps``. ``--out`` must be new, empty, or, with ``--overwrite``, an earlier
 output of this tool (it holds the marker file ``.synthetic_kitti``): a real KITTI copy is
 never overwritten.
 
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (created)")
     parser.add_argument("--frames", type=int, required=True, help="number of frames")
+    parser.add_argument("--overwrite", action="store_true", help="rewrite an earlier synthetic set in --out")
     parser.add_argument(
         "--seed", type=cli_types.non_negative_int, default=0, help="frame i: default_rng([seed, i])"
     )
@@ -136,11 +137,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"{option} must be MIN-MAX with 0 < MIN <= MAX, got {bounds[0]:g}-{bounds[1]:g}")
 
 
-def claim_output(out: Path, command: str) -> None:
-    """Refuse a non-empty ``out`` that this tool did not write; mark it as ours otherwise.
+def claim_output(out: Path, command: str, *, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` that this tool did not write, or did without ``overwrite``; mark
+    it as ours otherwise.
 
     Raises:
-        UserError: ``out`` is a file, or a non-empty folder without :data:`MARKER`.
+        UserError: ``out`` is a file, a non-empty folder without :data:`MARKER`, or an earlier
+            set of this tool and ``overwrite`` is false.
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -149,6 +152,8 @@ def claim_output(out: Path, command: str) -> None:
             f"{out}: not empty and not written by this tool (no {MARKER}); "
             "its files would be overwritten: choose a new or empty folder"
         )
+    if (out / MARKER).is_file() and not overwrite:
+        raise UserError(f"{out}: holds an earlier synthetic set; pass --overwrite to rewrite it")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(command + "\n")
 
@@ -156,7 +161,8 @@ def claim_output(out: Path, command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Write the dataset; user errors go to :func:`lib.errors.run_cli` (one line, exit 2)."""
     args = parse_args(argv)
-    claim_output(args.out, "make_synthetic_kitti.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    command = "make_synthetic_kitti.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    claim_output(args.out, command, overwrite=args.overwrite)
     start = time.perf_counter()
     splits = write_dataset(
         args.out,

@@ -197,11 +197,12 @@ def make_demo_data(data_dir: Path, *, frames: int) -> None:
 
 
 def demo_data_command(data_dir: Path, frames: int) -> list[str]:
-    """The command that writes the demo's synthetic set with its depth maps."""
+    """The command that writes the demo's synthetic set with its depth maps (over an unfinished
+    earlier one: make_demo_data runs it while the set lacks its val split)."""
     return [
-        sys.executable, "tools/make_synthetic_kitti.py", "--out", str(data_dir), "--frames", str(frames),
-        "--seed", str(DEMO_SEED), "--val-fraction", str(DEMO_VAL_FRACTION), "--objects", DEMO_OBJECTS,
-        "--depth-range", DEMO_DEPTH_RANGE,
+        sys.executable, "tools/make_synthetic_kitti.py", "--out", str(data_dir), "--overwrite",
+        "--frames", str(frames), "--seed", str(DEMO_SEED), "--val-fraction", str(DEMO_VAL_FRACTION),
+        "--objects", DEMO_OBJECTS, "--depth-range", DEMO_DEPTH_RANGE,
     ]  # fmt: skip
 
 

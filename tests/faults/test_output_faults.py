@@ -132,12 +132,18 @@ def test_synthetic_generator_refuses_a_foreign_dataset(data, capsys):
     assert snapshot(data) == before
 
 
-def test_synthetic_generator_rewrites_its_own_output(tmp_path, capsys):
+def test_synthetic_generator_rewrites_its_own_output_when_told(tmp_path, capsys):
     out = tmp_path / "synth"
-    for _ in range(2):
-        code, stdout, err = cli_out(synth_main, ["--out", out, "--frames", "2", "--size", "64x32"], capsys)
-        assert code == 0, err
-        assert "wrote 2 synthetic frames" in stdout
+    args = ["--out", out, "--frames", "2", "--size", "64x32"]
+    code, stdout, err = cli_out(synth_main, args, capsys)
+    assert code == 0 and "wrote 2 synthetic frames" in stdout, err
+    before = snapshot(out)
+    code, err = cli(synth_main, [*args[:3], "3", *args[4:]], capsys)
+    assert code == 2
+    assert error_line(err) == f"error: {out}: holds an earlier synthetic set; pass --overwrite to rewrite it"
+    assert snapshot(out) == before
+    code, stdout, err = cli_out(synth_main, [*args, "--overwrite"], capsys)
+    assert code == 0 and "wrote 2 synthetic frames" in stdout, err
 
 
 def test_synthetic_generator_refuses_a_file(tmp_path, capsys):
