@@ -201,20 +201,31 @@ def config_values(config_path: str) -> Iterator[None]:
 
 
 def prepare_run_dir(run_dir: Path, args: argparse.Namespace, info: dist_utils.DistInfo) -> None:
-    """Refuse to start a new training run over an earlier run's checkpoints (nothing is lost).
+    """Refuse to start a new training run over an earlier run's checkpoints, or to resume a
+    checkpoint into a run folder holding another run's (nothing is lost).
 
     With ``--overwrite`` the main process moves the old run folder aside, whole.
     """
     if args.overwrite and (args.resume is not None or args.eval_only):
         raise UserError("--overwrite starts a new training run: it cannot go with --resume or -e")
     ckpt_dir = run_dir / "checkpoints"
-    if args.eval_only or args.resume is not None or not ckpt_dir.is_dir():
+    if args.eval_only or not ckpt_dir.is_dir():
         return
     found = sorted(p.name for p in ckpt_dir.glob("*.pth"))
-    if not found:
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    if (
+        found
+        and args.resume not in (None, "auto")
+        and checkpoint_run_dir(Path(args.resume)) != run_dir.resolve()
+    ):
+        raise UserError(
+            f"{run_dir}: holds the checkpoints of another run ({shown}); resuming {args.resume} there would "
+            "replace them: leave out --output-dir / experiment.name (the run folder holding the checkpoint) "
+            "or choose a new run folder"
+        )
+    if args.resume is not None or not found:
         return
     if not args.overwrite:
-        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise UserError(
             f"{run_dir}: holds the checkpoints of an earlier run ({shown}); continue it with --resume, "
             f"or start afresh with --overwrite (moves it to {run_dir.name}{OLD_RUN_SUFFIX}<time>)"

@@ -247,7 +247,9 @@ def test_a_run_folder_is_a_model_zoo_entry(tiny, tmp_path, capsys):
     and MODEL.md; -e on a checkpoint alone (no --config) writes under a folder named for it, leaves
     earlier results in place, prints each AP table once and appends to eval.jsonl for plot_run."""
     config, out = str(tiny["config"]), tmp_path / "zoo"
-    assert train_val_main(["--config", config, "--output-dir", str(out), "trainer.max_epoch=1"]) == 0
+    periodic = "trainer.save_frequency=1"  # checkpoint_epoch_N.pth too (hard links of last.pth)
+    first_run = ["--config", config, "--output-dir", str(out), "trainer.max_epoch=1", periodic]
+    assert train_val_main(first_run) == 0
     run_dir, last = out / "tiny", out / "tiny" / "checkpoints" / "last.pth"
     capsys.readouterr()
     assert train_val_main(["-e", "--resume", str(last)]) == 0
@@ -255,7 +257,7 @@ def test_a_run_folder_is_a_model_zoo_entry(tiny, tmp_path, capsys):
     assert printed.count("Car AP_R40@") == 1 and printed.count("Car AP_R11@") == 1
     first = latest_result_dir(run_dir, "val")
     assert first.name == f"last-{sha256_file(last)[:8]}" and (first / "ap.json").is_file()
-    resume = ["trainer.max_epoch=2", "--config", config, "--output-dir", str(out), "--resume"]
+    resume = ["trainer.max_epoch=2", periodic, "--config", config, "--output-dir", str(out), "--resume"]
     assert train_val_main(resume) == 0
     assert train_val_main(["-e", "--resume", str(last)]) == 0
     second = latest_result_dir(run_dir, "val")

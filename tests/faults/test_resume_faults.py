@@ -159,6 +159,22 @@ def test_evaluation_of_a_copied_run_writes_into_the_copy(first_epoch, tmp_path, 
     assert (copy / "test_config.yaml").is_file() and list((copy / "results" / "val").rglob("*.txt"))
 
 
+def test_resume_into_another_runs_folder_is_refused(first_epoch, tmp_path, capsys):
+    """--resume A's checkpoint with --output-dir / experiment.name naming run B, which holds
+    checkpoints of its own: B's files would be replaced."""
+    mine = linked_copy(first_epoch[1], tmp_path / "runs" / "student")
+    other = linked_copy(first_epoch[1], tmp_path / "runs" / "teacher")
+    before = snapshot(tmp_path / "runs")
+    ckpt = mine / "checkpoints" / "last.pth"
+    argv = ["--resume", ckpt, "--output-dir", tmp_path / "runs", "experiment.name=teacher"]
+    code, err = cli(train_main, argv, capsys)
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith(f"error: {other}: holds the checkpoints of another run (") and "last.pth" in line
+    assert f"resuming {ckpt} there would replace them" in line
+    assert snapshot(tmp_path / "runs") == before
+
+
 def test_a_checkpoint_outside_a_run_folder_needs_output_dir(first_epoch, tmp_path, capsys):
     loose = tmp_path / "downloads" / "model.pth"
     loose.parent.mkdir()
