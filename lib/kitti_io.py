@@ -27,6 +27,9 @@ from lib.geometry import Calibration
 LABEL_COLUMNS = 15
 RESULT_COLUMNS = 16
 DONT_CARE = "DontCare"  # KITTI's ignore regions: sizes -1, location -1000
+# The object types of KITTI's label files (its devkit readme).
+LABEL_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", DONT_CARE)
+ALPHA_NOT_GIVEN = -10.0  # the alpha of a label without one (DontCare lines, hand-made labels)
 
 
 class KittiFormatError(UserError, ValueError):
@@ -188,24 +191,31 @@ def check_label_values(name: str, values: list[float], where: str) -> None:
     A 3D size (h, w, l) <= 0 or a 2D box with x2 < x1 or y2 < y1: GUPNet's loader drops such a
     box without a word, and the evaluator scores it like any other. Truncation outside [0, 1],
     occlusion other than 0, 1, 2, 3 (the devkit's ranges): the difficulty of such an object is none
-    of Easy, Moderate, Hard, so it would silently leave every evaluation; rotation_y outside
-    [-pi, pi] (:data:`ANGLE_SLACK` for rounding) is no heading. Alpha is not checked: -10 marks
-    "not given" (DontCare lines, hand-made labels). DontCare lines (-1 and -10 by KITTI's
-    convention) are not checked at all. Detections (16 columns) are not checked either: a young model's
-    values may be anything, and the evaluator must still score them.
+    of Easy, Moderate, Hard, so it would silently leave every evaluation; rotation_y and alpha
+    outside [-pi, pi] (:data:`ANGLE_SLACK` for rounding; alpha may be :data:`ALPHA_NOT_GIVEN`)
+    are no angles; a type outside :data:`LABEL_TYPES` (a misspelt class) would silently match no
+    class. DontCare lines (-1 and -10 by KITTI's convention) are not checked beyond their type.
+    Detections (16 columns) are not checked at all: a young model's values may be anything, and
+    the evaluator must still score them.
 
     Raises:
         KittiFormatError: names the file, line and values.
     """
+    if name not in LABEL_TYPES:
+        raise KittiFormatError(f"{where}: unknown object type {name!r}; KITTI's are {', '.join(LABEL_TYPES)}")
     if name == DONT_CARE:
         return
-    truncation, occlusion, ry = values[0], values[1], values[13]
+    truncation, occlusion, alpha, ry = values[0], values[1], values[2], values[13]
     if not 0.0 <= truncation <= 1.0:
         raise KittiFormatError(f"{where}: {name} has truncation {truncation:g}; KITTI's is in [0, 1]")
     if occlusion not in (0, 1, 2, 3):
         raise KittiFormatError(f"{where}: {name} has occlusion {occlusion:g}; KITTI's is 0, 1, 2 or 3")
     if abs(ry) > math.pi + ANGLE_SLACK:
         raise KittiFormatError(f"{where}: {name} has rotation_y {ry:g}; KITTI's is in [-pi, pi]")
+    if abs(alpha) > math.pi + ANGLE_SLACK and alpha != ALPHA_NOT_GIVEN:
+        raise KittiFormatError(
+            f"{where}: {name} has alpha {alpha:g}; KITTI's is in [-pi, pi] (or -10: not given)"
+        )
     x1, y1, x2, y2 = values[3:7]
     h, w, l = values[7:10]  # noqa: E741  (KITTI's name for the length)
     if min(h, w, l) <= 0:

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # --help and usage errors come before the heavy imports
     from lib.datasets import dataset_check  # torch (seconds), through lib.datasets.kitti
     from lib.datasets.kitti import needs_depth_maps
+    from lib.kitti_io import find_split_file
 
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         depth_splits = splits if args.depth else []
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
+    missing = [
+        str(find_split_file(root, split)) for split in splits if not find_split_file(root, split).is_file()
+    ]
+    if missing:  # a split named on the command line or in the config: a bad command, not a bad set
+        raise UserError(f"split file not found: {', '.join(missing)} (--splits / the config's splits)")
     report = dataset_check.check_dataset(
         root, splits, depth_dir=depth_dir, depth_splits=depth_splits, scans=args.scans, workers=args.workers
     )

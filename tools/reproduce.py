@@ -124,7 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nnodes", type=int, default=1, help="machines (torchrun --nnodes)")
     parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank (torchrun --node_rank)")
     parser.add_argument("--master-addr", help="address of the machine of rank 0 (torchrun --master_addr)")
-    parser.add_argument("--master-port", type=int, default=29500, help="its port (torchrun --master_port)")
+    parser.add_argument(
+        "--master-port", type=cli_types.tcp_port, default=29500, help="its port (torchrun --master_port)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print every command, run none")
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every stage, key.sub=value")
     args = parser.parse_args(argv)

@@ -86,6 +86,14 @@ score = float_in(0.0, 1.0)  # a detection score or a fraction
 MAX_RENDER_WIDTH = 16384  # pixels of a rendered panel
 
 
+def tcp_port(text: str) -> int:
+    """A TCP port number: 1 .. 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port in [1, 65535], got {value}")
+    return value
+
+
 def render_width(text: str) -> int:
     """Width of a rendered image in pixels: 1 .. :data:`MAX_RENDER_WIDTH`."""
     value = positive_int(text)

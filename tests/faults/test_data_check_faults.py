@@ -70,6 +70,16 @@ DAMAGES = {  # name: (what is done to the set, the split that reads it, what bot
         "val",
         "000008.txt:1: Car has truncation 2.5; KITTI's is in [0, 1]",
     ),
+    "type_Kar": (
+        lambda d: set_column(label(d, 2), 0, "Kar"),
+        "train",
+        "000002.txt:1: unknown object type 'Kar'; KITTI's are Car, Van, Truck,",
+    ),
+    "alpha_9": (
+        lambda d: set_column(label(d, 2), 3, "9.0"),
+        "train",
+        "000002.txt:1: Car has alpha 9; KITTI's is in [-pi, pi] (or -10: not given)",
+    ),
     "heading_9": (
         lambda d: set_column(label(d, 4), 14, "9.0"),
         "train",
@@ -196,3 +206,10 @@ def test_training_that_reads_only_train_warns_of_a_frame_also_in_val(data, confi
     assert sum(warn_split_overlap(data, ["train", "val", "train"]).warnings.values()) == 1
     (data / "ImageSets" / "val.txt").write_text("000008\n000009\n")
     assert not warn_split_overlap(data, ["train", "val"]).warnings
+
+
+def test_check_of_a_split_that_does_not_exist_is_a_bad_command(pristine, capsys):
+    code, err = cli(check_main, ["--data-dir", pristine, "--splits", "train", "nosuch"], capsys)
+    assert code == 2
+    missing = pristine / "ImageSets" / "nosuch.txt"
+    assert error_line(err) == f"error: split file not found: {missing} (--splits / the config's splits)"

@@ -49,6 +49,11 @@ CASES = [  # tool, command line, what argparse prints after "error: "
     ("synth", "--out o --frames 2 --seed -1", "argument --seed: must be an integer >= 0, got -1"),
     ("sanity", "--config c.yaml --min-recall 1.5", "argument --min-recall: must be in [0, 1], got 1.5"),
     ("reproduce", "--demo --frames 0", "argument --frames: must be an integer >= 1, got 0"),
+    (
+        "reproduce",
+        "--all --gpus 2 --master-port 70000 --dry-run",
+        "argument --master-port: must be a TCP port in [1, 65535], got 70000",
+    ),
 ]
 
 
