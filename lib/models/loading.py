@@ -181,6 +181,9 @@ def load_detector(
         checkpoint.check_role(cfg, role, run_task=run_task)
     model = ModelSettings.from_config(cfg)
     evaluated = STUDENT_INPUT if run_task == "distiller" else model.input
+    override = _input_override(overrides)
+    if role in RGB_ROLES and override is not None and override.partition("=")[2].strip() != STUDENT_INPUT:
+        evaluated = override.partition("=")[2].strip()  # a distillation run's student included
     if role in RGB_ROLES and evaluated != STUDENT_INPUT:
         raise ConfigError(_not_rgb(evaluated, role, config, overrides, checkpoint))
     if pretrained is None:
@@ -206,7 +209,7 @@ def _not_rgb(
     """Why an RGB-only role refuses the run config's ``model.input``: the message names where the
     value came from (an override, the ``--config`` file, the checkpoint's stored config) and the
     checkpoint's own input when it says one."""
-    override = next((o for o in reversed(overrides) if o.partition("=")[0].strip() == "model.input"), None)
+    override = _input_override(overrides)
     stored = None
     if checkpoint is not None and checkpoint.config is not None:
         stored = detector_role(checkpoint.config, checkpoint.task)["model.input"]
@@ -216,6 +219,11 @@ def _not_rgb(
         return f"the override {override}{clash}: {needs}"
     where = config if isinstance(config, (str, Path)) else checkpoint.path if checkpoint else "config"
     return f"{where}: model.input is {value!r} (a teacher's input): {needs}"
+
+
+def _input_override(overrides: Sequence[str]) -> str | None:
+    """The last ``model.input=...`` override, or None."""
+    return next((o for o in reversed(overrides) if o.partition("=")[0].strip() == "model.input"), None)
 
 
 def export_state(checkpoint: CheckpointFile, role: str = "export") -> dict[str, torch.Tensor]:

@@ -134,6 +134,16 @@ def test_a_depth_override_is_blamed_not_the_rgb_checkpoint(config, tmp_path, cap
     assert not (tmp_path / "out").exists() and not out.exists()
 
 
+def test_a_depth_override_on_a_distillation_runs_student_is_refused(config, tmp_path, capsys):
+    """An exported student of a distillation run (task distiller) evaluates as RGB whatever its
+    config's model.input says; a model.input=depth override is still refused, naming it."""
+    student = stored_config_checkpoint(tmp_path / "mm_student.pth", config, task="distiller")
+    code, err = cli(infer_main, infer_argv(tmp_path, student, "model.input=depth"), capsys)
+    assert code == 2
+    assert error_line(err).startswith("error: the override model.input=depth conflicts with")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_teacher_config_given_for_an_rgb_file_without_config_is_named(config, tmp_path, capsys):
     plain = tmp_path / "plain.pth"
     torch.save({"model_state": {"mean_size": torch.ones(1, 3)}}, plain)  # e.g. a reference download
