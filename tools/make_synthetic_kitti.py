@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from lib.utils import cli_types
 from lib.utils.jobs import REPO_ROOT, run_command
 
 MARKER = ".synthetic_kitti"  # written first into --out: the folder is this tool's to rewrite
+SET_FOLDERS = ("training", "testing", "ImageSets")  # what --overwrite removes before writing
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -143,7 +145,7 @@ def claim_output(out: Path, command: str, *, overwrite: bool) -> None:
 
     Raises:
         UserError: ``out`` is a file, a non-empty folder without :data:`MARKER`, or an earlier
-            set of this tool and ``overwrite`` is false.
+            set of this tool and ``overwrite`` is false (with it, that set's folders are removed).
     """
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -154,6 +156,8 @@ def claim_output(out: Path, command: str, *, overwrite: bool) -> None:
         )
     if (out / MARKER).is_file() and not overwrite:
         raise UserError(f"{out}: holds an earlier synthetic set; pass --overwrite to rewrite it")
+    for part in SET_FOLDERS:  # --overwrite: no frame or depth map of the earlier set stays beside the new
+        shutil.rmtree(out / part, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(command + "\n")
 

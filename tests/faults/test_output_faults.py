@@ -142,8 +142,10 @@ def test_synthetic_generator_rewrites_its_own_output_when_told(tmp_path, capsys)
     assert code == 2
     assert error_line(err) == f"error: {out}: holds an earlier synthetic set; pass --overwrite to rewrite it"
     assert snapshot(out) == before
-    code, stdout, err = cli_out(synth_main, [*args, "--overwrite"], capsys)
-    assert code == 0 and "wrote 2 synthetic frames" in stdout, err
+    code, stdout, err = cli_out(synth_main, [*args[:3], "1", *args[4:], "--overwrite"], capsys)
+    assert code == 0 and "wrote 1 synthetic frames" in stdout, err
+    assert sorted(p.name for p in (out / "training" / "image_2").iterdir()) == ["000000.png"]
+    assert len(list((out / "training" / "depth_dense").iterdir())) == 1  # no depth map of the old set
 
 
 def test_synthetic_generator_refuses_a_file(tmp_path, capsys):
