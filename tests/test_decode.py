@@ -371,6 +371,7 @@ def write_synthetic_split(root: Path, frames: int) -> None:
 def test_dataset_targets_decode_back_to_the_labels_with_ap_100(tmp_path: Path) -> None:
     from lib.datasets import kitti
     from lib.eval import kitti_eval
+
     write_synthetic_split(tmp_path, frames=12)
     overrides = [f"dataset.root_dir={tmp_path}", "dataset.check_split_sizes=false"]
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "base.yaml", overrides)
