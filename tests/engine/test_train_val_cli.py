@@ -120,7 +120,10 @@ def kill_mid_epoch_2(cmd: list[str], run_dir: Path, log: Path) -> None:
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
     config = str(tiny["config"])
-    assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "full")]) == 0
+    # Every training runs in a fresh process (as the killed one must): bit-identical results need the
+    # same process state, which this test process, after other tests, need not have.
+    done = run_cli("--config", config, "--output-dir", str(tmp_path / "full"))
+    assert done.returncode == 0, done.stderr[-3000:]
     full = load_checkpoint(tmp_path / "full" / "tiny" / "checkpoints" / "last.pth")
     assert full["epoch"] == 3 and full["iteration"] == 18
 
@@ -129,7 +132,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny, tmp_path):
     kill_mid_epoch_2(cmd, run_dir, tmp_path / "killed.log")
     assert load_checkpoint(run_dir / "checkpoints" / "last.pth")["epoch"] == 1  # killed inside epoch 2
 
-    assert train_val_main(["--config", config, "--output-dir", str(tmp_path / "killed"), "--resume"]) == 0
+    done = run_cli("--config", config, "--output-dir", str(tmp_path / "killed"), "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
     resumed = load_checkpoint(run_dir / "checkpoints" / "last.pth")
     assert (resumed["epoch"], resumed["iteration"]) == (3, 18)
     assert resumed["htl"] == full["htl"]
