@@ -61,10 +61,10 @@ from lib.eval.report import (
     cell_values,
     format_error_summary,
     format_results_table,
-    write_text,
 )
 from lib.kitti_io import find_split_file, read_split
 from lib.utils import cli_types
+from lib.utils.files import atomic_write_text
 from lib.utils.jobs import REPO_ROOT, job_output, run_command, run_side_by_side, say
 from lib.utils.run_lock import run_folder_lock
 
@@ -399,8 +399,8 @@ def run_chains(
         launch=tuple(launcher(args)),
     )  # fmt: skip
     table = results_tables(run_dirs, demo=args.demo, seeds=args.seeds, best_epoch=args.best_epoch)
-    table_path = write_text(out_dir / "table.md", table)
-    report_path = write_text(out_dir / REPORT_MARKDOWN, format_run_report(out_dir, table, run_dirs))
+    table_path = atomic_write_text(out_dir / "table.md", table)
+    report_path = atomic_write_text(out_dir / REPORT_MARKDOWN, format_run_report(out_dir, table, run_dirs))
     print(f"\n{table}\nwritten to {table_path} and {report_path}; total {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from lib.engine.checkpoint import git_sha
-from lib.utils.files import atomic_path, sha256_file
+from lib.utils.files import atomic_write_text, sha256_file
 from lib.utils.logging import read_jsonl
 
 RUN_JSON = "run.json"
@@ -85,7 +85,7 @@ def record_command(run_dir: str | Path, argv: Sequence[str] | None = None) -> Pa
         }
     )
     record["environment"] = environment()
-    _write_text(path, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path
 
 
@@ -119,11 +119,11 @@ def write_model_card(run_dir: str | Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     sums = {p.name: sha256_file(p) for p in sorted(ckpt_dir.glob("*.pth"))}
     if sums:
-        _write_text(ckpt_dir / SUMS_FILE, "".join(f"{s}  {name}\n" for name, s in sums.items()))
+        atomic_write_text(ckpt_dir / SUMS_FILE, "".join(f"{s}  {name}\n" for name, s in sums.items()))
     evals = read_jsonl(run_dir / EVAL_JSONL) if (run_dir / EVAL_JSONL).is_file() else []
-    _write_text(run_dir / METRICS_JSON, json.dumps({"evaluations": evals}, indent=1) + "\n")
+    atomic_write_text(run_dir / METRICS_JSON, json.dumps({"evaluations": evals}, indent=1) + "\n")
     run = json.loads((run_dir / RUN_JSON).read_text()) if (run_dir / RUN_JSON).is_file() else {}
-    _write_text(run_dir / MODEL_CARD, format_model_card(run_dir.name, run, sums, evals))
+    atomic_write_text(run_dir / MODEL_CARD, format_model_card(run_dir.name, run, sums, evals))
     return run_dir / MODEL_CARD
 
 
@@ -151,9 +151,3 @@ def format_model_card(
         lines.append(f"| {kind} | {e.get('epoch')} | {e.get('car_3d_moderate_ap40', 0.0):.2f} | {where} |")
     lines += ["", "Check a copy of the checkpoints: `cd checkpoints && sha256sum -c SHA256SUMS`.", ""]
     return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file whole or not at all (lib/utils/files.py ``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)

@@ -29,7 +29,7 @@ from typing import Any
 
 from lib.constants import EVAL_DIFFICULTIES, EVAL_METRICS
 from lib.errors import writing
-from lib.utils.files import atomic_path
+from lib.utils.files import atomic_write_text
 
 AP_JSON, AP_MARKDOWN, ERROR_JSON = "ap.json", "ap.md", "error_analysis.json"  # of a result folder
 REPORT_MARKDOWN = "report.md"
@@ -113,16 +113,8 @@ def write_reports(
     (out_dir / AP_MARKDOWN).write_text(format_markdown(reports))
     write_json(out_dir / ERROR_JSON, errors)
     pictures = write_pictures(out_dir, reports, errors)
-    write_text(out_dir / REPORT_MARKDOWN, format_report(reports, errors, pictures, title=title))
+    atomic_write_text(out_dir / REPORT_MARKDOWN, format_report(reports, errors, pictures, title=title))
     return json_path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written;
-    lib/utils/files.py ``atomic_path``)."""
-    with atomic_path(path, suffix=".partial") as partial:
-        partial.write_text(text)
-    return Path(path)
 
 
 def write_pictures(out_dir: Path, reports: Mapping[str, Any], errors: Mapping[str, Any]) -> dict[str, dict]:
@@ -336,4 +328,4 @@ def write_epoch_summary(run_dir: str | Path) -> Path | None:
     records = read_evaluations(log) if log.is_file() else []
     if not records:
         return None
-    return write_text(Path(run_dir) / EPOCHS_MARKDOWN, format_epoch_summary(records))
+    return atomic_write_text(Path(run_dir) / EPOCHS_MARKDOWN, format_epoch_summary(records))

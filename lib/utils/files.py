@@ -94,3 +94,10 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp", durable: bool = True)
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` whole or not at all (:func:`atomic_path`); returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
