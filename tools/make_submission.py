@@ -29,12 +29,9 @@ from pathlib import Path
 
 from lib.errors import UserError, run_cli, writing
 from lib.eval.kitti_format import frame_file_name, resolve_result_dir, result_frame_ids
-from lib.kitti_io import STANDARD_SPLITS_DIR, parse_label_text, read_split, read_text
+from lib.kitti_io import LABEL_TYPES, STANDARD_SPLITS_DIR, parse_label_text, read_split, read_text
 from lib.utils.outputs import check_outputs
 
-# The object types of KITTI's label format (devkit readme); the server scores Car, Pedestrian
-# and Cyclist and ignores the others.
-KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 SHOWN_IDS = 10  # frame ids named in an error message
 SUBMIT_URL = "http://www.cvlibs.net/datasets/kitti/user_submit.php"
 
@@ -88,9 +85,9 @@ def check_file(path: Path) -> Counter:
     table = parse_label_text(text, path, with_score=True)  # 16 finite columns on every line
     lines = [(n, line.split()[0]) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     for lineno, name in lines:
-        if name not in KITTI_TYPES:
+        if name not in LABEL_TYPES:  # the server scores Car, Pedestrian and Cyclist, ignores the others
             raise UserError(
-                f"{path}:{lineno}: unknown object type {name!r} (KITTI's: {', '.join(KITTI_TYPES)})"
+                f"{path}:{lineno}: unknown object type {name!r} (KITTI's: {', '.join(LABEL_TYPES)})"
             )
     return Counter(table.names.tolist())
 
