@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         depth_splits = splits if args.depth else []
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")
-    missing = [
-        str(find_split_file(root, split)) for split in splits if not find_split_file(root, split).is_file()
-    ]
+    missing = [str(f) for f in (find_split_file(root, split) for split in splits) if not f.is_file()]
     if missing:  # a split named on the command line or in the config: a bad command, not a bad set
         raise UserError(f"split file not found: {', '.join(missing)} (--splits / the config's splits)")
     report = dataset_check.check_dataset(
