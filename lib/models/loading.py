@@ -182,8 +182,8 @@ def load_detector(
     model = ModelSettings.from_config(cfg)
     evaluated = STUDENT_INPUT if run_task == "distiller" else model.input
     override = _input_override(overrides)
-    if role in RGB_ROLES and override is not None and override.partition("=")[2].strip() != STUDENT_INPUT:
-        evaluated = override.partition("=")[2].strip()  # a distillation run's student included
+    if role in RGB_ROLES and override is not None:  # also for a distillation run's student
+        evaluated = override.partition("=")[2].strip()
     if role in RGB_ROLES and evaluated != STUDENT_INPUT:
         raise ConfigError(_not_rgb(evaluated, role, config, overrides, checkpoint))
     if pretrained is None:
